@@ -1,0 +1,75 @@
+"""Atomic file writes: a reader never sees a half-written file.
+
+Everything is written to a temporary file in the target's folder, flushed,
+fsynced, then moved over the target with ``os.replace`` (atomic on POSIX and
+Windows when both are on the same filesystem).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+__all__ = ["atomic_writer", "write_bytes", "write_text", "write_json", "read_json", "refuse_overwrite"]
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
+    """Open a temporary file that replaces ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes(path, data: bytes) -> Path:
+    with atomic_writer(path, "wb") as fh:
+        fh.write(data)
+    return Path(path)
+
+
+def write_text(path, text: str) -> Path:
+    with atomic_writer(path, "w") as fh:
+        fh.write(text)
+    return Path(path)
+
+
+def _default(o):
+    # numpy scalars and arrays appear in metrics; paths in configs.
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, os.PathLike):
+        return os.fspath(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+def write_json(path, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, default=_default, allow_nan=True) + "\n")
+
+
+def read_json(path) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def refuse_overwrite(path, overwrite: bool, what: str = "file") -> None:
+    """Raise unless ``path`` is free or the caller explicitly allowed overwriting."""
+    p = Path(path)
+    if p.exists() and not overwrite:
+        raise FileExistsError(
+            f"{what.capitalize()} '{p}' already exists and frugalvision never overwrites your files "
+            f"without asking. Choose another path, or pass overwrite=True (--overwrite on the command line)."
+        )

@@ -1,0 +1,37 @@
+"""``frugalvision demo``: the whole pipeline, offline, on the embedded Fashion-MNIST sample."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ._common import CacheDir, Engine, Quiet, echo_paths, fmt_pct
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("demo")
+    def demo_cmd(
+        out: Path = typer.Option(Path("frugalvision-demo"), "--out", "-o", help="Folder for the demo data and run."),
+        engine: str = Engine, cache_dir: Optional[Path] = CacheDir, quiet: bool = Quiet,
+    ):
+        """Train, evaluate, explain and report on 600 embedded product photos (no network needed)."""
+        import time
+
+        from ..data.demo import write_demo_dataset
+        from ..training import train
+        from .train import print_training
+
+        t0 = time.perf_counter()
+        data = write_demo_dataset(out / "data")
+        typer.echo(f"Demo data (Fashion-MNIST sample, MIT licence): {data}")
+        run = out / "run"
+        model = train(data, out=run, engine=engine, cache_dir=cache_dir, progress=not quiet, overwrite=True)
+        print_training(model, time.perf_counter() - t0)
+        result = model.evaluate(progress=not quiet)
+        typer.echo(result.summary())
+        written = result.save(run / "evaluation", overwrite=True)
+        report = model.report(run / "report.html", evaluation=result, overwrite=True, progress=not quiet)
+        echo_paths("Wrote:", [run / "model.safetensors", *written, report])
+        typer.echo(f"Demo finished in {time.perf_counter() - t0:.0f} s. Open {report} in a browser.")

@@ -1,0 +1,169 @@
+"""Safe image decoding: any file in, an RGB image (or a specific reason) out.
+
+- EXIF orientation is applied, so a phone photo is upright.
+- Every mode becomes RGB correctly: transparency is composited on white (not
+  left as whatever colour hid under it), 16-bit and float images are rescaled,
+  palette images keep their transparency, CMYK is converted.
+- Size is checked from the header before pixels are decoded (decompression bombs).
+- JPEGs are decoded at reduced scale (``Image.draft``) when the network needs far
+  fewer pixels than the file has: libjpeg skips most of the work.
+- Failures raise :class:`ImageDecodeError` whose ``reason`` is short and specific.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..exceptions import ImageDecodeError
+
+__all__ = ["DEFAULT_MAX_PIXELS", "load_rgb", "crop_box", "to_input", "decode_for_input", "DecodedInput"]
+
+#: 100 megapixels: well above any camera image, far below what exhausts RAM.
+DEFAULT_MAX_PIXELS = 100_000_000
+
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
+             "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS}
+
+
+def _open(source) -> Image.Image:
+    name = source if isinstance(source, (str, os.PathLike)) else "<bytes>"
+    try:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            if len(source) == 0:
+                raise ImageDecodeError(name, "empty file (0 bytes)")
+            return Image.open(io.BytesIO(source))
+        if os.path.getsize(source) == 0:
+            raise ImageDecodeError(name, "empty file (0 bytes)")
+        return Image.open(source)
+    except ImageDecodeError:
+        raise
+    except FileNotFoundError:
+        raise ImageDecodeError(name, "file not found") from None
+    except PermissionError:
+        raise ImageDecodeError(name, "permission denied (cannot read the file)") from None
+    except IsADirectoryError:
+        raise ImageDecodeError(name, "is a directory, not an image file") from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError(name, "not an image (content is not a format Pillow recognises)") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(name, f"image too large (decompression-bomb guard): {exc}") from None
+    except OSError as exc:
+        raise ImageDecodeError(name, f"cannot read file ({exc})") from None
+
+
+def load_rgb(source, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None) -> Image.Image:
+    """Decode ``source`` (path or bytes) into an upright 8-bit RGB image.
+
+    Parameters
+    ----------
+    source : path or bytes
+    max_pixels : int
+        Refuse images with more pixels than this, judged from the header before decoding.
+    min_side : int, optional
+        The smallest side the caller needs; JPEGs are then decoded at the smallest
+        1/2, 1/4 or 1/8 scale that still has at least that many pixels on each side.
+
+    Raises
+    ------
+    ImageDecodeError
+        With a short ``reason``: empty, not an image, truncated, too large, ...
+    """
+    name = source if isinstance(source, (str, os.PathLike)) else "<bytes>"
+    img = _open(source)
+    try:
+        w, h = img.size
+        if w <= 0 or h <= 0:
+            raise ImageDecodeError(name, f"invalid image size {w}x{h}")
+        if w * h > max_pixels:
+            raise ImageDecodeError(
+                name, f"image too large: {w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,}"
+            )
+        if min_side and img.format == "JPEG" and min(w, h) >= 2 * min_side:
+            img.draft("RGB", (min_side, min_side))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img.load()
+        img = ImageOps.exif_transpose(img)
+        return _to_rgb(img)
+    except ImageDecodeError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        msg = str(exc)
+        if "truncated" in msg or "broken data stream" in msg or "premature end" in msg.lower():
+            reason = f"truncated or corrupt image data ({msg})"
+        else:
+            reason = f"corrupt image data ({type(exc).__name__}: {msg})"
+        raise ImageDecodeError(name, reason) from None
+    finally:
+        img.close()
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    mode = img.mode
+    if mode == "RGB":
+        return img.copy() if img.readonly else img
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") or (mode == "I" and a.max(initial=0) > 255) else 255.0
+        if mode == "F":
+            top = 1.0 if a.max(initial=0) <= 1.0 else 255.0
+        a = np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(a).convert("RGB")
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        if img.mode == "RGB":
+            return img
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    # L, 1, CMYK, YCbCr, LAB, HSV: Pillow's converters are correct for these.
+    return img.convert("RGB")
+
+
+def crop_box(width: int, height: int, crop_pct: float) -> tuple[float, float, float, float]:
+    """The centred square (left, top, right, bottom) the network sees, in pixel coordinates."""
+    side = min(width, height) * min(max(crop_pct, 1e-3), 1.0)
+    left = (width - side) / 2.0
+    top = (height - side) / 2.0
+    return left, top, left + side, top + side
+
+
+def to_input(img: Image.Image, size: int, crop_pct: float, interpolation: str = "bicubic"):
+    """Resize-and-centre-crop in one resampling step; returns (uint8 HxWx3 array, crop box as fractions)."""
+    w, h = img.size
+    box = crop_box(w, h, crop_pct)
+    out = img.resize((size, size), _RESAMPLE.get(interpolation, Image.Resampling.BICUBIC), box=box,
+                     reducing_gap=3.0)
+    frac = (box[0] / w, box[1] / h, box[2] / w, box[3] / h)
+    return np.asarray(out, dtype=np.uint8), frac
+
+
+@dataclass(frozen=True)
+class DecodedInput:
+    """One image ready for the network, or the reason it is not."""
+
+    array: np.ndarray | None
+    box: tuple[float, float, float, float] | None = None
+    size: tuple[int, int] | None = None  # decoded (upright) width, height, after draft scaling
+    error: str | None = None
+
+
+def decode_for_input(source, size: int, crop_pct: float, interpolation: str = "bicubic",
+                     max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedInput:
+    """Decode + resize for the network; never raises for bad images (picklable, for worker pools)."""
+    try:
+        img = load_rgb(source, max_pixels=max_pixels, min_side=int(round(size / max(crop_pct, 1e-3))))
+        arr, box = to_input(img, size, crop_pct, interpolation)
+        return DecodedInput(arr, box, img.size)
+    except ImageDecodeError as exc:
+        return DecodedInput(None, error=exc.reason)
+    except Exception as exc:  # a decoder bug must not kill a 10k-image run
+        return DecodedInput(None, error=f"unexpected decoding error ({type(exc).__name__}: {exc})")

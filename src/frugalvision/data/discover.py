@@ -1,0 +1,132 @@
+"""Find labelled images: a folder of class sub-folders, a train/test layout, or a CSV manifest.
+
+The result is a plain :class:`pandas.DataFrame` with one row per file and the
+columns ``path`` (absolute), ``label`` (may be missing for prediction), ``split``
+(``train``/``val``/``test`` when the layout says so, else empty) and any extra
+manifest columns, kept as metadata for subgroup analysis.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from ..exceptions import DataError
+
+__all__ = ["discover", "list_image_files", "IMAGE_SUFFIXES"]
+
+#: Suffixes looked for when scanning a folder without labels. Labelled folders take every
+#: non-hidden file, so that a mislabelled or broken file is reported rather than ignored.
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".jfif", ".ppm", ".pgm"}
+_SPLIT_DIRS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+               "test": "test", "testing": "test"}
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    out = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        out.extend(Path(root) / f for f in sorted(files) if not f.startswith("."))
+    return out
+
+
+def list_image_files(paths) -> list[str]:
+    """Expand files and folders into a sorted list of image files (by suffix inside folders)."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    out: list[str] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(str(f.resolve()) for f in _visible_files(p) if f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.exists():
+            out.append(str(p.resolve()))
+        else:
+            raise DataError(f"'{p}' does not exist. Pass image files or folders that contain images.")
+    return out
+
+
+def _class_folders(folder: Path, split: str | None) -> list[dict]:
+    rows = []
+    for class_dir in sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        for f in _visible_files(class_dir):
+            rows.append({"path": str(f.resolve()), "label": class_dir.name, "split": split or ""})
+    return rows
+
+
+def discover(source, *, require_labels: bool = True) -> pd.DataFrame:
+    """Describe a dataset as a table.
+
+    Parameters
+    ----------
+    source : path
+        A folder of class sub-folders (``data/cat/*.jpg``), a folder with ``train/`` and
+        ``test/`` (and optionally ``val/``) each holding class sub-folders, or a CSV manifest
+        with columns ``path,label`` (relative paths are relative to the CSV's folder) and
+        any extra columns. A ``status`` column from ``frugalvision prepare`` is honoured:
+        rows marked ``exclude`` are dropped.
+    require_labels : bool
+        Raise if labels are missing (training and evaluation need them).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``path``, ``label``, ``split`` and the manifest's extras.
+    """
+    src = Path(source)
+    if not src.exists():
+        raise DataError(f"Dataset '{src}' does not exist. Pass a folder of class sub-folders or a CSV manifest.")
+    if src.is_file():
+        df = _read_manifest(src)
+    else:
+        subdirs = {d.name.lower(): d for d in src.iterdir() if d.is_dir() and not d.name.startswith(".")}
+        split_dirs = {name: d for name, d in subdirs.items() if name in _SPLIT_DIRS}
+        if split_dirs and "train" in {_SPLIT_DIRS[n] for n in split_dirs}:
+            rows = []
+            for name, d in sorted(split_dirs.items()):
+                rows.extend(_class_folders(d, _SPLIT_DIRS[name]))
+        else:
+            rows = _class_folders(src, None)
+        if not rows:
+            raise DataError(
+                f"No images found under '{src}'. Expected one sub-folder per class "
+                f"('{src}/<class>/<image>'), optionally inside train/ and test/ folders."
+            )
+        df = pd.DataFrame(rows, columns=["path", "label", "split"])
+    if require_labels:
+        missing = df["label"].isna() | (df["label"].astype(str).str.strip() == "")
+        if missing.any():
+            raise DataError(
+                f"{int(missing.sum())} rows of '{src}' have no label (first: {df.loc[missing, 'path'].iloc[0]}). "
+                f"Every training image needs a label."
+            )
+        if df["label"].nunique() < 2:
+            raise DataError(
+                f"Found a single class ({df['label'].iloc[0]!r}) in '{src}'. A classifier needs at least 2 classes."
+            )
+    return df.reset_index(drop=True)
+
+
+def _read_manifest(csv: Path) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    except Exception as exc:
+        raise DataError(f"Could not read manifest '{csv}' as CSV ({exc}).") from exc
+    cols = {c.lower().strip(): c for c in df.columns}
+    if "path" not in cols:
+        raise DataError(
+            f"Manifest '{csv}' has no 'path' column (columns: {list(df.columns)}). "
+            f"Expected a CSV with a header line 'path,label' and one image per row."
+        )
+    df = df.rename(columns={cols["path"]: "path", **({cols["label"]: "label"} if "label" in cols else {})})
+    if "label" not in df.columns:
+        df["label"] = ""
+    if "status" in df.columns:
+        df = df[df["status"].str.lower() != "exclude"]
+    base = csv.parent
+    df["path"] = [str((base / p).resolve()) if not os.path.isabs(p) else p for p in df["path"]]
+    if "split" not in df.columns:
+        df["split"] = ""
+    df["split"] = df["split"].str.lower().map(lambda s: _SPLIT_DIRS.get(s, ""))
+    return df

@@ -1,0 +1,66 @@
+"""Reproducible stratified train/validation/test splits, saved with the outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from ..exceptions import DataError
+
+__all__ = ["assign_splits"]
+
+
+def assign_splits(df: pd.DataFrame, *, val_size: float = 0.15, test_size: float = 0.15, seed: int = 0,
+                  groups: pd.Series | None = None) -> pd.DataFrame:
+    """Fill the ``split`` column with ``train``/``val``/``test``.
+
+    Rows that already have a split (a ``train/``+``test/`` layout, or a manifest column)
+    keep it; ``val`` is then carved out of ``train`` only. The assignment depends only on
+    the rows' paths, labels and ``seed``, so it is the same on every machine.
+
+    Parameters
+    ----------
+    groups : Series, optional
+        Rows with the same group id (e.g. near-duplicates) always land in the same split.
+    """
+    for name, v in (("val_size", val_size), ("test_size", test_size)):
+        if not 0 <= v < 1:
+            raise DataError(f"{name} must be in [0, 1), got {v}.")
+    out = df.sort_values("path", kind="stable").reset_index(drop=True).copy()
+    if "split" not in out.columns:
+        out["split"] = ""
+    out["split"] = out["split"].fillna("")
+    counts = out["label"].value_counts()
+    if (counts < 2).any():
+        small = ", ".join(f"'{k}' ({v})" for k, v in counts[counts < 2].items())
+        raise DataError(f"Classes with fewer than 2 images cannot be split: {small}. Add images or drop the class.")
+    rng = np.random.RandomState(seed)
+    carved_test = False
+    if not (out["split"] == "test").any() and test_size > 0:
+        out.loc[_pick(out[out["split"] == ""], test_size, rng, groups), "split"] = "test"
+        carved_test = True
+    if not (out["split"] == "val").any() and val_size > 0:
+        pool = out[out["split"].isin(["", "train"])]
+        # val_size is a fraction of the whole dataset when we carved test ourselves.
+        frac = val_size / (1 - test_size) if carved_test else val_size
+        out.loc[_pick(pool, frac, rng, groups), "split"] = "val"
+    out.loc[out["split"] == "", "split"] = "train"
+    return out
+
+
+def _pick(sub: pd.DataFrame, frac: float, rng, groups) -> pd.Index:
+    """Indices of a stratified ``frac`` of ``sub`` (by label), keeping groups whole."""
+    frac = min(max(frac, 0.0), 0.9)
+    if groups is not None:
+        g = groups.reindex(sub.index).fillna(pd.Series(sub.index.astype(str), index=sub.index))
+        first = sub.assign(_g=g).drop_duplicates("_g")
+        chosen = _pick(first, frac, rng, None)
+        return sub.index[g.isin(g.loc[chosen])]
+    labels = sub["label"]
+    n_take = max(int(round(len(sub) * frac)), labels.nunique())
+    try:
+        _, taken = train_test_split(sub.index, test_size=n_take, stratify=labels, random_state=rng)
+    except ValueError:  # too few per class to stratify: fall back to a seeded plain split
+        _, taken = train_test_split(sub.index, test_size=n_take, random_state=rng)
+    return pd.Index(taken)

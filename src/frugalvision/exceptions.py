@@ -1,0 +1,51 @@
+"""Errors that say what was wrong, what was expected, and what to do.
+
+Each exception subclasses the builtin it refines so that generic ``except``
+clauses keep working; the CLI turns them into a message and exit code 1.
+"""
+
+__all__ = [
+    "FrugalVisionError",
+    "UnknownBackboneError",
+    "WeightsUnavailableError",
+    "DataError",
+    "ImageDecodeError",
+    "NotFittedError",
+    "ArtifactError",
+]
+
+
+class FrugalVisionError(Exception):
+    """Base class for every error frugalvision raises on purpose."""
+
+
+class UnknownBackboneError(FrugalVisionError, KeyError):
+    """A backbone name is not in the registry nor a known timm model."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class WeightsUnavailableError(FrugalVisionError, RuntimeError):
+    """Pretrained weights could not be found locally nor downloaded."""
+
+
+class DataError(FrugalVisionError, ValueError):
+    """The dataset (folder, manifest, labels) cannot be used as given."""
+
+
+class ImageDecodeError(FrugalVisionError, ValueError):
+    """One image could not be decoded; ``reason`` says why in a few words."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+class NotFittedError(FrugalVisionError, ValueError, AttributeError):
+    """An estimator or model was used before ``fit``."""
+
+
+class ArtifactError(FrugalVisionError, ValueError):
+    """A model file is missing, corrupt, or does not match this installation."""

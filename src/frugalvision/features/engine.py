@@ -1,0 +1,159 @@
+"""Run a frozen backbone on uint8 image batches: ONNX Runtime (fast on CPU) or eager PyTorch.
+
+The ONNX graph is exported once per (backbone, weights, input size) and cached on
+disk, so later runs do not even need to build the PyTorch model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..backbones.registry import BackboneSpec, get_spec
+
+__all__ = ["Engine", "TorchEngine", "OnnxEngine", "make_engine", "extractor_id", "ENGINES"]
+
+ENGINES = ("auto", "onnx", "torch")
+#: Bump when anything changes what an embedding means (preprocessing code, pooling).
+FEATURE_VERSION = 1
+
+
+def extractor_id(spec: BackboneSpec, weights_id: str, preprocessing: dict) -> str:
+    """Stable id of "these pixels -> this embedding"; keys the cache and the ONNX file."""
+    blob = json.dumps({"timm": spec.timm_name, "weights": weights_id, "pre": preprocessing,
+                       "v": FEATURE_VERSION}, sort_keys=True)
+    return f"{spec.name.replace(':', '_').replace('/', '_')}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+class Engine:
+    """Common interface: ``run(images_uint8_nhwc, maps=False) -> (maps or None, embeddings)``."""
+
+    name = "base"
+    spec: BackboneSpec
+    weights_id: str
+
+    def run(self, images: np.ndarray, maps: bool = False):  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class TorchEngine(Engine):
+    """Eager PyTorch, channels_last, inference_mode. Also the path for fine-tuned backbones."""
+
+    name = "torch"
+
+    def __init__(self, backbone, threads: int | None = None):
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.backbone = backbone.to(memory_format=torch.channels_last).eval()
+        self.spec = backbone.spec
+        self.weights_id = backbone.weights_id
+
+    def run(self, images: np.ndarray, maps: bool = False):
+        import torch
+
+        with torch.inference_mode():
+            fmap, pooled = self.backbone(torch.from_numpy(np.ascontiguousarray(images)))
+        return (fmap.float().contiguous().numpy() if maps else None), pooled.float().numpy()
+
+
+class OnnxEngine(Engine):
+    """ONNX Runtime on the CPU with an explicit thread count (the machine's physical cores)."""
+
+    name = "onnx"
+
+    def __init__(self, onnx_path, spec: BackboneSpec, weights_id: str, threads: int | None = None):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads or _default_threads()
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        self.spec = spec
+        self.weights_id = weights_id
+        self.path = Path(onnx_path)
+
+    def run(self, images: np.ndarray, maps: bool = False):
+        feed = {"images": np.ascontiguousarray(images, dtype=np.uint8)}
+        if maps:
+            fmap, pooled = self.session.run(["features", "embedding"], feed)
+            return fmap, pooled
+        return None, self.session.run(["embedding"], feed)[0]
+
+
+def _default_threads() -> int:
+    # Hyper-threads do not help GEMM-bound inference; os.cpu_count() is a fine upper bound here.
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def export_onnx(backbone, path) -> Path:
+    """Export ``FrozenBackbone`` (uint8 NHWC in; feature map and embedding out) atomically."""
+    import torch
+
+    from .._io import atomic_writer
+
+    size = backbone.spec.input_size
+    example = torch.zeros((1, size, size, 3), dtype=torch.uint8)
+    path = Path(path)
+    with atomic_writer(path, "wb") as fh, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            backbone, (example,), fh, input_names=["images"], output_names=["features", "embedding"],
+            dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}, "embedding": {0: "batch"}},
+            opset_version=17, dynamo=False,
+        )
+    return path
+
+
+def make_engine(backbone_name="efficientnet_lite0", *, weights=None, engine: str = "auto",
+                onnx_dir=None, backbone=None, threads: int | None = None, pretrained: bool = True) -> Engine:
+    """Build the inference engine for a backbone.
+
+    ``engine='auto'`` uses ONNX Runtime when it is installed and the export works, else
+    eager PyTorch. The ONNX file is cached in ``onnx_dir`` (default: the cache folder), keyed
+    by backbone, weights identity and input size; an existing file is used without building
+    the PyTorch model at all. Pass ``backbone`` (a built ``FrozenBackbone``) to run modified,
+    e.g. fine-tuned, weights.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"Unknown engine '{engine}'. Choose one of {', '.join(ENGINES)}.")
+    spec = get_spec(backbone.spec if backbone is not None else backbone_name)
+    if engine in ("auto", "onnx"):
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            if engine == "onnx":
+                raise ImportError("engine='onnx' needs onnxruntime: pip install onnxruntime") from None
+            engine = "torch"
+    if engine == "torch":
+        from ..backbones.build import build_backbone
+
+        bb = backbone if backbone is not None else build_backbone(spec, weights, pretrained=pretrained)
+        return TorchEngine(bb, threads=threads)
+    from ..backbones.build import build_backbone, weights_identity
+    from ..config import cache_root
+
+    if backbone is not None:
+        wid = backbone.weights_id
+    else:
+        wid = weights_identity(spec, weights) if pretrained else "random"
+    key = extractor_id(spec, wid, {"input_size": spec.input_size})
+    path = Path(onnx_dir or Path(cache_root()) / "onnx") / f"{key}.onnx"
+    if not path.exists():
+        bb = backbone if backbone is not None else build_backbone(spec, weights, pretrained=pretrained)
+        try:
+            export_onnx(bb, path)
+        except Exception as exc:
+            if engine == "onnx":
+                raise
+            warnings.warn(f"ONNX export failed ({type(exc).__name__}: {exc}); using eager PyTorch instead.")
+            return TorchEngine(bb, threads=threads)
+    return OnnxEngine(path, spec, wid, threads=threads)

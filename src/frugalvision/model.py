@@ -1,0 +1,177 @@
+"""A trained classifier: backbone identity + preprocessing + head, with predict/explain.
+
+``Model`` is a plain object. It builds its backbone engine only when an image has to
+be embedded (cached embeddings need no network), and it is saved as one
+``.safetensors`` file (see :mod:`frugalvision.artifact`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .artifact import load_artifact, save_artifact, versions
+from .backbones.registry import get_spec
+from .exceptions import ArtifactError
+from .heads import HEADS
+
+__all__ = ["Model", "load_model"]
+
+
+class Model:
+    """A frugalvision classifier.
+
+    Attributes
+    ----------
+    head : estimator
+        Fitted head (``LinearHead``) on embeddings.
+    classes : list of str
+    spec : BackboneSpec
+    meta : dict
+        Everything stored with the model: backbone, weights identity, preprocessing,
+        versions, training summary, temperature.
+    path : Path or None
+        Where the model was loaded from / saved to; its folder holds ``split.csv``.
+    """
+
+    def __init__(self, head, meta: dict, backbone_tensors: dict | None = None, path=None):
+        self.head = head
+        self.meta = meta
+        self.backbone_tensors = backbone_tensors or {}
+        self.path = Path(path) if path else None
+        self._extractor = None
+
+    # -- identity -----------------------------------------------------------------------------
+    @property
+    def classes(self) -> list[str]:
+        return [str(c) for c in self.head.classes_]
+
+    @property
+    def spec(self):
+        return get_spec(self.meta["backbone"]["name"])
+
+    @property
+    def preprocessing(self) -> dict:
+        return self.meta["preprocessing"]
+
+    @property
+    def temperature(self) -> float:
+        return float(self.meta.get("temperature") or 1.0)
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.path.parent if self.path else None
+
+    def __repr__(self) -> str:
+        return (f"Model(backbone={self.meta['backbone']['name']!r}, classes={self.classes}, "
+                f"head={type(self.head).__name__})")
+
+    # -- persistence --------------------------------------------------------------------------
+    def save(self, path, *, overwrite: bool = False) -> Path:
+        tensors = {f"head.{k}": v for k, v in self.head.get_state().items()}
+        tensors.update({f"backbone.{k}": v for k, v in self.backbone_tensors.items()})
+        meta = {**self.meta, "classes": self.classes, "versions": versions(),
+                "head": {"type": type(self.head).__name__, "params": self.head.get_params()}}
+        self.path = save_artifact(path, tensors, meta, overwrite=overwrite)
+        self.meta = meta
+        return self.path
+
+    @classmethod
+    def load(cls, path) -> "Model":
+        tensors, meta = load_artifact(path)
+        head_cls = {c.__name__: c for c in HEADS.values()}.get(meta["head"]["type"])
+        if head_cls is None:
+            raise ArtifactError(f"Model head type {meta['head']['type']!r} is unknown to this frugalvision version.")
+        head = head_cls.from_state(meta["head"]["params"], {k[5:]: v for k, v in tensors.items() if k.startswith("head.")},
+                                   meta["classes"])
+        bb = {k[9:]: v for k, v in tensors.items() if k.startswith("backbone.")}
+        p = Path(path)
+        return cls(head, meta, bb, p / "model.safetensors" if p.is_dir() else p)
+
+    # -- embedding ----------------------------------------------------------------------------
+    def extractor(self, *, cache_dir=None, engine="auto", progress: bool = True, **kw):
+        """The cached-embedding extractor matching this model's backbone and preprocessing."""
+        from .features.extract import Extractor
+
+        if self._extractor is None or cache_dir is not None or kw:
+            b = self.meta["backbone"]
+            eng = engine
+            if self.backbone_tensors:  # fine-tuned: run these weights, eager or exported
+                from .features.engine import make_engine
+
+                eng = make_engine(backbone=self.backbone(), engine="torch" if engine == "auto" else engine)
+            self._extractor = Extractor(b["name"], weights=b.get("weights_file"), engine=eng,
+                                        cache_dir=cache_dir, crop_pct=self.preprocessing["crop_pct"],
+                                        progress=progress, **kw)
+            if not self.backbone_tensors and self._extractor.weights_id != b["weights_id"]:
+                raise ArtifactError(
+                    f"This model was trained on backbone weights {b['weights_id']!r} but the weights available here "
+                    f"are {self._extractor.weights_id!r}. Install the same weights (or pass the same --weights file) "
+                    f"so that embeddings mean the same thing."
+                )
+        self._extractor.progress = progress
+        return self._extractor
+
+    def backbone(self):
+        """The PyTorch backbone (with fine-tuned weights when the model has them)."""
+        import torch
+
+        from .backbones.build import build_backbone
+
+        b = self.meta["backbone"]
+        bb = build_backbone(b["name"], b.get("weights_file"), pretrained=not self.backbone_tensors)
+        if self.backbone_tensors:
+            bb.model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in self.backbone_tensors.items()})
+            bb.weights_id = b["weights_id"]
+        return bb.eval()
+
+    def embed(self, paths, **kw):
+        return self.extractor(**kw)(list(paths))
+
+    # -- prediction ---------------------------------------------------------------------------
+    def predict_proba_embeddings(self, X: np.ndarray) -> np.ndarray:
+        from .heads import softmax
+
+        return softmax(self.head.decision_function(X) / self.temperature)
+
+    def predict(self, paths, *, top_k: int = 2, progress: bool = True, **kw) -> pd.DataFrame:
+        """Predict labels for image files or folders.
+
+        Returns
+        -------
+        DataFrame
+            ``path, label, probability, top2_label, top2_probability, ...`` (``top_k`` pairs)
+            and ``error`` (empty when the image was read; else the reason it was skipped).
+        """
+        from .data.discover import list_image_files
+
+        files = list_image_files(paths)
+        emb = self.embed(files, progress=progress, **kw)
+        probs = self.predict_proba_embeddings(emb.X) if len(emb.X) else np.zeros((0, len(self.classes)))
+        return predictions_table(emb, probs, self.classes, top_k)
+
+
+def predictions_table(emb, probs: np.ndarray, classes: list[str], top_k: int = 2) -> pd.DataFrame:
+    """One row per input: top-k labels/probabilities, or the reason it was skipped."""
+    top_k = max(1, min(int(top_k), len(classes)))
+    order = np.argsort(-probs, axis=1)[:, :top_k]
+    reasons = dict(emb.failures)
+    cols = {"path": emb.paths}
+    rows_ok = np.flatnonzero(emb.ok)
+    for r in range(top_k):
+        name_l = "label" if r == 0 else f"top{r + 1}_label"
+        name_p = "probability" if r == 0 else f"top{r + 1}_probability"
+        lab = np.full(len(emb.paths), "", dtype=object)
+        pr = np.full(len(emb.paths), np.nan)
+        lab[rows_ok] = [classes[i] for i in order[:, r]]
+        pr[rows_ok] = probs[np.arange(len(rows_ok)), order[:, r]]
+        cols[name_l], cols[name_p] = lab, pr
+    cols["error"] = [reasons.get(p, "") for p in emb.paths]
+    return pd.DataFrame(cols)
+
+
+def load_model(path) -> Model:
+    """Load a model file (or a run folder containing ``model.safetensors``)."""
+    return Model.load(path)

@@ -1,0 +1,150 @@
+"""``train``: folder or manifest -> cached embeddings -> fitted head -> saved model."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._io import refuse_overwrite, write_json
+from .backbones.registry import DEFAULT_BACKBONE
+from .data.discover import discover
+from .data.split import assign_splits
+from .exceptions import DataError
+from .features.extract import Extractor
+from .heads import HEADS
+from .model import Model
+
+__all__ = ["train", "TrainingData", "embed_dataset"]
+
+
+class TrainingData:
+    """A dataset table joined with its embeddings: rows that decoded, with their split."""
+
+    def __init__(self, table: pd.DataFrame, X: np.ndarray, skipped: pd.DataFrame, extractor: Extractor):
+        self.table = table.reset_index(drop=True)
+        self.X = X
+        self.skipped = skipped
+        self.extractor = extractor
+
+    def part(self, split: str):
+        m = (self.table["split"] == split).to_numpy()
+        return self.X[m], self.table.loc[m, "label"].to_numpy(dtype=str), self.table[m]
+
+
+def embed_dataset(data, extractor: Extractor, *, split_file=None, val_size=0.15, test_size=0.15, seed=0,
+                  require_labels=True) -> TrainingData:
+    """Discover ``data``, embed every file (cache first), and attach a reproducible split.
+
+    ``split_file`` (a ``split.csv`` from an earlier run) fixes the split instead of drawing one.
+    """
+    df = data if isinstance(data, pd.DataFrame) else discover(data, require_labels=require_labels)
+    emb = extractor(df["path"].tolist())
+    skipped = pd.DataFrame(emb.failures, columns=["path", "reason"])
+    good = df[emb.ok].copy()
+    good["hash"] = [h for h, k in zip(emb.hashes, emb.ok) if k]
+    if split_file is not None:
+        fixed = pd.read_csv(split_file, dtype=str, keep_default_na=False)[["path", "split"]]
+        good = good.drop(columns="split").merge(fixed, on="path", how="left")
+        good["split"] = good["split"].fillna("")
+    X = emb.X
+    # assign_splits sorts by path; keep X aligned by carrying the row number.
+    good["_row"] = np.arange(len(good))
+    good = assign_splits(good, val_size=val_size, test_size=test_size, seed=seed)
+    X = X[good["_row"].to_numpy()]
+    good = good.drop(columns="_row")
+    return TrainingData(good, X, skipped, extractor)
+
+
+def train(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, out=None, head: str = "linear",
+          C: float = 0.5, class_weight=None, val_size: float = 0.15, test_size: float = 0.15, seed: int = 0,
+          engine: str = "auto", cache_dir=None, crop_pct: float | None = None, split_file=None,
+          progress: bool = True, overwrite: bool = False, extractor: Extractor | None = None) -> Model:
+    """Train a classifier on a folder of class sub-folders or a CSV manifest.
+
+    Parameters
+    ----------
+    data : path or DataFrame
+        See :func:`frugalvision.data.discover`.
+    backbone : str
+        Registry name (``efficientnet_lite0`` default; ``frugalvision backbones`` lists them)
+        or ``timm:<name>``.
+    weights : path, optional
+        Local backbone weights (.safetensors / .pth), for offline use of timm backbones.
+    out : path, optional
+        Run folder to write ``model.safetensors``, ``split.csv``, ``skipped.csv`` and
+        ``training.json`` into. Existing files are never overwritten unless ``overwrite``.
+    head : {'linear'}
+    C : float
+        Inverse regularisation strength of the linear head.
+    class_weight : {'balanced'} or None
+    val_size, test_size : float
+        Fractions held out (stratified, seeded). An existing ``train/``+``test/`` layout
+        keeps its test set; validation then comes out of ``train/``.
+    engine : {'auto', 'onnx', 'torch'}
+    cache_dir : path, optional
+        Embedding cache root (default ``~/.cache/frugalvision``).
+
+    Returns
+    -------
+    Model
+        With ``model.training_`` (summary: counts, validation accuracy per class, skipped files).
+
+    Examples
+    --------
+    >>> model = frugalvision.train("data/", backbone="efficientnet_lite0", out="runs/first")  # doctest: +SKIP
+    >>> model.predict(["new/photo.jpg"])  # doctest: +SKIP
+    """
+    if head not in HEADS:
+        raise ValueError(f"Unknown head '{head}'. Choose one of {sorted(HEADS)}.")
+    if out is not None:
+        refuse_overwrite(Path(out) / "model.safetensors", overwrite, "model file")
+    t0 = _dt.datetime.now(_dt.timezone.utc)
+    ex = extractor or Extractor(backbone, weights=weights, engine=engine, cache_dir=cache_dir, crop_pct=crop_pct,
+                                progress=progress)
+    td = embed_dataset(data, ex, split_file=split_file, val_size=val_size, test_size=test_size, seed=seed)
+    X_tr, y_tr, _ = td.part("train")
+    if len(np.unique(y_tr)) < 2:
+        raise DataError("The training split has fewer than 2 classes after skipping unreadable files.")
+    est = HEADS[head](C=C, class_weight=class_weight, random_state=seed).fit(X_tr, y_tr)
+    summary = _summary(td, est, data)
+    meta = {
+        "backbone": {"name": ex.spec.name, "timm_name": ex.spec.timm_name, "weights_id": ex.weights_id,
+                     "weights_source": ex.spec.weights, "weights_file": str(weights) if weights else None,
+                     "embed_dim": ex.spec.embed_dim, "cam_layer": ex.spec.cam_layer,
+                     "pooled_is_plain_avg": ex.spec.pooled_is_plain_avg, "license": ex.spec.license},
+        "preprocessing": ex.preprocessing,
+        "training": {**summary, "started": t0.isoformat(timespec="seconds"),
+                     "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                     "settings": {"head": head, "C": C, "class_weight": class_weight, "val_size": val_size,
+                                  "test_size": test_size, "seed": seed}},
+    }
+    model = Model(est, meta)
+    model.training_ = summary
+    model.data_ = td
+    if out is not None:
+        out = Path(out)
+        model.save(out / "model.safetensors", overwrite=overwrite)
+        td.table.to_csv(out / "split.csv", index=False)
+        td.skipped.to_csv(out / "skipped.csv", index=False)
+        write_json(out / "training.json", model.meta["training"])
+    return model
+
+
+def _summary(td: TrainingData, est, source) -> dict:
+    counts = td.table.groupby(["split", "label"]).size().unstack(fill_value=0)
+    val = {}
+    X_va, y_va, _ = td.part("val")
+    if len(y_va):
+        pred = est.predict(X_va)
+        val = {"accuracy": float(np.mean(pred == y_va)),
+               "per_class": {c: float(np.mean(pred[y_va == c] == c)) for c in est.classes_ if (y_va == c).any()}}
+    return {
+        "source": str(source) if not isinstance(source, pd.DataFrame) else "<DataFrame>",
+        "n_images": int(len(td.table)), "n_skipped": int(len(td.skipped)),
+        "counts": {s: {str(k): int(v) for k, v in row.items()} for s, row in counts.iterrows()},
+        "validation": val,
+        "skipped": td.skipped.head(50).to_dict("records"),
+    }
