@@ -14,6 +14,7 @@ import pandas as pd
 
 from .artifact import load_artifact, save_artifact, versions
 from .backbones.registry import get_spec
+from .config import cache_root
 from .exceptions import ArtifactError
 from .heads import HEADS
 
@@ -91,28 +92,31 @@ class Model:
         return cls(head, meta, bb, p / "model.safetensors" if p.is_dir() else p)
 
     # -- embedding ----------------------------------------------------------------------------
-    def extractor(self, *, cache_dir=None, engine="auto", progress: bool = True, **kw):
+    def extractor(self, *, cache_dir=None, engine="auto", progress: bool = True):
         """The cached-embedding extractor matching this model's backbone and preprocessing."""
         from .features.extract import Extractor
 
-        if self._extractor is None or cache_dir is not None or kw:
+        key = (str(cache_dir), engine)
+        if self._extractor is None or self._extractor[0] != key:
             b = self.meta["backbone"]
             eng = engine
-            if self.backbone_tensors:  # fine-tuned: run these weights, eager or exported
+            if self.backbone_tensors:  # fine-tuned weights are not the registry's: run them directly
                 from .features.engine import make_engine
 
-                eng = make_engine(backbone=self.backbone(), engine="torch" if engine == "auto" else engine)
-            self._extractor = Extractor(b["name"], weights=b.get("weights_file"), engine=eng,
-                                        cache_dir=cache_dir, crop_pct=self.preprocessing["crop_pct"],
-                                        progress=progress, **kw)
-            if not self.backbone_tensors and self._extractor.weights_id != b["weights_id"]:
+                eng = make_engine(backbone=self.backbone(), engine="torch" if engine == "auto" else engine,
+                                  onnx_dir=Path(cache_root(cache_dir)) / "onnx")
+            ex = Extractor(b["name"], weights=b.get("weights_file"), engine=eng, cache_dir=cache_dir,
+                           crop_pct=self.preprocessing["crop_pct"], progress=progress)
+            if ex.weights_id != b["weights_id"]:
                 raise ArtifactError(
                     f"This model was trained on backbone weights {b['weights_id']!r} but the weights available here "
-                    f"are {self._extractor.weights_id!r}. Install the same weights (or pass the same --weights file) "
-                    f"so that embeddings mean the same thing."
+                    f"are {ex.weights_id!r}. Install the same weights (or pass the same --weights file) so that "
+                    f"embeddings mean the same thing."
                 )
-        self._extractor.progress = progress
-        return self._extractor
+            self._extractor = (key, ex)
+        ex = self._extractor[1]
+        ex.progress = progress
+        return ex
 
     def backbone(self):
         """The PyTorch backbone (with fine-tuned weights when the model has them)."""
@@ -128,7 +132,27 @@ class Model:
         return bb.eval()
 
     def embed(self, paths, **kw):
+        """Embeddings (cached) for image files, with this model's backbone."""
         return self.extractor(**kw)(list(paths))
+
+    # -- the rest of the pipeline, as one-line delegations ----------------------------------------
+    def evaluate(self, data=None, **kw):
+        """Metrics, CIs, confusion, bias audit, calibration; see :func:`frugalvision.evaluate.evaluate`."""
+        from .evaluate import evaluate
+
+        return evaluate(self, data, **kw)
+
+    def explain(self, path, cls="top1", **kw):
+        """Class activation map(s) for one image; see :func:`frugalvision.explain.explain_image`."""
+        from .explain import explain_image
+
+        return explain_image(self, path, cls=cls, **kw)
+
+    def report(self, out, **kw):
+        """One self-contained HTML report; see :func:`frugalvision.report.write_report`."""
+        from .report import write_report
+
+        return write_report(self, out, **kw)
 
     # -- prediction ---------------------------------------------------------------------------
     def predict_proba_embeddings(self, X: np.ndarray) -> np.ndarray:

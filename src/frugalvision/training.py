@@ -59,9 +59,10 @@ def embed_dataset(data, extractor: Extractor, *, split_file=None, val_size=0.15,
 
 
 def train(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, out=None, head: str = "linear",
-          C: float = 0.5, class_weight=None, val_size: float = 0.15, test_size: float = 0.15, seed: int = 0,
+          C="auto", class_weight=None, val_size: float = 0.15, test_size: float = 0.15, seed: int = 0,
           engine: str = "auto", cache_dir=None, crop_pct: float | None = None, split_file=None,
-          progress: bool = True, overwrite: bool = False, extractor: Extractor | None = None) -> Model:
+          calibrate: bool = True, progress: bool = True, overwrite: bool = False,
+          extractor: Extractor | None = None) -> Model:
     """Train a classifier on a folder of class sub-folders or a CSV manifest.
 
     Parameters
@@ -77,13 +78,16 @@ def train(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, out=None, hea
         Run folder to write ``model.safetensors``, ``split.csv``, ``skipped.csv`` and
         ``training.json`` into. Existing files are never overwritten unless ``overwrite``.
     head : {'linear'}
-    C : float
-        Inverse regularisation strength of the linear head.
+    C : float or 'auto'
+        Inverse regularisation strength of the linear head; ``'auto'`` picks it from
+        :data:`C_GRID` by validation log-loss.
     class_weight : {'balanced'} or None
     val_size, test_size : float
         Fractions held out (stratified, seeded). An existing ``train/``+``test/`` layout
         keeps its test set; validation then comes out of ``train/``.
     engine : {'auto', 'onnx', 'torch'}
+    calibrate : bool
+        Fit a softmax temperature on the validation split so probabilities mean what they say.
     cache_dir : path, optional
         Embedding cache root (default ``~/.cache/frugalvision``).
 
@@ -97,6 +101,7 @@ def train(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, out=None, hea
     >>> model = frugalvision.train("data/", backbone="efficientnet_lite0", out="runs/first")  # doctest: +SKIP
     >>> model.predict(["new/photo.jpg"])  # doctest: +SKIP
     """
+    C_requested = C
     if head not in HEADS:
         raise ValueError(f"Unknown head '{head}'. Choose one of {sorted(HEADS)}.")
     if out is not None:
@@ -108,17 +113,29 @@ def train(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, out=None, hea
     X_tr, y_tr, _ = td.part("train")
     if len(np.unique(y_tr)) < 2:
         raise DataError("The training split has fewer than 2 classes after skipping unreadable files.")
+    X_va, y_va, _ = td.part("val")
+    C, c_curve = _choose_C(C, X_tr, y_tr, X_va, y_va, head, class_weight, seed)
     est = HEADS[head](C=C, class_weight=class_weight, random_state=seed).fit(X_tr, y_tr)
     summary = _summary(td, est, data)
+    summary["C"] = C
+    summary["C_search"] = c_curve
+    temperature = None
+    if calibrate and len(y_va) >= 10:
+        from .evaluate.calibration import fit_temperature
+
+        classes = list(est.classes_)
+        known = np.isin(y_va, classes)
+        temperature = fit_temperature(est.decision_function(X_va[known]), [classes.index(c) for c in y_va[known]])
     meta = {
         "backbone": {"name": ex.spec.name, "timm_name": ex.spec.timm_name, "weights_id": ex.weights_id,
                      "weights_source": ex.spec.weights, "weights_file": str(weights) if weights else None,
                      "embed_dim": ex.spec.embed_dim, "cam_layer": ex.spec.cam_layer,
                      "pooled_is_plain_avg": ex.spec.pooled_is_plain_avg, "license": ex.spec.license},
         "preprocessing": ex.preprocessing,
+        "temperature": temperature,
         "training": {**summary, "started": t0.isoformat(timespec="seconds"),
                      "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                     "settings": {"head": head, "C": C, "class_weight": class_weight, "val_size": val_size,
+                     "settings": {"head": head, "C": C, "C_requested": C_requested, "class_weight": class_weight, "val_size": val_size,
                                   "test_size": test_size, "seed": seed}},
     }
     model = Model(est, meta)
@@ -131,6 +148,31 @@ def train(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, out=None, hea
         td.skipped.to_csv(out / "skipped.csv", index=False)
         write_json(out / "training.json", model.meta["training"])
     return model
+
+
+#: Grid for ``C='auto'``; strong regularisation usually wins for linear probes on a few thousand images.
+C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+_DEFAULT_C = 0.01
+
+
+def _choose_C(C, X_tr, y_tr, X_va, y_va, head, class_weight, seed):
+    """``C='auto'``: the grid value with the lowest validation log-loss (the test split is never used)."""
+    if C != "auto":
+        if not isinstance(C, (int, float)) or C <= 0:
+            raise ValueError(f"C must be a positive number or 'auto', got {C!r}.")
+        return float(C), []
+    known = np.isin(y_va, np.unique(y_tr))
+    if known.sum() < 10:
+        return _DEFAULT_C, []
+    from sklearn.metrics import log_loss
+
+    curve = []
+    for c in C_GRID:
+        est = HEADS[head](C=c, class_weight=class_weight, random_state=seed).fit(X_tr, y_tr)
+        curve.append({"C": c, "val_log_loss": float(log_loss(y_va[known], est.predict_proba(X_va[known]),
+                                                             labels=est.classes_))})
+    best = min(curve, key=lambda r: r["val_log_loss"])
+    return best["C"], curve
 
 
 def _summary(td: TrainingData, est, source) -> dict:

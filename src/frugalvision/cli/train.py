@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("runs/model"), "--out", "-o", help="Run folder to write the model into."),
         backbone: str = typer.Option("efficientnet_lite0", "--backbone", "-b", help="Registry name or timm:<name>."),
         weights: Optional[Path] = typer.Option(None, "--weights", help="Local backbone weights (.safetensors/.pth) for offline use."),
-        C: float = typer.Option(0.5, "--C", help="Inverse L2 regularisation of the linear head."),
+        C: str = typer.Option("auto", "--C", help="Inverse L2 regularisation of the linear head, or 'auto' (chosen on validation)."),
         class_weight: Optional[str] = typer.Option(None, "--class-weight", help="'balanced' to reweight rare classes."),
         val_size: float = typer.Option(0.15, help="Validation fraction (stratified, seeded)."),
         test_size: float = typer.Option(0.15, help="Test fraction when the data has no test/ folder."),
@@ -31,8 +31,12 @@ def register(app: typer.Typer) -> None:
 
         if class_weight not in (None, "balanced"):
             raise typer.BadParameter("--class-weight takes 'balanced' or nothing.")
+        try:
+            C_value = C if C == "auto" else float(C)
+        except ValueError:
+            raise typer.BadParameter(f"--C takes a positive number or 'auto', got {C!r}.") from None
         t = time.perf_counter()
-        model = train(data, backbone=backbone, weights=weights, out=out, C=C, class_weight=class_weight,
+        model = train(data, backbone=backbone, weights=weights, out=out, C=C_value, class_weight=class_weight,
                       val_size=val_size, test_size=test_size, seed=seed, engine=engine, cache_dir=cache_dir,
                       progress=not quiet, overwrite=overwrite)
         print_training(model, time.perf_counter() - t)
@@ -49,6 +53,7 @@ def print_training(model, seconds: float) -> None:
         typer.secho(f"Skipped {s['n_skipped']} unreadable files (see skipped.csv):", fg="yellow")
         for row in s["skipped"][:10]:
             typer.echo(f"  {row['path']}: {row['reason']}")
+    typer.echo(f"Head: linear, C={s['C']:g}" + (" (chosen on validation log-loss)" if s.get("C_search") else ""))
     v = s.get("validation") or {}
     if v:
         typer.echo(f"Validation accuracy {fmt_pct(v['accuracy'])}")

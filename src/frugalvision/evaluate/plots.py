@@ -1,0 +1,104 @@
+"""Matplotlib figures for evaluation (Agg backend, PNG bytes out; no screen needed)."""
+
+from __future__ import annotations
+
+import io
+import textwrap
+
+import numpy as np
+
+__all__ = ["confusion_png", "reliability_png", "balance_png", "bar_png"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def _wrap(name: str, width: int = 14) -> str:
+    return "\n".join(textwrap.wrap(str(name), width)) or str(name)
+
+
+def confusion_png(cm: np.ndarray, classes) -> bytes:
+    """Counts and row-normalised (recall) heatmaps side by side; long names wrap."""
+    plt = _plt()
+    k = len(classes)
+    size = max(4.0, 0.6 * k + 2.5)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size))
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    for ax, data, title, fmt in ((axes[0], cm, "Counts", "d"), (axes[1], norm, "Row-normalised (recall)", ".2f")):
+        im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        ax.set_title(title)
+        ax.set_xticks(range(k), [_wrap(c) for c in classes], rotation=45 if k > 4 else 0, ha="right" if k > 4 else "center")
+        ax.set_yticks(range(k), [_wrap(c) for c in classes])
+        ax.set_xlabel("Predicted")
+        ax.set_ylabel("True")
+        if k <= 20:
+            for i in range(k):
+                for j in range(k):
+                    v = data[i, j]
+                    ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=9,
+                            color="white" if norm[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=axes, shrink=0.8)
+    return _png(fig)
+
+
+def reliability_png(table) -> bytes:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    t = table[table["count"] > 0]
+    centers = (t["bin_low"] + t["bin_high"]) / 2
+    ax.bar(centers, t["accuracy"], width=(t["bin_high"] - t["bin_low"]) * 0.9, color="#4C78A8", label="accuracy")
+    ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
+    ax.plot(t["confidence"], t["accuracy"], "o", color="#E45756", label="mean confidence")
+    ax.set_xlabel("Confidence of the top class")
+    ax.set_ylabel("Accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="upper left", fontsize=8)
+    return _png(fig)
+
+
+def balance_png(counts) -> bytes:
+    """Grouped bars: images per class in each split (DataFrame index=class, columns=split)."""
+    plt = _plt()
+    classes = list(counts.index)
+    splits = list(counts.columns)
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(classes) + 2), 3.6))
+    w = 0.8 / max(len(splits), 1)
+    for i, s in enumerate(splits):
+        ax.bar(np.arange(len(classes)) + i * w - 0.4 + w / 2, counts[s], width=w, label=s)
+    ax.set_xticks(range(len(classes)), [_wrap(c) for c in classes], rotation=45 if len(classes) > 6 else 0)
+    ax.set_ylabel("images")
+    ax.legend()
+    return _png(fig)
+
+
+def bar_png(names, values, lows=None, highs=None, *, xlabel="", title="") -> bytes:
+    """Horizontal bars with optional CI whiskers (per-class or per-group metrics)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 0.45 * len(names) + 1.2))
+    y = np.arange(len(names))
+    err = None
+    if lows is not None:
+        err = np.vstack([np.asarray(values) - np.asarray(lows), np.asarray(highs) - np.asarray(values)])
+        err = np.clip(np.nan_to_num(err), 0, None)
+    ax.barh(y, values, xerr=err, color="#4C78A8", capsize=3)
+    ax.set_yticks(y, [_wrap(n, 24) for n in names])
+    ax.set_xlim(0, 1)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    if title:
+        ax.set_title(title)
+    return _png(fig)

@@ -1,0 +1,142 @@
+"""``EvaluationResult``: numbers only. Saving and rendering never recompute a metric."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .._io import refuse_overwrite, write_bytes, write_json, write_text
+
+__all__ = ["EvaluationResult"]
+
+
+@dataclass
+class EvaluationResult:
+    """Everything ``evaluate`` measured on one labelled set.
+
+    Attributes
+    ----------
+    classes : list of str
+    headline : dict
+        accuracy, balanced_accuracy, macro/weighted P/R/F1, topk_accuracy, log_loss, n.
+    accuracy_ci : (low, high)
+        95 % percentile bootstrap interval.
+    per_class : DataFrame
+        class, precision, recall, f1, support, recall_ci_low, recall_ci_high.
+    confusion : ndarray (k, k)
+        Rows = true class, columns = predicted, in ``classes`` order.
+    confused_pairs : list of dict
+        Off-diagonal cells, most frequent first: true, predicted, count, of, rate.
+    predictions : DataFrame
+        One row per evaluated image: path, true, pred, probability, top2, top2_probability, correct,
+        plus manifest metadata columns.
+    class_gap, groups, calibration, balance, skipped : see ``to_dict``.
+    """
+
+    classes: list
+    headline: dict
+    accuracy_ci: tuple
+    per_class: pd.DataFrame
+    confusion: np.ndarray
+    confused_pairs: list
+    predictions: pd.DataFrame
+    class_gap: dict
+    calibration: dict
+    reliability: pd.DataFrame
+    balance: pd.DataFrame
+    groups: dict = field(default_factory=dict)
+    skipped: list = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+    # -- reading ------------------------------------------------------------------------------
+    def mistakes(self, n: int = 12) -> pd.DataFrame:
+        """The ``n`` most confident errors."""
+        p = self.predictions
+        return p[~p["correct"]].sort_values("probability", ascending=False).head(n)
+
+    def least_confident_correct(self, n: int = 12) -> pd.DataFrame:
+        p = self.predictions
+        return p[p["correct"]].sort_values("probability", ascending=True).head(n)
+
+    def cell_files(self, true: str, pred: str) -> list[str]:
+        p = self.predictions
+        return p.loc[(p["true"] == true) & (p["pred"] == pred), "path"].tolist()
+
+    def to_dict(self) -> dict:
+        return {
+            "classes": self.classes,
+            "headline": {**self.headline, "accuracy_ci": list(self.accuracy_ci)},
+            "per_class": self.per_class.to_dict("records"),
+            "confusion": self.confusion.tolist(),
+            "confused_pairs": self.confused_pairs,
+            "class_gap": self.class_gap,
+            "groups": {col: {"table": g["table"].to_dict("records"), "gap": g["gap"],
+                             "min_group_size": g["min_group_size"], "too_small": g["too_small"]}
+                       for col, g in self.groups.items()},
+            "calibration": self.calibration,
+            "reliability": self.reliability.to_dict("records"),
+            "balance": {str(k): {str(c): int(v) for c, v in col.items()} for k, col in self.balance.items()},
+            "skipped": self.skipped,
+            "settings": self.settings,
+        }
+
+    def summary(self) -> str:
+        h = self.headline
+        lo, hi = self.accuracy_ci
+        lines = [
+            f"Test set: {h['n']} images, {len(self.classes)} classes",
+            f"Accuracy {100 * h['accuracy']:.1f} % (95 % CI {100 * lo:.1f}-{100 * hi:.1f})   "
+            f"balanced {100 * h['balanced_accuracy']:.1f} %   macro F1 {h['macro']['f1']:.3f}   "
+            f"log-loss {h['log_loss']:.3f}   ECE {self.calibration['ece']:.3f}",
+            f"{'class':<24}{'recall':>8}{'95 % CI':>16}{'precision':>11}{'F1':>7}{'n':>6}",
+        ]
+        for r in self.per_class.itertuples():
+            lines.append(f"{str(r._1):<24}{100 * r.recall:7.1f}%{'':>3}{100 * r.recall_ci_low:5.1f}-{100 * r.recall_ci_high:5.1f}"
+                         f"{100 * r.precision:10.1f}%{r.f1:7.3f}{r.support:6d}")
+        if self.confused_pairs:
+            lines.append("Most confused: " + "; ".join(
+                f"{p['true']} -> {p['predicted']}: {p['count']} of {p['of']}" for p in self.confused_pairs[:3]))
+        g = self.class_gap
+        lines.append(f"Class gap: {g['best']} {100 * g['best_recall']:.1f} % vs {g['worst']} "
+                     f"{100 * g['worst_recall']:.1f} % (difference {100 * g['difference']:.1f} points, "
+                     f"95 % CI {100 * g['ci_low']:.1f}-{100 * g['ci_high']:.1f})")
+        for col, a in self.groups.items():
+            if a["gap"]:
+                gg = a["gap"]
+                lines.append(f"By {col}: best {gg['best']} {100 * gg['best_accuracy']:.1f} %, worst {gg['worst']} "
+                             f"{100 * gg['worst_accuracy']:.1f} % (gap {100 * gg['difference']:.1f} points, 95 % CI "
+                             f"{100 * gg['ci_low']:.1f}-{100 * gg['ci_high']:.1f})")
+            if a["too_small"]:
+                lines.append(f"By {col}: too small to judge (< {a['min_group_size']} images): {', '.join(a['too_small'])}")
+        if self.skipped:
+            lines.append(f"Skipped {len(self.skipped)} unreadable files.")
+        return "\n".join(lines)
+
+    # -- writing ------------------------------------------------------------------------------
+    def save(self, folder, *, overwrite: bool = False) -> list[Path]:
+        """Write metrics.json, predictions.csv, per_class.csv, confused_cells.csv and PNG charts."""
+        from .plots import confusion_png, reliability_png
+
+        folder = Path(folder)
+        targets = {n: folder / n for n in ("metrics.json", "predictions.csv", "per_class.csv",
+                                           "confused_cells.csv", "confusion.png", "reliability.png")}
+        for p in targets.values():
+            refuse_overwrite(p, overwrite, "evaluation file")
+        write_json(targets["metrics.json"], self.to_dict())
+        write_text(targets["predictions.csv"], self.predictions.to_csv(index=False, float_format="%.5f"))
+        write_text(targets["per_class.csv"], self.per_class.to_csv(index=False, float_format="%.5f"))
+        p = self.predictions
+        cells = p[~p["correct"]][["true", "pred", "path", "probability"]].sort_values(["true", "pred"])
+        write_text(targets["confused_cells.csv"], cells.to_csv(index=False, float_format="%.5f"))
+        write_bytes(targets["confusion.png"], confusion_png(self.confusion, self.classes))
+        write_bytes(targets["reliability.png"], reliability_png(self.reliability))
+        written = list(targets.values())
+        for col, a in self.groups.items():
+            gp = folder / f"groups_{col}.csv"
+            refuse_overwrite(gp, overwrite, "evaluation file")
+            write_text(gp, a["table"].to_csv(index=False, float_format="%.5f"))
+            written.append(gp)
+        return written
