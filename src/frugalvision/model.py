@@ -158,7 +158,7 @@ class Model:
     def predict_proba_embeddings(self, X: np.ndarray) -> np.ndarray:
         from .heads import softmax
 
-        return softmax(self.head.decision_function(X) / self.temperature)
+        return softmax(self.head.logits(X) / self.temperature)
 
     def predict(self, paths, *, top_k: int = 2, progress: bool = True, **kw) -> pd.DataFrame:
         """Predict labels for image files or folders.

@@ -125,7 +125,7 @@ def train(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, out=None, hea
 
         classes = list(est.classes_)
         known = np.isin(y_va, classes)
-        temperature = fit_temperature(est.decision_function(X_va[known]), [classes.index(c) for c in y_va[known]])
+        temperature = fit_temperature(est.logits(X_va[known]), [classes.index(c) for c in y_va[known]])
     meta = {
         "backbone": {"name": ex.spec.name, "timm_name": ex.spec.timm_name, "weights_id": ex.weights_id,
                      "weights_source": ex.spec.weights, "weights_file": str(weights) if weights else None,

@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from . import backbones, demo, predict, train
+from . import backbones, demo, evaluate, explain, predict, report, train
 
 app = typer.Typer(
     name="frugalvision",
@@ -23,7 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-for module in (demo, train, predict, backbones):
+for module in (demo, train, predict, evaluate, report, explain, backbones):
     module.register(app)
 
 

@@ -54,7 +54,15 @@ def _open(source) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(name, f"image too large (decompression-bomb guard): {exc}") from None
     except OSError as exc:
-        raise ImageDecodeError(name, f"cannot read file ({exc})") from None
+        raise ImageDecodeError(name, _reason(exc, "cannot read file")) from None
+
+
+def _reason(exc: Exception, default: str) -> str:
+    msg = str(exc)
+    low = msg.lower()
+    if "truncated" in low or "broken data stream" in low or "premature end" in low:
+        return f"truncated or corrupt image data ({msg})"
+    return f"{default} ({type(exc).__name__}: {msg})"
 
 
 def load_rgb(source, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None) -> Image.Image:
@@ -75,7 +83,8 @@ def load_rgb(source, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | No
         With a short ``reason``: empty, not an image, truncated, too large, ...
     """
     name = source if isinstance(source, (str, os.PathLike)) else "<bytes>"
-    img = _open(source)
+    img = src = _open(source)
+    result = None
     try:
         w, h = img.size
         if w <= 0 or h <= 0:
@@ -89,19 +98,16 @@ def load_rgb(source, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | No
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img.load()
-        img = ImageOps.exif_transpose(img)
-        return _to_rgb(img)
+        result = _to_rgb(ImageOps.exif_transpose(img))
+        return result
     except ImageDecodeError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        msg = str(exc)
-        if "truncated" in msg or "broken data stream" in msg or "premature end" in msg.lower():
-            reason = f"truncated or corrupt image data ({msg})"
-        else:
-            reason = f"corrupt image data ({type(exc).__name__}: {msg})"
-        raise ImageDecodeError(name, reason) from None
+        raise ImageDecodeError(name, _reason(exc, "corrupt image data")) from None
     finally:
-        img.close()
+        # load() already released the file; close the source only if a new image was returned.
+        if result is not src:
+            src.close()
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -40,7 +40,7 @@ def evaluate(model, data=None, *, group_by=None, split: str = "test", n_boot: in
         balance = table.groupby(["label"]).size().to_frame("evaluated")
     emb = model.embed(table["path"].tolist(), progress=progress, engine=engine, cache_dir=cache_dir)
     table = table[emb.ok].reset_index(drop=True)
-    logits = model.head.decision_function(emb.X)
+    logits = model.head.logits(emb.X)
     proba = model.predict_proba_embeddings(emb.X)
     result = evaluate_predictions(table, proba, model.classes, group_by=group_by, n_boot=n_boot, seed=seed,
                                   min_group_size=min_group_size, balance=balance,
@@ -56,15 +56,20 @@ def _softmax(z):
 
 
 def _held_out(model, split: str):
-    if model.run_dir is None or not (model.run_dir / "split.csv").exists():
+    in_memory = getattr(model, "data_", None)  # trained in this session without out=
+    if in_memory is not None:
+        df = in_memory.table.astype({"split": str, "label": str})
+    elif model.run_dir is None or not (model.run_dir / "split.csv").exists():
         from ..exceptions import DataError
 
         raise DataError(
             "This model has no split.csv beside it, so its held-out test set is unknown. Pass a labelled folder "
             "or CSV to evaluate on (frugalvision evaluate MODEL --data DATA)."
         )
-    df = pd.read_csv(model.run_dir / "split.csv", dtype=str, keep_default_na=False)
+    else:
+        df = pd.read_csv(model.run_dir / "split.csv", dtype=str, keep_default_na=False)
     balance = df.groupby(["label", "split"]).size().unstack(fill_value=0)
+    balance = balance[[c for c in ("train", "val", "test") if c in balance.columns]]
     part = df[df["split"] == split].reset_index(drop=True)
     if part.empty:
         from ..exceptions import DataError

@@ -35,7 +35,7 @@ def confusion_png(cm: np.ndarray, classes) -> bytes:
     plt = _plt()
     k = len(classes)
     size = max(4.0, 0.6 * k + 2.5)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size))
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size), layout="constrained")
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     for ax, data, title, fmt in ((axes[0], cm, "Counts", "d"), (axes[1], norm, "Row-normalised (recall)", ".2f")):
         im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)

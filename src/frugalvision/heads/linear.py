@@ -59,7 +59,7 @@ class LinearHead(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         if not (isinstance(self.C, (int, float)) and self.C > 0):
             raise ValueError(f"C must be a positive number, got {self.C!r}.")
-        scaler = StandardScaler().fit(X)
+        scaler = StandardScaler().fit(X, sample_weight=sample_weight)
         lr = LogisticRegression(C=self.C, class_weight=self.class_weight, max_iter=self.max_iter,
                                 random_state=self.random_state)
         lr.fit(scaler.transform(X), y, sample_weight=sample_weight)
@@ -74,19 +74,26 @@ class LinearHead(ClassifierMixin, BaseEstimator):
         self.n_iter_ = int(np.max(lr.n_iter_))
         return self
 
-    def decision_function(self, X):
+    def logits(self, X) -> np.ndarray:
+        """``(n_samples, n_classes)`` class scores; ``softmax(logits)`` is ``predict_proba``."""
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float64, reset=False)
         return X @ self.coef_.T + self.intercept_
 
+    def decision_function(self, X):
+        """scikit-learn convention: ``(n_samples,)`` for 2 classes, else ``(n_samples, n_classes)``."""
+        z = self.logits(X)
+        return z[:, 1] - z[:, 0] if z.shape[1] == 2 else z
+
     def predict_proba(self, X):
-        return softmax(self.decision_function(X))
+        return softmax(self.logits(X))
 
     def predict_log_proba(self, X):
         return np.log(np.clip(self.predict_proba(X), 1e-300, None))
 
     def predict(self, X):
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+        z = self.logits(X)  # checks fitted before touching classes_
+        return self.classes_[np.argmax(z, axis=1)]
 
     # Tensors and params for the artifact (see frugalvision.artifact).
     def get_state(self) -> dict:

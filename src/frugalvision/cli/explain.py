@@ -1,0 +1,45 @@
+"""``frugalvision explain``: CAM panels (image | top-1 | top-2) for images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ._common import CacheDir, Engine, Overwrite, echo_paths
+
+
+def _methods() -> str:
+    from ..explain import METHODS  # the CLI's choices come from the registry
+
+    return ", ".join(METHODS)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("explain")
+    def explain_cmd(
+        model: Path = typer.Argument(..., help="Model file or run folder."),
+        paths: List[Path] = typer.Argument(..., help="Image files or folders."),
+        out: Path = typer.Option(Path("explanations"), "--out", "-o", help="Folder for the PNGs."),
+        classes: str = typer.Option("top2", "--classes", help="top1, top2, topK, all, or comma-separated class names."),
+        method: str = typer.Option("cam", "--method", help="cam (exact, default), gradcam, gradcam++, layercam, scorecam."),
+        colorbar: bool = typer.Option(False, "--colorbar", help="Add a colour bar to each panel."),
+        engine: str = Engine, cache_dir: Optional[Path] = CacheDir, overwrite: bool = Overwrite,
+    ):
+        """Class activation maps: where the model looks for its top classes, mapped onto the original image."""
+        from ..data.discover import list_image_files
+        from ..explain import METHODS, write_explanations
+        from ..model import load_model
+
+        if method not in METHODS:
+            raise typer.BadParameter(f"--method must be one of {_methods()}, got {method!r}.")
+        m = load_model(model)
+        cls = classes.split(",") if "," in classes else classes
+        files = list_image_files(paths)
+        w = write_explanations(m, files, out, cls=cls, method=method, colorbar=colorbar, overwrite=overwrite,
+                               engine=engine, cache_dir=cache_dir)
+        echo_paths(f"Wrote {len(w['panels'])} panels and {len(w['overlays'])} overlays:",
+                   [*w["panels"][:5], *(["..."] if len(w["panels"]) > 5 else []), *([w["sheet"]] if w["sheet"] else [])])
+        for p, reason in w["failed"]:
+            typer.secho(f"  skipped {p}: {reason}", fg="yellow", err=True)

@@ -1,0 +1,32 @@
+"""``frugalvision report``: one self-contained HTML file for people who never read code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ._common import CacheDir, Engine, Overwrite, Quiet
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("report")
+    def report_cmd(
+        model: Path = typer.Argument(..., help="Model file or run folder."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file (default RUN/report.html)."),
+        data: Optional[Path] = typer.Option(None, "--data", help="Labelled folder/CSV (default: the model's test split)."),
+        group_by: Optional[List[str]] = typer.Option(None, "--group-by", help="Manifest column to audit by (repeatable)."),
+        json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report's numbers as JSON here."),
+        no_explain: bool = typer.Option(False, "--no-explain", help="Skip CAM panels and faithfulness (faster)."),
+        engine: str = Engine, cache_dir: Optional[Path] = CacheDir, quiet: bool = Quiet, overwrite: bool = Overwrite,
+    ):
+        """Write the HTML report: summary, data, metrics with CIs, confusion, bias, calibration, CAMs, model card."""
+        from ..model import load_model
+
+        m = load_model(model)
+        target = out or (m.run_dir / "report.html")
+        path = m.report(target, data=data, group_by=group_by or None, explain=not no_explain,
+                        faithfulness=not no_explain, json_out=json_out, overwrite=overwrite, progress=not quiet,
+                        engine=engine, cache_dir=cache_dir)
+        typer.echo(f"Wrote {path}" + (f" and {json_out}" if json_out else ""))

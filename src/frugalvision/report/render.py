@@ -1,0 +1,50 @@
+"""Render report sections to one self-contained HTML file (images inlined, no network)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from importlib import resources
+
+__all__ = ["render_html", "sections_to_json"]
+
+
+def _img(png: bytes | None, alt: str = "") -> str:
+    if not png:
+        return ""
+    return f'<img alt="{alt}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _pct(x) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{100 * x:.1f} %"
+
+
+def render_html(sections: dict) -> str:
+    from jinja2 import Environment, select_autoescape
+    from markupsafe import Markup
+
+    env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
+    env.filters["img"] = lambda png, alt="": Markup(_img(png, alt))
+    env.filters["pct"] = _pct
+    env.filters["f3"] = lambda x: "n/a" if x is None else f"{x:.3f}"
+    env.filters["basename"] = lambda p: str(p).replace("\\", "/").rsplit("/", 1)[-1]
+    template = resources.files("frugalvision.report").joinpath("templates/report.html").read_text(encoding="utf-8")
+    return env.from_string(template).render(s=sections)
+
+
+def sections_to_json(sections: dict) -> str:
+    """The same content for machines: every number, no images."""
+
+    def strip(o):
+        if isinstance(o, dict):
+            return {k: strip(v) for k, v in o.items() if not isinstance(v, (bytes, bytearray))}
+        if isinstance(o, list):
+            return [strip(v) for v in o]
+        if hasattr(o, "tolist"):
+            return o.tolist()
+        return o
+
+    return json.dumps(strip(sections), indent=2, default=str, allow_nan=True) + "\n"

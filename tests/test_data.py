@@ -1,0 +1,90 @@
+"""Dataset discovery (folders, train/test layout, CSV manifests) and reproducible splits."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from frugalvision import DataError
+from frugalvision.data.discover import discover
+from frugalvision.data.split import assign_splits
+
+from conftest import make_shapes_dataset
+
+
+def _table(n_per_class=20, classes=("a", "b", "c")):
+    return pd.DataFrame([{"path": f"/x/{c}/{i:03d}.png", "label": c, "split": ""}
+                         for c in classes for i in range(n_per_class)])
+
+
+def test_split_is_reproducible_stratified_and_order_independent():
+    df = _table()
+    a = assign_splits(df, seed=7)
+    b = assign_splits(df.sample(frac=1, random_state=1), seed=7)
+    pd.testing.assert_frame_equal(a.sort_values("path").reset_index(drop=True),
+                                  b.sort_values("path").reset_index(drop=True))
+    counts = a.groupby(["split", "label"]).size().unstack()
+    assert (counts.loc["test"] == 3).all() and (counts.loc["val"] == 3).all() and (counts.loc["train"] == 14).all()
+    assert not assign_splits(df, seed=8).equals(a)
+
+
+def test_existing_test_split_is_respected():
+    df = _table()
+    df.loc[df.index % 5 == 0, "split"] = "test"
+    out = assign_splits(df, seed=0).set_index("path")
+    assert (out.loc[df.loc[df["split"] == "test", "path"], "split"] == "test").all()
+    assert (out["split"] == "test").sum() == (df["split"] == "test").sum()
+    assert set(out["split"]) == {"train", "val", "test"}
+
+
+def test_groups_stay_in_one_split():
+    df = _table(30)
+    groups = pd.Series([p.rsplit("/", 1)[1][:2] for p in df["path"]], index=df.index)  # 3 rows/group/class
+    df["g"] = groups
+    out = assign_splits(df, groups=df["g"], seed=0)
+    assert out.groupby(["label", "g"])["split"].nunique().max() == 1
+
+
+def test_tiny_class_is_a_clear_error():
+    df = _table(10)
+    df = pd.concat([df, pd.DataFrame([{"path": "/x/z.png", "label": "z", "split": ""}])])
+    with pytest.raises(DataError, match="fewer than 2 images"):
+        assign_splits(df)
+
+
+def test_discover_folder_layouts_and_manifest(tmp_path):
+    flat = make_shapes_dataset(tmp_path / "flat", n_per_class=2)
+    df = discover(flat)
+    assert sorted(df["label"].unique()) == ["circle", "square", "triangle"] and (df["split"] == "").all()
+    layered = tmp_path / "layered"
+    make_shapes_dataset(layered / "train", n_per_class=3)
+    make_shapes_dataset(layered / "test", n_per_class=1, seed=9)
+    df2 = discover(layered)
+    assert df2["split"].value_counts().to_dict() == {"train": 9, "test": 3}
+    manifest = tmp_path / "m.csv"
+    rows = [{"path": f"flat/{c}/{c}_000.png", "label": c, "source": s, "status": st}
+            for c, s, st in (("circle", "web", "keep"), ("square", "shop", "keep"), ("triangle", "web", "exclude"))]
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    df3 = discover(manifest)
+    assert len(df3) == 2 and list(df3["source"]) == ["web", "shop"]
+    assert all(p.startswith(str(tmp_path)) for p in df3["path"])
+
+
+def test_discover_errors_are_specific(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        discover(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="No images found"):
+        discover(tmp_path / "empty")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,cls\na.png,x\n")
+    with pytest.raises(DataError, match="no 'path' column"):
+        discover(bad)
+    one = tmp_path / "one"
+    make_shapes_dataset(one, n_per_class=1)
+    for d in ("square", "triangle"):
+        for f in (one / d).iterdir():
+            f.unlink()
+        (one / d).rmdir()
+    with pytest.raises(DataError, match="at least 2 classes"):
+        discover(one)

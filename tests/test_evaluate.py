@@ -1,0 +1,123 @@
+"""Evaluation numbers match scikit-learn, CIs are seeded, the bias audit finds a planted gap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+
+from frugalvision.cli.main import main
+from frugalvision.evaluate import evaluate_predictions, expected_calibration_error
+from frugalvision.evaluate.calibration import fit_temperature
+
+CLASSES = ["fragrance", "haircare", "make-up", "skincare"]
+
+
+def _synthetic(n=800, seed=0, acc_by_group=None, sizes=None):
+    """Rows with a true label and probabilities whose argmax is right with a chosen rate per group."""
+    rng = np.random.default_rng(seed)
+    groups = []
+    for g, size in (sizes or {"all": n}).items():
+        groups += [g] * size
+    groups = np.array(groups)
+    y = rng.integers(0, len(CLASSES), len(groups))
+    proba = rng.dirichlet(np.ones(len(CLASSES)), len(groups)) * 0.5
+    for i, g in enumerate(groups):
+        acc = (acc_by_group or {}).get(g, 0.8)
+        target = y[i] if rng.random() < acc else (y[i] + rng.integers(1, len(CLASSES))) % len(CLASSES)
+        proba[i, target] += 0.5
+    proba /= proba.sum(axis=1, keepdims=True)
+    table = pd.DataFrame({"path": [f"/img/{i}.jpg" for i in range(len(groups))],
+                          "label": np.array(CLASSES)[y], "group": groups})
+    return table, proba
+
+
+def test_metrics_match_scikit_learn():
+    table, proba = _synthetic()
+    r = evaluate_predictions(table, proba, CLASSES, n_boot=200)
+    y = table["label"].to_numpy()
+    pred = np.array(CLASSES)[proba.argmax(1)]
+    assert r.headline["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert r.headline["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
+    assert r.headline["macro"]["f1"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
+    assert r.headline["weighted"]["precision"] == pytest.approx(skm.precision_score(y, pred, average="weighted"))
+    assert r.headline["top2_accuracy"] == pytest.approx(skm.top_k_accuracy_score(y, proba, k=2, labels=CLASSES))
+    assert r.headline["log_loss"] == pytest.approx(skm.log_loss(y, proba, labels=CLASSES))
+    np.testing.assert_allclose(r.per_class["recall"], skm.recall_score(y, pred, average=None, labels=CLASSES))
+    np.testing.assert_array_equal(r.confusion, skm.confusion_matrix(y, pred, labels=CLASSES))
+    top = r.confused_pairs[0]
+    assert top["count"] == r.confusion[CLASSES.index(top["true"]), CLASSES.index(top["predicted"])]
+    assert len(r.cell_files(top["true"], top["predicted"])) == top["count"]
+
+
+def test_bootstrap_is_seeded_and_sensible():
+    table, proba = _synthetic(400)
+    a = evaluate_predictions(table, proba, CLASSES, seed=3)
+    b = evaluate_predictions(table, proba, CLASSES, seed=3)
+    c = evaluate_predictions(table, proba, CLASSES, seed=4)
+    assert a.accuracy_ci == b.accuracy_ci and a.accuracy_ci != c.accuracy_ci
+    lo, hi = a.accuracy_ci
+    assert lo < a.headline["accuracy"] < hi and 0.04 < hi - lo < 0.12  # ~±4 points for n=400
+    assert (a.per_class["recall_ci_low"] <= a.per_class["recall"]).all()
+    assert (a.per_class["recall"] <= a.per_class["recall_ci_high"]).all()
+
+
+def test_group_audit_finds_the_planted_gap_and_flags_small_groups():
+    table, proba = _synthetic(seed=1, acc_by_group={"easy": 0.9, "hard": 0.6, "tiny": 0.5},
+                              sizes={"easy": 1000, "hard": 1000, "tiny": 12})
+    r = evaluate_predictions(table, proba, CLASSES, group_by="group", n_boot=500)
+    audit = r.groups["group"]
+    gap = audit["gap"]
+    assert gap["best"] == "easy" and gap["worst"] == "hard"
+    assert gap["difference"] == pytest.approx(0.3, abs=0.05)
+    assert gap["ci_low"] > 0.2 and gap["ci_high"] < 0.4 and gap["significant"]
+    assert audit["too_small"] == ["tiny"]
+    t = audit["table"].set_index("group")
+    assert t.loc["tiny", "n"] == 12 and bool(t.loc["tiny", "too_small"])
+    assert "By group: best easy" in r.summary()
+
+
+def test_unknown_group_column_is_explained():
+    table, proba = _synthetic(50)
+    with pytest.raises(ValueError, match="not a column of the data"):
+        evaluate_predictions(table, proba, CLASSES, group_by="country")
+
+
+def test_expected_calibration_error_and_temperature():
+    y = np.array(["a"] * 60 + ["b"] * 40)
+    proba = np.tile([0.9, 0.1], (100, 1))  # always 90 % sure of "a", right 60 % of the time
+    assert expected_calibration_error(y, proba, ["a", "b"]) == pytest.approx(0.3)
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(4000, 3)) * 2
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    labels = np.array([rng.choice(3, p=row) for row in p])
+    assert fit_temperature(3 * z, labels) == pytest.approx(3.0, rel=0.1)
+
+
+def test_evaluate_trained_model_and_save(trained, tmp_path):
+    model, run = trained
+    r = model.evaluate(progress=False)
+    assert r.headline["n"] == 9 and r.headline["accuracy"] >= 0.6
+    assert set(r.balance.columns) == {"train", "val", "test"}
+    written = r.save(tmp_path / "ev")
+    assert {p.name for p in written} >= {"metrics.json", "predictions.csv", "confusion.png", "reliability.png"}
+    with pytest.raises(FileExistsError):
+        r.save(tmp_path / "ev")
+
+
+def test_cli_evaluate_with_group_by(tmp_path, capsys):
+    from conftest import make_shapes_dataset
+
+    root = make_shapes_dataset(tmp_path / "d", n_per_class=12, seed=21)
+    rows = [{"path": str(p), "label": p.parent.name, "source": "web" if i % 3 else "shop"}
+            for i, p in enumerate(sorted(root.rglob("*.png")))]
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    assert main(["train", str(tmp_path / "m.csv"), "--out", str(tmp_path / "run"), "-q"]) == 0
+    assert main(["evaluate", str(tmp_path / "run"), "--group-by", "source", "--min-group-size", "100", "-q"]) == 0
+    assert "too small to judge (< 100 images): shop, web" in capsys.readouterr().out
+    assert main(["evaluate", str(tmp_path / "run"), "--data", str(tmp_path / "m.csv"), "--group-by", "source",
+                 "--out", str(tmp_path / "ev"), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "Accuracy" in out and "By source" in out
+    assert (tmp_path / "ev" / "groups_source.csv").exists()

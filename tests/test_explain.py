@@ -1,0 +1,157 @@
+"""CAM: exact, equal to Grad-CAM for a linear head, points at the object, faithful, mapped back correctly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import frugalvision as fv
+from frugalvision.cli.main import main
+from frugalvision.explain import explain_images, resolve_classes
+from frugalvision.explain.faithfulness import deletion_insertion
+from frugalvision.explain.overlay import overlay, to_image_coordinates
+
+
+@pytest.fixture(scope="module")
+def localisation(tmp_path_factory):
+    """Real objects (cup, cat, rocket from scikit-image) pasted at random places on smooth backgrounds."""
+    from skimage import data
+
+    objects = {"cup": Image.fromarray(data.coffee()).crop((170, 20, 470, 320)),
+               "cat": Image.fromarray(data.chelsea()).crop((60, 10, 300, 250)),
+               "rocket": Image.fromarray(data.rocket()).crop((240, 40, 420, 420))}
+    root = tmp_path_factory.mktemp("loc")
+    rng = np.random.default_rng(0)
+    rows = []
+    W, H = 320, 240  # non-square: the network sees the centred 240x240 square
+    for split, n in (("train", 14), ("test", 10)):
+        for kind, obj in objects.items():
+            for i in range(n):
+                base = rng.uniform(60, 200, 3) + 25 * rng.normal(size=(6, 8, 3))
+                img = Image.fromarray(base.clip(0, 255).astype(np.uint8)).resize((W, H), Image.Resampling.BICUBIC)
+                s = int(rng.integers(70, 100))
+                o = obj.resize((s, int(s * obj.height / obj.width)))
+                x = int(rng.integers(int(W * 0.15), int(W * 0.85) - o.width))
+                y = int(rng.integers(0, H - o.height))
+                img.paste(o, (x, y))
+                p = root / split / kind / f"{i}.jpg"
+                p.parent.mkdir(parents=True, exist_ok=True)
+                img.save(p, quality=90)
+                rows.append({"path": str(p), "label": kind, "split": split, "box": (x, y, x + o.width, y + o.height)})
+    model = fv.train(root, progress=False)
+    return model, pd.DataFrame(rows)
+
+
+def test_pointing_game_at_least_90_percent(localisation):
+    model, df = localisation
+    test = df[df["split"] == "test"]
+    expl, failed = explain_images(model, test["path"].tolist(), cls="true", labels=test["label"].tolist())
+    assert not failed and len(expl) == len(test) == 30
+    tol = 15  # pixels, the standard pointing-game tolerance (Zhang et al., ECCV 2016)
+    hits = []
+    for e, (x0, y0, x1, y1) in zip(expl, test["box"]):
+        heat = e.heat(0)  # in original 320x240 coordinates
+        assert heat.shape == (240, 320)
+        y, x = np.unravel_index(np.nanargmax(heat), heat.shape)
+        hits.append(x0 - tol <= x <= x1 + tol and y0 - tol <= y <= y1 + tol)
+    assert np.mean(hits) >= 0.9, np.mean(hits)
+
+
+def test_deletion_auc_is_below_random_order(localisation):
+    model, df = localisation
+    test = df[df["split"] == "test"].iloc[::3]
+    expl, _ = explain_images(model, test["path"].tolist(), cls="true", labels=test["label"].tolist())
+    ex = model.extractor(progress=False)
+    res = deletion_insertion(lambda a: model.predict_proba_embeddings(ex.run_arrays(a)[1]),
+                             np.stack([e.input for e in expl]), np.stack([e.maps[0] for e in expl]),
+                             [model.classes.index(c) for c in test["label"]], n_steps=8)
+    assert res["deletion_auc"].mean() < res["deletion_random_auc"].mean()
+    assert res["insertion_auc"].mean() > res["insertion_random_auc"].mean()
+
+
+def _top_corr(model, paths, method, ranks):
+    cam, _ = explain_images(model, paths, cls="top2", method="cam")
+    grad, _ = explain_images(model, paths, cls="top2", method=method)
+    corr = []
+    for a, b in zip(cam, grad):
+        for k in ranks:
+            pos = np.maximum(a.maps[k], 0).ravel()
+            if pos.max() > 0 and b.maps[k].max() > 0:
+                corr.append(np.corrcoef(pos, b.maps[k].ravel())[0, 1])
+    return np.array(corr)
+
+
+def test_cam_equals_gradcam_for_a_linear_head(trained, shapes_dir):
+    """Grad-CAM (pytorch-grad-cam) on GAP + linear head is ReLU(CAM) up to scale, for top-1 and runner-up."""
+    model, _ = trained
+    paths = sorted(str(p) for p in shapes_dir.rglob("*.png"))[::10]
+    corr = _top_corr(model, paths, "gradcam", ranks=(0, 1))
+    assert len(corr) >= 8 and corr.min() > 0.99, corr
+
+
+@pytest.mark.parametrize("method", ["gradcam++", "layercam"])
+def test_other_gradient_methods_agree_on_the_top_class(trained, shapes_dir, method):
+    # They weight activations differently (second-order / element-wise), so only broad agreement is expected.
+    model, _ = trained
+    paths = sorted(str(p) for p in shapes_dir.rglob("*.png"))[::10]
+    corr = _top_corr(model, paths, method, ranks=(0,))
+    assert corr.mean() > 0.8, corr
+
+
+def test_gradient_hooks_are_released(trained, shapes_dir):
+    model, _ = trained
+    path = str(next(shapes_dir.rglob("*.png")))
+    for _ in range(5):
+        explain_images(model, [path], method="gradcam")
+    layer = model._torch_backbone.model.get_submodule(model.spec.cam_layer)
+    assert not layer._forward_hooks and not layer._backward_hooks
+
+
+def test_cam_is_exact_logit_decomposition(trained, shapes_dir):
+    model, _ = trained
+    path = str(next(shapes_dir.rglob("*.png")))
+    maps = model.explain(path, cls="all")
+    assert maps.shape == (3, 7, 7)
+    emb = model.embed([path], progress=False).X
+    np.testing.assert_allclose(maps.mean(axis=(1, 2)) + model.head.intercept_, model.head.logits(emb)[0], atol=1e-3)
+
+
+def test_map_lands_on_the_right_pixels_of_a_non_square_image():
+    cam = np.zeros((7, 7), np.float32)
+    cam[1, 5] = 1.0  # hot cell: row 1, column 5 of the network's square
+    heat = to_image_coordinates(cam, (1 / 6, 0.0, 5 / 6, 1.0), (300, 200))  # 300x200 image, centred 200x200 crop
+    assert heat.shape == (200, 300)
+    assert np.isnan(heat[:, :49]).all() and np.isnan(heat[:, 251:]).all()  # outside the crop: not seen
+    y, x = np.unravel_index(np.nanargmax(heat), heat.shape)
+    assert abs(x - (50 + 5.5 / 7 * 200)) <= 3 and abs(y - 1.5 / 7 * 200) <= 3
+    grey = np.full((200, 300, 3), 128, np.uint8)
+    out = overlay(grey, heat / np.nanmax(heat))  # RGB uint8 in, RGB uint8 out
+    assert out.dtype == np.uint8 and out.shape == (200, 300, 3)
+    assert (out[:, :40] == 64).all()  # unseen border: dimmed, no colour
+    assert out[y, x, 0] > out[y, x, 2] + 40  # hot spot is red in the 'jet' map (RGB order, not BGR)
+
+
+def test_class_selectors():
+    p = np.array([0.1, 0.6, 0.3])
+    classes = ["a", "b", "c"]
+    assert resolve_classes("top1", p, classes) == [1]
+    assert resolve_classes("top2", p, classes) == [1, 2]
+    assert resolve_classes("true", p, classes, "a") == [0]
+    assert resolve_classes(["c", "top1"], p, classes) == [2, 1]
+    with pytest.raises(fv.DataError, match="Unknown class selector"):
+        resolve_classes("nope", p, classes)
+
+
+def test_cli_explain_writes_panels_and_sheet(trained, shapes_dir, tmp_path, capsys):
+    _, run = trained
+    src = shapes_dir / "circle"
+    assert main(["explain", str(run), str(src / "circle_000.png"), str(src / "circle_001.png"),
+                 "--out", str(tmp_path / "x"), "--classes", "top2", "--colorbar"]) == 0
+    names = sorted(p.name for p in (tmp_path / "x").iterdir())
+    assert "circle_000__panel.png" in names and "contact_sheet.png" in names
+    assert sum(n.startswith("circle_000__cam_") for n in names) == 2
+    assert Image.open(tmp_path / "x" / "circle_000__panel.png").size[0] > 400
+    assert main(["explain", str(run), str(src / "circle_000.png"), "--out", str(tmp_path / "x")]) == 1
+    assert "already exists" in capsys.readouterr().err

@@ -1,0 +1,121 @@
+"""train -> artifact -> predict, end to end on generated images; and the CLI over it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import frugalvision as fv
+from frugalvision.cli.main import main
+
+from conftest import make_shapes_dataset
+
+
+def test_trained_model_learns_the_shapes(trained):
+    model, run = trained
+    assert model.classes == ["circle", "square", "triangle"]
+    assert model.training_["validation"]["accuracy"] >= 0.8
+    assert model.temperature > 0 and model.training_["C"] in (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+    for name in ("model.safetensors", "split.csv", "skipped.csv", "training.json"):
+        assert (run / name).exists()
+    split = pd.read_csv(run / "split.csv")
+    assert set(split["split"]) == {"train", "val", "test"} and len(split) == 60
+
+
+def test_second_train_does_no_backbone_work(shapes_dir, trained, tmp_path, monkeypatch):
+    calls = []
+    real = fv.Extractor.engine.fget
+    monkeypatch.setattr(fv.Extractor, "engine", property(lambda self: calls.append(1) or real(self)))
+    model = fv.train(shapes_dir, progress=False)
+    assert calls == []  # the engine was never even built
+    np.testing.assert_allclose(model.head.coef_, trained[0].head.coef_)
+
+
+def test_artifact_round_trip_has_no_pickle_and_same_predictions(trained, shapes_dir, tmp_path):
+    model, run = trained
+    raw = (run / "model.safetensors").read_bytes()
+    header_len = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + header_len])  # a safetensors file is a JSON header + raw tensors
+    assert set(header) - {"__metadata__"} == {"head.coef", "head.intercept"}
+    assert b"\x80\x04\x95" not in raw and b"torch._utils" not in raw  # no pickle stream inside
+    meta = json.loads(header["__metadata__"]["frugalvision"])
+    assert meta["backbone"]["name"] == "efficientnet_lite0" and meta["classes"] == model.classes
+    assert meta["preprocessing"]["input_size"] == 224 and meta["versions"]["frugalvision"]
+    files = sorted(str(p) for p in shapes_dir.rglob("*.png"))[:9]
+    loaded = fv.load_model(run)
+    a, b = model.predict(files, progress=False), loaded.predict(files, progress=False)
+    pd.testing.assert_frame_equal(a, b)
+    # Moving the file elsewhere keeps it usable.
+    moved = tmp_path / "elsewhere.safetensors"
+    shutil.copy(run / "model.safetensors", moved)
+    pd.testing.assert_frame_equal(fv.load_model(moved).predict(files, progress=False), a)
+
+
+def test_model_file_is_never_overwritten_silently(trained, shapes_dir):
+    _, run = trained
+    with pytest.raises(FileExistsError, match="never overwrites"):
+        fv.train(shapes_dir, out=run, progress=False)
+
+
+def test_not_a_model_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "x.safetensors"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(fv.ArtifactError, match="not a frugalvision model file"):
+        fv.load_model(bad)
+
+
+def test_training_skips_and_names_every_bad_file(tmp_path):
+    root = make_shapes_dataset(tmp_path / "d", n_per_class=8, seed=11)
+    (root / "circle" / "zero.png").write_bytes(b"")
+    (root / "square" / "notes.txt").write_text("hello")
+    (root / "triangle" / "half.png").write_bytes((root / "triangle" / "triangle_000.png").read_bytes()[:100])
+    model = fv.train(root, out=tmp_path / "run", progress=False)
+    skipped = pd.read_csv(tmp_path / "run" / "skipped.csv")
+    assert sorted(p.rsplit("/", 1)[1] for p in skipped["path"]) == ["half.png", "notes.txt", "zero.png"]
+    assert all(skipped["reason"].str.len() > 5)
+    assert model.training_["n_skipped"] == 3 and model.training_["n_images"] == 24
+
+
+def test_predict_table_columns_and_bad_files(trained, tmp_path):
+    model, _ = trained
+    good = make_shapes_dataset(tmp_path / "p", n_per_class=1, seed=4)
+    (good / "junk.png").write_bytes(b"junk")
+    table = model.predict([good], top_k=3, progress=False)
+    assert list(table.columns) == ["path", "label", "probability", "top2_label", "top2_probability",
+                                   "top3_label", "top3_probability", "error"]
+    bad = table[table["path"].str.endswith("junk.png")].iloc[0]
+    assert bad["label"] == "" and "not an image" in bad["error"]
+    ok = table[table["error"] == ""]
+    assert len(ok) == 3 and np.allclose(ok[["probability", "top2_probability", "top3_probability"]].sum(axis=1), 1)
+
+
+def test_manifest_with_metadata_columns(tmp_path):
+    root = make_shapes_dataset(tmp_path / "d", n_per_class=8, seed=12)
+    rows = [{"path": str(p.relative_to(tmp_path)), "label": p.parent.name, "source": "web" if i % 2 else "shop"}
+            for i, p in enumerate(sorted(root.rglob("*.png")))]
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    fv.train(tmp_path / "m.csv", out=tmp_path / "run", progress=False)
+    split = pd.read_csv(tmp_path / "run" / "split.csv")
+    assert "source" in split.columns and set(split["source"]) == {"web", "shop"}
+
+
+def test_cli_train_predict_and_errors(shapes_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", str(shapes_dir), "--out", str(out), "-q"]) == 0
+    text = capsys.readouterr().out
+    assert "Validation accuracy" in text and "model.safetensors" in text
+    csv = tmp_path / "pred.csv"
+    assert main(["predict", str(out), str(shapes_dir / "circle"), "--out", str(csv), "-q"]) == 0
+    pred = pd.read_csv(csv)
+    assert (pred["label"] == "circle").mean() >= 0.8
+    # Known errors: one paragraph on stderr, exit code 1, no traceback.
+    assert main(["train", str(shapes_dir), "--out", str(tmp_path / "r2"), "--backbone", "efficientnet_lite", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "Did you mean 'efficientnet_lite" in err and "Traceback" not in err
+    assert main(["predict", str(out), str(shapes_dir / "circle"), "--out", str(csv), "-q"]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert main(["train", str(shapes_dir), "--C", "abc", "--out", str(tmp_path / "r3")]) == 2
