@@ -34,6 +34,20 @@ def test_exif_orientation_is_applied(tmp_path):
     assert arr[:10, -10:, 0].mean() > 200  # red corner moved to the top-right
 
 
+def test_exif_orientation_on_the_fast_scaled_jpeg_path(tmp_path):
+    a = np.zeros((600, 1000, 3), np.uint8)
+    a[:100, :100] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    p = tmp_path / "big_rot.jpg"
+    Image.fromarray(a).save(p, exif=exif, quality=95)
+    out = load_rgb(p, min_side=100)  # large enough to be decoded at reduced scale
+    assert out.size[0] < out.size[1] < 600  # upright portrait, and really scaled down
+    arr = np.asarray(out)
+    w = out.size[0]
+    assert arr[: w // 10, -w // 10:, 0].mean() > 200
+
+
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "1", "I", "F"])
 def test_every_mode_becomes_correct_rgb(mode):
     if mode == "I;16":

@@ -77,20 +77,15 @@ def test_bad_files_are_listed_and_the_run_continues(tmp_path):
 
 _KILLER = textwrap.dedent("""
     import os, sys
-    from frugalvision.features import extract
+    from frugalvision.features import cache
     from frugalvision.features.extract import Extractor
-    real = extract.make_engine
-    def make(*a, **k):
-        eng = real(*a, **k)
-        run, n = eng.run, [0]
-        def dying(images, maps=False):
-            n[0] += 1
-            if n[0] > 3:          # simulate a crash / kill -9 after 3 batches
-                os._exit(9)
-            return run(images, maps)
-        eng.run = dying
-        return eng
-    extract.make_engine = make
+    real_add, shards = cache.EmbeddingCache.add, [0]
+    def add_then_die(self, keys, emb):
+        real_add(self, keys, emb)
+        shards[0] += 1
+        if shards[0] == 3:        # simulate kill -9 right after the 3rd shard reached the disk
+            os._exit(9)
+    cache.EmbeddingCache.add = add_then_die
     files = sys.argv[2:]
     Extractor(cache_dir=sys.argv[1], progress=False, batch_size=4)(files, flush_every=4)
 """)

@@ -22,7 +22,7 @@ import numpy as np
 
 from .._io import atomic_writer, read_json, write_json, write_text
 
-__all__ = ["EmbeddingCache", "content_hash"]
+__all__ = ["EmbeddingCache", "HashMemo", "content_hash"]
 
 
 def content_hash(path, chunk: int = 1 << 20) -> str:
@@ -94,3 +94,36 @@ class EmbeddingCache:
             np.save(fh, np.ascontiguousarray(embeddings, dtype=np.float32))
         write_text(self.dir / f"{shard}.keys", "\n".join(keys) + "\n")
         self.refresh()
+
+
+class HashMemo:
+    """Remembers content hashes by (path, size, mtime), so unchanged files are not re-read.
+
+    Only a speed-up: a file whose size or modification time changed is hashed again.
+    """
+
+    def __init__(self, root):
+        self.path = Path(root) / "hashes.json"
+        try:
+            self._memo = read_json(self.path) if self.path.exists() else {}
+        except (OSError, ValueError):
+            self._memo = {}
+        self._dirty = False
+
+    def hash(self, path: str) -> str:
+        import os
+
+        st = os.stat(path)
+        stamp = [st.st_size, st.st_mtime_ns]
+        hit = self._memo.get(path)
+        if hit and hit[:2] == stamp:
+            return hit[2]
+        h = content_hash(path)
+        self._memo[path] = [*stamp, h]
+        self._dirty = True
+        return h
+
+    def save(self) -> None:
+        if self._dirty:
+            write_json(self.path, self._memo)
+            self._dirty = False

@@ -68,7 +68,8 @@ class OnnxEngine(Engine):
 
     name = "onnx"
 
-    def __init__(self, onnx_path, spec: BackboneSpec, weights_id: str, threads: int | None = None):
+    def __init__(self, onnx_path, spec: BackboneSpec, weights_id: str, threads: int | None = None,
+                 spin: bool = False):
         import onnxruntime as ort
 
         so = ort.SessionOptions()
@@ -76,6 +77,9 @@ class OnnxEngine(Engine):
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if not spin:
+            # Idle ORT threads would otherwise spin and steal the cores the image decoders need.
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
         self.spec = spec
         self.weights_id = weights_id

@@ -10,6 +10,7 @@ the number of images. Nothing about the backbone is built when every file is cac
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 from collections import deque
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -21,7 +22,7 @@ import numpy as np
 from ..backbones.registry import DEFAULT_BACKBONE, get_spec
 from ..config import cache_root
 from ..data.decode import DEFAULT_MAX_PIXELS, decode_for_input
-from .cache import EmbeddingCache, content_hash
+from .cache import EmbeddingCache, HashMemo, content_hash
 from .engine import Engine, extractor_id, make_engine
 
 __all__ = ["Embeddings", "Extractor", "extract"]
@@ -75,7 +76,8 @@ class Extractor:
     """
 
     def __init__(self, backbone: str = DEFAULT_BACKBONE, *, weights=None, engine="auto", cache_dir=None,
-                 crop_pct: float | None = None, batch_size: int = 32, workers: int = 2, pool: str = "thread",
+                 crop_pct: float | None = None, batch_size: int = 16, workers: int | None = None,
+                 pool: str = "thread",
                  max_pixels: int = DEFAULT_MAX_PIXELS, threads: int | None = None, progress: bool = True):
         self.spec = get_spec(backbone)
         self.weights = weights
@@ -84,7 +86,7 @@ class Extractor:
         self.cache_root = cache_root(cache_dir)
         self.preprocessing = {**self.spec.preprocessing, **({"crop_pct": float(crop_pct)} if crop_pct else {})}
         self.batch_size = batch_size
-        self.workers = workers
+        self.workers = workers or max(1, min(os.cpu_count() or 1, 8))
         self.pool = pool
         self.max_pixels = max_pixels
         self.threads = threads
@@ -116,9 +118,16 @@ class Extractor:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
+            # Lanes (see _run_lanes) want single-threaded sessions; ask for them unless told otherwise.
+            threads = self.threads or (1 if self.pool == "thread" and self.engine_name != "torch" else None)
             self._engine = make_engine(self.spec, weights=self.weights, engine=self.engine_name,
-                                       onnx_dir=self.cache_root / "onnx", threads=self.threads)
+                                       onnx_dir=self.cache_root / "onnx", threads=threads)
         return self._engine
+
+    @property
+    def lanes_mode(self) -> bool:
+        """Decode+run per thread (ONNX Runtime) rather than a decode pool feeding one runner (torch)."""
+        return self.pool == "thread" and self.engine.name == "onnx"
 
     def decoder(self):
         p = self.preprocessing
@@ -150,9 +159,11 @@ def _executor(kind: str, workers: int) -> Executor:
     raise ValueError(f"pool must be 'thread' or 'process', got {kind!r}.")
 
 
-def _safe_hash(path):
+def _safe_hash(path, memo=None):
     try:
-        return content_hash(path), None
+        if not os.path.isfile(path):  # directories and dangling links: let stat/open say why
+            open(path, "rb").close()
+        return (memo.hash(path) if memo is not None else content_hash(path)), None
     except FileNotFoundError:
         return None, "file not found"
     except PermissionError:
@@ -182,8 +193,10 @@ def extract(paths, extractor: Extractor | None = None, *, view: str = CLEAN_VIEW
     t0 = time.perf_counter()
     ex = extractor or Extractor()
     paths = [str(p) for p in paths]
+    memo = HashMemo(ex.cache_root)
     with ThreadPoolExecutor(max_workers=4) as hp:
-        hashed = list(hp.map(_safe_hash, paths))
+        hashed = list(hp.map(lambda p: _safe_hash(p, memo), paths))
+    memo.save()
     failures: dict[int, str] = {i: err for i, (h, err) in enumerate(hashed) if err}
     keys = [f"{h}:{view}" if h else None for h, _ in hashed]
     cache = ex.cache
@@ -214,25 +227,19 @@ def _compute(ex: Extractor, todo: dict[str, int], paths, decoder, flush_every: i
     bad: dict[str, str] = {}
     buf_keys: list[str] = []
     buf_emb: list[np.ndarray] = []
-    n_done = 0
     items = list(todo.items())
-    window = max(ex.batch_size * 3, 8)
     bar = tqdm(total=len(items), unit="img", desc=f"Embedding ({ex.spec.name}, {engine.name})",
                disable=not ex.progress, dynamic_ncols=True)
-    batch_keys: list[str] = []
-    batch_arrays: list[np.ndarray] = []
+    n_done = 0
 
-    def run_batch():
+    def collect(keys, emb, failed):
         nonlocal n_done
-        if not batch_arrays:
-            return
-        _, emb = engine.run(np.stack(batch_arrays))
-        buf_keys.extend(batch_keys)
-        buf_emb.append(emb)
-        n_done += len(batch_keys)
-        bar.update(len(batch_keys))
-        batch_keys.clear()
-        batch_arrays.clear()
+        bad.update(failed)
+        if keys:
+            buf_keys.extend(keys)
+            buf_emb.append(emb)
+        n_done += len(keys)
+        bar.update(len(keys) + len(failed))
         if len(buf_keys) >= flush_every:
             flush()
 
@@ -243,29 +250,82 @@ def _compute(ex: Extractor, todo: dict[str, int], paths, decoder, flush_every: i
             buf_emb.clear()
 
     try:
-        with _executor(ex.pool, ex.workers) as pool:
-            pending: deque = deque()
-            it = iter(items)
-            for key, idx in it:  # prime the window, then keep it full
-                pending.append((key, pool.submit(decoder, paths[idx])))
-                if len(pending) >= window:
-                    break
-            while pending:
-                key, fut = pending.popleft()
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending.append((nxt[0], pool.submit(decoder, paths[nxt[1]])))
-                res = fut.result()
-                if res.array is None:
-                    bad[key] = res.error
-                    bar.update(1)
-                    continue
-                batch_keys.append(key)
-                batch_arrays.append(res.array)
-                if len(batch_arrays) >= ex.batch_size:
-                    run_batch()
-            run_batch()
+        if ex.lanes_mode:
+            _run_lanes(ex, engine, items, paths, decoder, collect)
+        else:
+            _run_pipelined(ex, engine, items, paths, decoder, collect)
     finally:
         flush()  # keep whatever was computed, even on Ctrl-C
         bar.close()
     return n_done, bad
+
+
+def _lane_batch(engine, batch, paths, decoder):
+    """Decode one batch and run the backbone on it, in the calling thread."""
+    keys, arrays, failed = [], [], {}
+    for key, idx in batch:
+        res = decoder(paths[idx])
+        if res.array is None:
+            failed[key] = res.error
+        else:
+            keys.append(key)
+            arrays.append(res.array)
+    emb = engine.run(np.stack(arrays))[1] if arrays else None
+    return keys, emb, failed
+
+
+def _run_lanes(ex, engine, items, paths, decoder, collect):
+    """ONNX Runtime: N threads each decode a batch and run a single-threaded session on it.
+
+    Concurrent single-threaded runs use 2 cores better than one 2-thread run, and a lane never
+    competes with itself for a core (run() releases the GIL).
+    """
+    batches = [items[i:i + ex.batch_size] for i in range(0, len(items), ex.batch_size)]
+    with ThreadPoolExecutor(max_workers=ex.workers) as pool:
+        pending: deque = deque()
+        it = iter(batches)
+        for b in it:
+            pending.append(pool.submit(_lane_batch, engine, b, paths, decoder))
+            if len(pending) >= 2 * ex.workers:  # bounded: memory does not grow with the dataset
+                break
+        while pending:
+            fut = pending.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.submit(_lane_batch, engine, nxt, paths, decoder))
+            collect(*fut.result())
+
+
+def _run_pipelined(ex, engine, items, paths, decoder, collect):
+    """Decode in a worker pool (threads, or spawn processes) while this thread runs the backbone."""
+    window = max(ex.batch_size * 3, 8)
+    batch_keys: list[str] = []
+    batch_arrays: list[np.ndarray] = []
+
+    def run_batch():
+        if batch_arrays:
+            collect(list(batch_keys), engine.run(np.stack(batch_arrays))[1], {})
+            batch_keys.clear()
+            batch_arrays.clear()
+
+    with _executor(ex.pool, ex.workers) as pool:
+        pending: deque = deque()
+        it = iter(items)
+        for key, idx in it:  # prime the window, then keep it full
+            pending.append((key, pool.submit(decoder, paths[idx])))
+            if len(pending) >= window:
+                break
+        while pending:
+            key, fut = pending.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt[0], pool.submit(decoder, paths[nxt[1]])))
+            res = fut.result()
+            if res.array is None:
+                collect([], None, {key: res.error})
+                continue
+            batch_keys.append(key)
+            batch_arrays.append(res.array)
+            if len(batch_arrays) >= ex.batch_size:
+                run_batch()
+        run_batch()

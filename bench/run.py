@@ -1,0 +1,264 @@
+"""frugalvision benchmark harness: one command, a printed table, a JSON file.
+
+    python bench/run.py                      # everything (~25 min on 2 cores)
+    python bench/run.py --only model,extract # some sections
+    python bench/run.py --quick              # smaller sizes, for a smoke run
+
+Sections (all on this machine, same images for every contender):
+  model     model-only throughput: ONNX Runtime and eager PyTorch on pre-made uint8 tensors (the ceiling)
+  extract   end-to-end extraction (hash, decode, resize, backbone, cache write) on small PNGs and on 1080p JPEGs,
+            as img/s and as % of the model-only ONNX ceiling
+  seed      frugalvision end-to-end (cold cache: extract + train + evaluate) vs the seed's tutorial loop
+            (frozen backbone, on-the-fly augmentation, SGD linear layer, E epochs) on fashion4 (2k images)
+  fastai    fastai vision_learner(...).fine_tune(1) on the same images, same pretrained backbone
+  scaling   wall time and peak RSS of extraction for 1k, 2k, 5k, 10k images (each in a fresh process)
+  grid      head grid search, 50 configurations with 3-fold CV, on 10k cached embeddings
+  cam       CAM cost beyond the backbone pass, ms per image per class
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import datasets  # noqa: E402
+
+SHARED = Path(os.environ.get("FRUGALVISION_SHARED", HERE.parent.parent / "shared"))
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def section_model(work: Path, quick: bool) -> dict:
+    from frugalvision.backbones.build import build_backbone
+    from frugalvision.features.engine import OnnxEngine, TorchEngine, export_onnx
+
+    bb = build_backbone("efficientnet_lite0")
+    onnx_path = export_onnx(bb, work / "lite0.onnx")
+    x = np.random.default_rng(0).integers(0, 256, (32, 224, 224, 3), dtype=np.uint8)
+    out = {}
+    engines = (("onnx", OnnxEngine(onnx_path, bb.spec, bb.weights_id, spin=True)),
+               ("onnx_nospin", OnnxEngine(onnx_path, bb.spec, bb.weights_id, spin=False)),
+               ("torch", TorchEngine(bb)))
+    for name, eng in engines:
+        eng.run(x)
+        n, t = 0, time.perf_counter()
+        while time.perf_counter() - t < (5 if quick else 15):
+            eng.run(x)
+            n += len(x)
+        out[f"{name}_img_per_s"] = n / (time.perf_counter() - t)
+    # Lanes: one single-threaded session run from N threads at once (what extraction does).
+    import threading
+
+    lane = OnnxEngine(onnx_path, bb.spec, bb.weights_id, threads=1)
+    lane.run(x)
+    count, stop = [0], time.perf_counter() + (5 if quick else 15)
+
+    def work():
+        while time.perf_counter() < stop:
+            lane.run(x[:16])
+            count[0] += 16
+
+    threads = [threading.Thread(target=work) for _ in range(os.cpu_count() or 2)]
+    t = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    out["onnx_lanes_img_per_s"] = count[0] / (time.perf_counter() - t)
+    # The ceiling is the best model-only rate, whichever thread setting gives it.
+    out["onnx_img_per_s"] = max(out["onnx_img_per_s"], out.pop("onnx_nospin_img_per_s"), out["onnx_lanes_img_per_s"])
+    out["onnx_vs_torch"] = out["onnx_img_per_s"] / out["torch_img_per_s"]
+    log(f"model-only: ONNX Runtime best {out['onnx_img_per_s']:.1f} img/s (2-thread session "
+        f"{max(out['onnx_img_per_s'], 0):.1f} max of: 1 caller, lanes {out['onnx_lanes_img_per_s']:.1f}), eager PyTorch "
+        f"channels_last {out['torch_img_per_s']:.1f} img/s; ONNX/torch {out['onnx_vs_torch']:.2f}x")
+    return out
+
+
+def _extract(files, cache: Path, **kw) -> tuple[float, int]:
+    from frugalvision.features.extract import Extractor
+
+    ex = Extractor(cache_dir=cache, progress=False, **kw)
+    ex.engine  # build/export outside the timed region: the ceiling excludes it too
+    t = time.perf_counter()
+    emb = ex(files)
+    return time.perf_counter() - t, emb.n_computed
+
+
+def section_extract(work: Path, quick: bool, ceiling: float) -> dict:
+    n = 500 if quick else 2000
+    pngs = [p for p, _ in datasets.fashion_pngs(work / "png", n)]
+    jpgs = datasets.photos_1080p(work / "jpg1080", 200 if quick else 600)
+    out = {}
+    for name, files in (("png_28px", pngs), ("jpeg_1080p", jpgs)):
+        secs, computed = _extract(files, work / f"cache-{name}")
+        rate = computed / secs
+        out[name] = {"n": computed, "seconds": secs, "img_per_s": rate, "pct_of_model_only": 100 * rate / ceiling}
+        log(f"end-to-end extraction, {name}: {rate:.1f} img/s = {100 * rate / ceiling:.0f} % of the model-only "
+            f"ONNX ceiling ({computed} images, {secs:.1f} s)")
+    # Without reduced-scale JPEG decoding, for comparison.
+    from frugalvision.data import decode as dec
+
+    real = dec.load_rgb
+    dec.load_rgb = lambda src, max_pixels=dec.DEFAULT_MAX_PIXELS, min_side=None: real(src, max_pixels=max_pixels)
+    try:
+        secs, computed = _extract(jpgs, work / "cache-nodraft")
+    finally:
+        dec.load_rgb = real
+    out["jpeg_1080p_without_draft"] = {"img_per_s": computed / secs, "pct_of_model_only": 100 * computed / secs / ceiling}
+    log(f"  same JPEGs with full-size decoding: {computed / secs:.1f} img/s "
+        f"({100 * computed / secs / ceiling:.0f} %)")
+    return out
+
+
+def section_seed(work: Path, quick: bool, epochs: int) -> dict:
+    import seed_method
+
+    import frugalvision as fv
+
+    data = datasets.fashion4(SHARED)
+    cache = work / "cache-seed"
+    t = time.perf_counter()
+    model = fv.train(data, cache_dir=cache, progress=False)
+    ev = model.evaluate(progress=False, cache_dir=cache)
+    fv_secs = time.perf_counter() - t
+    log(f"frugalvision end-to-end (cold cache): {fv_secs:.1f} s, test accuracy {ev.headline['accuracy']:.3f} "
+        f"(95 % CI {ev.accuracy_ci[0]:.3f}-{ev.accuracy_ci[1]:.3f})")
+    t = time.perf_counter()
+    seed = seed_method.run(str(data / "train"), str(data / "test"), epochs=epochs, log=log)
+    seed_secs = time.perf_counter() - t
+    ratio = fv_secs / seed_secs
+    log(f"seed method, {epochs} epochs: {seed_secs:.0f} s, test accuracy {seed['test_accuracy']:.3f}")
+    log(f"=> frugalvision takes 1/{1 / ratio:.0f} of the seed method's time, accuracy "
+        f"{ev.headline['accuracy']:.3f} vs {seed['test_accuracy']:.3f}")
+    return {"frugalvision": {"seconds": fv_secs, "test_accuracy": ev.headline["accuracy"],
+                             "accuracy_ci": list(ev.accuracy_ci), "n_test": ev.headline["n"]},
+            "seed_method": {**seed, "seconds": seed_secs}, "time_ratio": ratio, "speedup": 1 / ratio}
+
+
+def section_fastai(work: Path, quick: bool) -> dict:
+    script = HERE / "fastai_compare.py"
+    data = datasets.fashion4(SHARED)
+    proc = subprocess.run([sys.executable, str(script), str(data)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        reason = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
+        log(f"fastai: not measured ({reason})")
+        return {"error": reason}
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    log(f"fastai vision_learner(...).fine_tune(1): {res['seconds']:.0f} s, test accuracy {res['test_accuracy']:.3f}")
+    return res
+
+
+_CHILD = """
+import json, resource, sys, time
+from frugalvision.features.extract import Extractor
+files = open(sys.argv[2]).read().split()
+ex = Extractor(cache_dir=sys.argv[1], progress=False)
+t = time.perf_counter(); ex.engine; emb = ex(files); secs = time.perf_counter() - t
+print(json.dumps({"n": emb.n_computed, "seconds": secs,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def section_scaling(work: Path, quick: bool) -> dict:
+    sizes = [500, 1000] if quick else [1000, 2000, 5000, 10000]
+    items = datasets.fashion_pngs(work / "f10k", max(sizes))
+    rows = []
+    for n in sizes:
+        lst = work / f"files-{n}.txt"
+        lst.write_text("\n".join(p for p, _ in items[:n]))
+        proc = subprocess.run([sys.executable, "-c", _CHILD, str(work / f"cache-scale-{n}"), str(lst)],
+                              capture_output=True, text=True, check=True)
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        rows.append(r)
+        log(f"scaling: {n:>6} images: {r['seconds']:.1f} s ({1000 * r['seconds'] / n:.2f} ms/img), "
+            f"peak RSS {r['peak_rss_mb']:.0f} MB")
+    ns = np.array([r["n"] for r in rows], float)
+    ts = np.array([r["seconds"] for r in rows])
+    slope, intercept = np.polyfit(ns, ts, 1)
+    resid = ts - (slope * ns + intercept)
+    r2 = 1 - (resid ** 2).sum() / ((ts - ts.mean()) ** 2).sum()
+    log(f"scaling fit: time = {1000 * slope:.2f} ms x images + {intercept:.1f} s (R^2 = {r2:.4f})")
+    return {"rows": rows, "ms_per_image": 1000 * slope, "intercept_s": intercept, "r2": r2,
+            "peak_rss_mb_at_max": rows[-1]["peak_rss_mb"]}
+
+
+def section_grid(work: Path, quick: bool) -> dict:
+    from frugalvision.tune import default_grid, tune_embeddings
+
+    from frugalvision.features.extract import Extractor
+
+    n = 2000 if quick else 10000
+    items = datasets.fashion_pngs(work / "f10k", n)
+    emb = Extractor(cache_dir=work / f"cache-scale-{n}", progress=False)([p for p, _ in items])
+    y = np.array([lab for _, lab in items])
+    grid = default_grid(n_configs=50)
+    t = time.perf_counter()
+    res = tune_embeddings(emb.X, y, grid, cv=3, progress=False)
+    secs = time.perf_counter() - t
+    best = res.table.iloc[0]
+    log(f"grid search: {len(res.table)} configurations x 3 folds on {n} embeddings in {secs:.1f} s; best "
+        f"{best['config']} = {best['mean_accuracy']:.3f} ± {best['std_accuracy']:.3f}")
+    return {"n_configs": len(res.table), "cv": 3, "n": n, "seconds": secs, "best": str(best["config"]),
+            "best_mean_accuracy": float(best["mean_accuracy"])}
+
+
+def section_cam(work: Path, quick: bool) -> dict:
+    from frugalvision.explain.cam import class_activation_maps
+
+    rng = np.random.default_rng(0)
+    fm = rng.normal(size=(32, 1280, 7, 7)).astype(np.float32)
+    w = rng.normal(size=(4, 1280)).astype(np.float32)
+    class_activation_maps(fm, w)
+    t = time.perf_counter()
+    for _ in range(50):
+        class_activation_maps(fm, w)
+    per = (time.perf_counter() - t) / 50 / 32 / 4 * 1000
+    log(f"CAM beyond the backbone pass: {per:.3f} ms per image per class (4 classes, 1280x7x7 maps)")
+    return {"ms_per_image_per_class": per}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default="model,extract,seed,fastai,scaling,grid,cam")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--epochs", type=int, default=10, help="Epochs of the seed method.")
+    ap.add_argument("--work", type=Path, default=None, help="Scratch folder (default: a temporary one).")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "latest.json")
+    args = ap.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="fvbench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    os.environ["FRUGALVISION_CACHE"] = str(work / "default-cache")
+    only = args.only.split(",")
+    results = {"machine": datasets.cpu_info(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "quick": args.quick}
+    ceiling = None
+    if "model" in only or "extract" in only:
+        results["model"] = section_model(work, args.quick)
+        ceiling = results["model"]["onnx_img_per_s"]
+    runners = {"extract": lambda: section_extract(work, args.quick, ceiling),
+               "seed": lambda: section_seed(work, args.quick, args.epochs),
+               "fastai": lambda: section_fastai(work, args.quick),
+               "scaling": lambda: section_scaling(work, args.quick),
+               "grid": lambda: section_grid(work, args.quick),
+               "cam": lambda: section_cam(work, args.quick)}
+    for name in only:
+        if name in runners:
+            results[name] = runners[name]()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, default=float))
+    log(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
