@@ -39,9 +39,8 @@ def test_existing_test_split_is_respected():
 
 def test_groups_stay_in_one_split():
     df = _table(30)
-    groups = pd.Series([p.rsplit("/", 1)[1][:2] for p in df["path"]], index=df.index)  # 3 rows/group/class
-    df["g"] = groups
-    out = assign_splits(df, groups=df["g"], seed=0)
+    df["g"] = [p.rsplit("/", 1)[1][:2] for p in df["path"]]  # 10 rows per group and class
+    out = assign_splits(df.sample(frac=1, random_state=3), group_col="g", seed=0)
     assert out.groupby(["label", "g"])["split"].nunique().max() == 1
 
 

@@ -52,14 +52,40 @@ def embed_dataset(data, extractor: Extractor, *, split_file=None, val_size=0.15,
     X = emb.X
     # assign_splits sorts by path; keep X aligned by carrying the row number.
     good["_row"] = np.arange(len(good))
-    good = assign_splits(good, val_size=val_size, test_size=test_size, seed=seed)
+    # A 'group' column (near-duplicates found by prepare) keeps each group inside one split.
+    good = assign_splits(good, val_size=val_size, test_size=test_size, seed=seed, group_col="group")
     X = X[good["_row"].to_numpy()]
     good = good.drop(columns="_row")
     return TrainingData(good, X, skipped, extractor)
 
 
+def embed_views(ex: Extractor, table: pd.DataFrame, policy: str, views: int, balance: bool = False):
+    """Augmented-view embeddings for the rows of ``table``: ``(X_aug, y_aug, source_row)``.
+
+    ``source_row`` indexes ``table`` (0..len-1), so callers keep views with their source image.
+    """
+    from .features.augment import augmented_decoder, view_name, views_per_class
+
+    labels = table["label"].to_numpy(dtype=str)
+    paths = table["path"].tolist()
+    per_class = views_per_class(labels, views, balance)
+    Xs, ys, src = [], [], []
+    for k in range(max(per_class.values(), default=0)):
+        rows = [i for i, lab in enumerate(labels) if per_class[lab] > k]
+        emb = ex([paths[i] for i in rows], view=view_name(policy, k),
+                 decoder=augmented_decoder(ex.preprocessing, policy, k, ex.max_pixels))
+        ok_rows = np.asarray(rows)[emb.ok]
+        Xs.append(emb.X)
+        ys.append(labels[ok_rows])
+        src.append(ok_rows)
+    if not Xs:
+        return np.zeros((0, ex.spec.embed_dim), np.float32), np.array([], dtype=str), np.array([], dtype=int)
+    return np.vstack(Xs), np.concatenate(ys), np.concatenate(src)
+
+
 def train(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, out=None, head: str = "linear",
-          C="auto", class_weight=None, val_size: float = 0.15, test_size: float = 0.15, seed: int = 0,
+          head_params: dict | None = None, views: int = 0, augment: str = "default",
+          balance_by_augmentation: bool = False, C="auto", class_weight=None, val_size: float = 0.15, test_size: float = 0.15, seed: int = 0,
           engine: str = "auto", cache_dir=None, crop_pct: float | None = None, split_file=None,
           calibrate: bool = True, progress: bool = True, overwrite: bool = False,
           extractor: Extractor | None = None) -> Model:
@@ -77,7 +103,15 @@ def train(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, out=None, hea
     out : path, optional
         Run folder to write ``model.safetensors``, ``split.csv``, ``skipped.csv`` and
         ``training.json`` into. Existing files are never overwritten unless ``overwrite``.
-    head : {'linear'}
+    head : {'linear', 'mlp'}
+    head_params : dict, optional
+        Parameters of the head (``MLPHead(hidden=..., dropout=...)``; for linear, ``C`` below).
+    views : int
+        Augmented views per training image (cached like clean images); validation/test stay clean.
+    augment : {'light', 'default', 'strong'}
+        Augmentation policy of the views.
+    balance_by_augmentation : bool
+        Give minority classes more views, up to about the size of the largest class.
     C : float or 'auto'
         Inverse regularisation strength of the linear head; ``'auto'`` picks it from
         :data:`C_GRID` by validation log-loss.
@@ -110,15 +144,27 @@ def train(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, out=None, hea
     ex = extractor or Extractor(backbone, weights=weights, engine=engine, cache_dir=cache_dir, crop_pct=crop_pct,
                                 progress=progress)
     td = embed_dataset(data, ex, split_file=split_file, val_size=val_size, test_size=test_size, seed=seed)
-    X_tr, y_tr, _ = td.part("train")
+    X_tr, y_tr, tr_table = td.part("train")
     if len(np.unique(y_tr)) < 2:
         raise DataError("The training split has fewer than 2 classes after skipping unreadable files.")
+    n_aug = 0
+    if views:
+        Xa, ya, _ = embed_views(ex, tr_table, augment, views, balance_by_augmentation)
+        X_tr, y_tr, n_aug = np.vstack([X_tr, Xa]), np.concatenate([y_tr, ya]), len(ya)
     X_va, y_va, _ = td.part("val")
-    C, c_curve = _choose_C(C, X_tr, y_tr, X_va, y_va, head, class_weight, seed)
-    est = HEADS[head](C=C, class_weight=class_weight, random_state=seed).fit(X_tr, y_tr)
+    params = dict(head_params or {})
+    c_curve = []
+    if head == "linear":
+        C, c_curve = _choose_C(params.pop("C", C), X_tr, y_tr, X_va, y_va, head, class_weight, seed)
+        params = {"C": C, "class_weight": params.pop("class_weight", class_weight), **params}
+    else:
+        params.setdefault("class_weight", class_weight)
+    est = HEADS[head](**params, random_state=seed).fit(X_tr, y_tr)
     summary = _summary(td, est, data)
-    summary["C"] = C
+    summary["C"] = params.get("C")
     summary["C_search"] = c_curve
+    summary["augmentation"] = {"policy": augment if views else None, "views": views,
+                               "balance_by_augmentation": balance_by_augmentation, "augmented_rows": n_aug}
     temperature = None
     if calibrate and len(y_va) >= 10:
         from .evaluate.calibration import fit_temperature
@@ -135,7 +181,9 @@ def train(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, out=None, hea
         "temperature": temperature,
         "training": {**summary, "started": t0.isoformat(timespec="seconds"),
                      "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                     "settings": {"head": head, "C": C, "C_requested": C_requested, "class_weight": class_weight, "val_size": val_size,
+                     "settings": {"head": head, "head_params": params, "C_requested": C_requested,
+                                  "class_weight": class_weight, "views": views,
+                                  "augment": augment if views else None, "val_size": val_size,
                                   "test_size": test_size, "seed": seed}},
     }
     model = Model(est, meta)

@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         paths: List[Path] = typer.Argument(..., help="Image files or folders."),
         out: Path = typer.Option(Path("explanations"), "--out", "-o", help="Folder for the PNGs."),
         classes: str = typer.Option("top2", "--classes", help="top1, top2, topK, all, or comma-separated class names."),
-        method: str = typer.Option("cam", "--method", help="cam (exact, default), gradcam, gradcam++, layercam, scorecam."),
+        method: str = typer.Option("auto", "--method", help="auto (cam for linear heads, else gradcam), cam, gradcam, gradcam++, layercam, scorecam."),
         colorbar: bool = typer.Option(False, "--colorbar", help="Add a colour bar to each panel."),
         engine: str = Engine, cache_dir: Optional[Path] = CacheDir, overwrite: bool = Overwrite,
     ):

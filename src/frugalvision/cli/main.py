@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from . import backbones, demo, evaluate, explain, predict, report, train
+from . import backbones, compare, data, demo, evaluate, explain, export, predict, report, serve, train, tune
 
 app = typer.Typer(
     name="frugalvision",
@@ -23,7 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-for module in (demo, train, predict, evaluate, report, explain, backbones):
+for module in (demo, data, train, predict, evaluate, report, explain, tune, compare, export, serve, backbones):
     module.register(app)
 
 

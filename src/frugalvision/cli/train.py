@@ -19,6 +19,12 @@ def register(app: typer.Typer) -> None:
         weights: Optional[Path] = typer.Option(None, "--weights", help="Local backbone weights (.safetensors/.pth) for offline use."),
         C: str = typer.Option("auto", "--C", help="Inverse L2 regularisation of the linear head, or 'auto' (chosen on validation)."),
         class_weight: Optional[str] = typer.Option(None, "--class-weight", help="'balanced' to reweight rare classes."),
+        head: str = typer.Option("linear", "--head", help="linear (exact CAM) or mlp (one hidden layer; Grad-CAM)."),
+        augment: str = typer.Option("default", "--augment", help="Augmentation policy for --views: light, default, strong."),
+        views: int = typer.Option(0, "--views", help="Augmented views per training image (embeddings cached)."),
+        balance_by_augmentation: bool = typer.Option(False, "--balance-by-augmentation", help="More views for minority classes."),
+        finetune: Optional[str] = typer.Option(None, "--finetune", help="'last-stage' or 'N-stages': also train the backbone's last stage(s)."),
+        epochs: int = typer.Option(12, "--epochs", help="Fine-tuning epochs (with early stopping)."),
         val_size: float = typer.Option(0.15, help="Validation fraction (stratified, seeded)."),
         test_size: float = typer.Option(0.15, help="Test fraction when the data has no test/ folder."),
         seed: int = typer.Option(0, help="Seed for the split."),
@@ -36,7 +42,20 @@ def register(app: typer.Typer) -> None:
         except ValueError:
             raise typer.BadParameter(f"--C takes a positive number or 'auto', got {C!r}.") from None
         t = time.perf_counter()
+        if finetune:
+            from ..finetune import finetune as run_finetune
+
+            model = run_finetune(data, backbone=backbone, weights=weights, stages=finetune, out=out, epochs=epochs,
+                                 views=max(views, 1) if views else 4, augment=augment, seed=seed, engine=engine,
+                                 cache_dir=cache_dir, progress=not quiet, overwrite=overwrite)
+            f = model.finetune_
+            typer.echo(f"Fine-tuned {', '.join(f['trainable'])} for {f['epochs_run']} epochs (best epoch "
+                       f"{f['best_epoch']}, val loss {f['best_val_loss']:.4f}) in {f['seconds']:.0f} s"
+                       + (f"; resumed after epoch {f['resumed_from_epoch']}" if f['resumed_from_epoch'] else ""))
+            echo_paths("Wrote:", [out / "model.safetensors", out / "finetune_checkpoint.safetensors"])
+            return
         model = train(data, backbone=backbone, weights=weights, out=out, C=C_value, class_weight=class_weight,
+                      head=head, views=views, augment=augment, balance_by_augmentation=balance_by_augmentation,
                       val_size=val_size, test_size=test_size, seed=seed, engine=engine, cache_dir=cache_dir,
                       progress=not quiet, overwrite=overwrite)
         print_training(model, time.perf_counter() - t)
@@ -53,7 +72,14 @@ def print_training(model, seconds: float) -> None:
         typer.secho(f"Skipped {s['n_skipped']} unreadable files (see skipped.csv):", fg="yellow")
         for row in s["skipped"][:10]:
             typer.echo(f"  {row['path']}: {row['reason']}")
-    typer.echo(f"Head: linear, C={s['C']:g}" + (" (chosen on validation log-loss)" if s.get("C_search") else ""))
+    settings = model.meta["training"]["settings"]
+    if settings["head"] == "linear":
+        typer.echo(f"Head: linear, C={s['C']:g}" + (" (chosen on validation log-loss)" if s.get("C_search") else ""))
+    else:
+        typer.echo(f"Head: {settings['head']} {settings['head_params']}")
+    if s.get("augmentation", {}).get("augmented_rows"):
+        a = s["augmentation"]
+        typer.echo(f"Augmentation: {a['policy']}, {a['views']} views/image -> {a['augmented_rows']} extra training rows")
     v = s.get("validation") or {}
     if v:
         typer.echo(f"Validation accuracy {fmt_pct(v['accuracy'])}")

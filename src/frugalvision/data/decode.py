@@ -23,13 +23,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..exceptions import ImageDecodeError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "load_rgb", "crop_box", "to_input", "decode_for_input", "DecodedInput"]
+__all__ = ["DEFAULT_MAX_PIXELS", "load_rgb", "load_rgb_array", "crop_box", "to_input", "decode_for_input", "DecodedInput"]
 
 #: 100 megapixels: well above any camera image, far below what exhausts RAM.
 DEFAULT_MAX_PIXELS = 100_000_000
 
-_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
-             "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS}
 
 
 def _open(source) -> Image.Image:
@@ -67,6 +65,13 @@ def _reason(exc: Exception, default: str) -> str:
 
 
 def load_rgb(source, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None) -> Image.Image:
+    """Decode ``source`` (path or bytes) into an upright 8-bit RGB PIL image; see :func:`load_rgb_array`."""
+    out = load_rgb_array(source, max_pixels=max_pixels, min_side=min_side, as_array=False)
+    return out if isinstance(out, Image.Image) else Image.fromarray(out)
+
+
+def load_rgb_array(source, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None,
+                   as_array: bool = True):
     """Decode ``source`` (path or bytes) into an upright 8-bit RGB image.
 
     Parameters
@@ -97,15 +102,14 @@ def load_rgb(source, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | No
         if min_side and img.format == "JPEG" and min(w, h) >= 2 * min_side:
             fast = _fast_jpeg(source, img, min_side)
             if fast is not None:
-                result = fast
-                return result
+                return fast
             img.draft("RGB", (min_side, min_side))
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img.load()
         ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of a full image
         result = _to_rgb(img)
-        return result
+        return np.asarray(result) if as_array else result
     except ImageDecodeError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
@@ -116,12 +120,13 @@ def load_rgb(source, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | No
             src.close()
 
 
-_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-              8: Image.Transpose.ROTATE_90}
+# EXIF orientation -> the numpy equivalent of Pillow's exif_transpose.
+_ORIENT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1), 7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
+           8: lambda a: np.rot90(a, 1)}
 
 
-def _fast_jpeg(source, header: Image.Image, min_side: int) -> Image.Image | None:
+def _fast_jpeg(source, header: Image.Image, min_side: int) -> np.ndarray | None:
     """Scaled JPEG decode with libjpeg-turbo's fast DCT (simplejpeg), ~25 % cheaper than Pillow's draft.
 
     Returns None (caller falls back to Pillow) when simplejpeg is missing or the file is unusual
@@ -140,8 +145,7 @@ def _fast_jpeg(source, header: Image.Image, min_side: int) -> Image.Image | None
         orientation = header.getexif().get(0x0112, 1)
     except Exception:
         return None
-    img = Image.fromarray(arr)
-    return img.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else img
+    return np.ascontiguousarray(_ORIENT[orientation](arr)) if orientation in _ORIENT else arr
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -176,14 +180,38 @@ def crop_box(width: int, height: int, crop_pct: float) -> tuple[float, float, fl
     return left, top, left + side, top + side
 
 
-def to_input(img: Image.Image, size: int, crop_pct: float, interpolation: str = "bicubic"):
-    """Resize-and-centre-crop in one resampling step; returns (uint8 HxWx3 array, crop box as fractions)."""
-    w, h = img.size
-    box = crop_box(w, h, crop_pct)
-    out = img.resize((size, size), _RESAMPLE.get(interpolation, Image.Resampling.BICUBIC), box=box,
-                     reducing_gap=3.0)
-    frac = (box[0] / w, box[1] / h, box[2] / w, box[3] / h)
-    return np.asarray(out, dtype=np.uint8), frac
+_CV2 = None
+
+
+def _cv2():
+    global _CV2
+    if _CV2 is None:
+        import cv2
+
+        cv2.setNumThreads(1)  # parallelism comes from the extraction lanes, not from inside one resize
+        _CV2 = cv2
+    return _CV2
+
+
+def to_input(img, size: int, crop_pct: float, interpolation: str = "bicubic"):
+    """Centre-crop and resize in one step; returns (uint8 HxWx3 array, crop box as fractions of the image).
+
+    OpenCV does the resampling (SIMD, ~4x faster than Pillow here): the requested interpolation when the
+    scale changes by at most 2x, area averaging (antialiased) for larger reductions. The crop box is
+    snapped to whole pixels and the returned fractions are exact for that box, so CAMs map back precisely.
+    """
+    cv2 = _cv2()
+    arr = np.asarray(img) if isinstance(img, Image.Image) else img
+    h, w = arr.shape[:2]
+    l, t, r, b = (int(round(v)) for v in crop_box(w, h, crop_pct))
+    r, b = max(r, l + 1), max(b, t + 1)
+    patch = arr[t:b, l:r]
+    if (r - l) > 2 * size:
+        flag = cv2.INTER_AREA
+    else:
+        flag = {"bilinear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}.get(interpolation, cv2.INTER_CUBIC)
+    out = cv2.resize(np.ascontiguousarray(patch), (size, size), interpolation=flag)
+    return out, (l / w, t / h, r / w, b / h)
 
 
 @dataclass(frozen=True)
@@ -200,9 +228,9 @@ def decode_for_input(source, size: int, crop_pct: float, interpolation: str = "b
                      max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedInput:
     """Decode + resize for the network; never raises for bad images (picklable, for worker pools)."""
     try:
-        img = load_rgb(source, max_pixels=max_pixels, min_side=int(round(size / max(crop_pct, 1e-3))))
+        img = load_rgb_array(source, max_pixels=max_pixels, min_side=int(round(size / max(crop_pct, 1e-3))))
         arr, box = to_input(img, size, crop_pct, interpolation)
-        return DecodedInput(arr, box, img.size)
+        return DecodedInput(arr, box, (img.shape[1], img.shape[0]))
     except ImageDecodeError as exc:
         return DecodedInput(None, error=exc.reason)
     except Exception as exc:  # a decoder bug must not kill a 10k-image run

@@ -12,7 +12,7 @@ __all__ = ["assign_splits"]
 
 
 def assign_splits(df: pd.DataFrame, *, val_size: float = 0.15, test_size: float = 0.15, seed: int = 0,
-                  groups: pd.Series | None = None) -> pd.DataFrame:
+                  group_col: str | None = None) -> pd.DataFrame:
     """Fill the ``split`` column with ``train``/``val``/``test``.
 
     Rows that already have a split (a ``train/``+``test/`` layout, or a manifest column)
@@ -21,8 +21,9 @@ def assign_splits(df: pd.DataFrame, *, val_size: float = 0.15, test_size: float 
 
     Parameters
     ----------
-    groups : Series, optional
-        Rows with the same group id (e.g. near-duplicates) always land in the same split.
+    group_col : str, optional
+        Column of group ids (e.g. near-duplicate groups from ``prepare``): rows of a group always
+        land in the same split. Empty ids count as singletons.
     """
     for name, v in (("val_size", val_size), ("test_size", test_size)):
         if not 0 <= v < 1:
@@ -36,6 +37,9 @@ def assign_splits(df: pd.DataFrame, *, val_size: float = 0.15, test_size: float 
         small = ", ".join(f"'{k}' ({v})" for k, v in counts[counts < 2].items())
         raise DataError(f"Classes with fewer than 2 images cannot be split: {small}. Add images or drop the class.")
     rng = np.random.RandomState(seed)
+    groups = None
+    if group_col is not None and group_col in out.columns:
+        groups = out[group_col].astype(str).where(out[group_col].astype(str) != "", "row:" + out.index.astype(str))
     carved_test = False
     if not (out["split"] == "test").any() and test_size > 0:
         out.loc[_pick(out[out["split"] == ""], test_size, rng, groups), "split"] = "test"
@@ -53,7 +57,7 @@ def _pick(sub: pd.DataFrame, frac: float, rng, groups) -> pd.Index:
     """Indices of a stratified ``frac`` of ``sub`` (by label), keeping groups whole."""
     frac = min(max(frac, 0.0), 0.9)
     if groups is not None:
-        g = groups.reindex(sub.index).fillna(pd.Series(sub.index.astype(str), index=sub.index))
+        g = groups.loc[sub.index]
         first = sub.assign(_g=g).drop_duplicates("_g")
         chosen = _pick(first, frac, rng, None)
         return sub.index[g.isin(g.loc[chosen])]

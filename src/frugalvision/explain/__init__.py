@@ -1,6 +1,7 @@
 """Why did the model decide? Class activation maps for any class, overlays, faithfulness.
 
-Methods (``--method``): ``cam`` (exact, gradient-free; the default for linear heads),
+Methods (``--method``): ``auto`` (the default: ``cam`` for linear heads, else ``gradcam``), ``cam``
+(exact, gradient-free),
 and the gradient family from pytorch-grad-cam: ``gradcam``, ``gradcam++``, ``layercam``,
 ``scorecam``. The CLI builds its choices from :data:`METHODS`.
 """
@@ -22,7 +23,15 @@ from .overlay import normalise_map, overlay, to_image_coordinates
 __all__ = ["METHODS", "Explanation", "explain_image", "explain_images", "resolve_classes", "render_panel",
            "write_explanations", "class_activation_maps"]
 
-METHODS = ("cam", *GRADIENT_METHODS)
+METHODS = ("auto", "cam", *GRADIENT_METHODS)
+
+
+def resolve_method(model, method: str) -> str:
+    """'auto': exact CAM for a linear head on average-pooled features, else Grad-CAM."""
+    if method != "auto":
+        return method
+    linear = hasattr(model.head, "coef_") and model.meta["backbone"].get("pooled_is_plain_avg", True)
+    return "cam" if linear else "gradcam"
 
 
 @dataclass
@@ -88,17 +97,20 @@ def resolve_classes(spec, proba: np.ndarray, classes: list, true_label=None) -> 
     raise DataError(f"Unknown class selector '{s}'. Use top1, top2, topK, all, true, or a class name: {classes}.")
 
 
-def explain_images(model, paths, *, cls="top2", method: str = "cam", labels=None, engine: str = "auto",
+def explain_images(model, paths, *, cls="top2", method: str = "auto", labels=None, engine: str = "auto",
                    cache_dir=None, batch_size: int = 16) -> tuple[list[Explanation], list[tuple[str, str]]]:
     """Explanations for many images (one backbone pass each) and the files that failed."""
     if method not in METHODS:
         raise DataError(f"Unknown method '{method}'. Choose one of {', '.join(METHODS)}.")
+    method = resolve_method(model, method)
     if method == "cam" and not model.meta["backbone"].get("pooled_is_plain_avg", True):
         raise DataError(f"Exact CAM needs an average-pooled embedding; backbone '{model.spec.name}' is not. "
                         f"Use method='gradcam'.")
+    if method == "cam" and not hasattr(model.head, "coef_"):
+        raise DataError(f"Exact CAM needs a linear head; this model's head is {type(model.head).__name__}. "
+                        f"Use method='gradcam' (--method gradcam).")
     ex = model.extractor(engine=engine, cache_dir=cache_dir, progress=False)
     pre = ex.preprocessing
-    coef, intercept = model.head.coef_, model.head.intercept_
     classes = model.classes
     out, failed = [], []
     paths = [str(p) for p in paths]
@@ -117,10 +129,10 @@ def explain_images(model, paths, *, cls="top2", method: str = "cam", labels=None
         width = max(len(p) for p in picks)
         picks = [p + [p[-1]] * (width - len(p)) for p in picks]
         if method == "cam":
-            allmaps = class_activation_maps(fmaps, coef)
+            allmaps = class_activation_maps(fmaps, model.head.coef_)
             maps = np.stack([allmaps[j, picks[j]] for j in range(len(good))])
         else:
-            maps = gradient_cams(_torch_backbone(model), coef, intercept, arrays, picks, method)
+            maps = gradient_cams(_torch_backbone(model), model.head, arrays, picks, method)
         for j, i in enumerate(good):
             k = len(resolve_classes(cls, proba[j], classes, labels[start + i]))
             out.append(Explanation(
@@ -136,7 +148,7 @@ def _torch_backbone(model):
     return model._torch_backbone
 
 
-def explain_image(model, path, *, cls="top1", method: str = "cam", label=None, **kw) -> np.ndarray:
+def explain_image(model, path, *, cls="top1", method: str = "auto", label=None, **kw) -> np.ndarray:
     """Raw map(s) for one image: ``(h, w)`` for one class, ``(k, h, w)`` for several.
 
     Raises ImageDecodeError when the image cannot be read.
@@ -181,7 +193,7 @@ def render_panel(e: Explanation, *, true_label=None, colorbar: bool = False) -> 
     return panel_png(image, overlays, titles, heading=heading, colorbar=colorbar)
 
 
-def write_explanations(model, paths, out, *, cls="top2", method: str = "cam", labels=None, colorbar: bool = False,
+def write_explanations(model, paths, out, *, cls="top2", method: str = "auto", labels=None, colorbar: bool = False,
                        sheet: bool = True, overwrite: bool = False, **kw) -> dict:
     """Write ``<stem>__panel.png`` per image (+ ``<stem>__<method>_<class>.png`` raw overlays) and a contact sheet.
 
@@ -212,7 +224,7 @@ def write_explanations(model, paths, out, *, cls="top2", method: str = "cam", la
         write_bytes(target, panel_png(*parts[:3], heading=parts[3], colorbar=colorbar))
         written["panels"].append(target)
         for c, ov in zip(e.class_names, parts[1]):
-            t = out / f"{stem}__{method}_{_safe(c)}.png"
+            t = out / f"{stem}__{e.method}_{_safe(c)}.png"
             refuse_overwrite(t, overwrite, "explanation image")
             buf = io.BytesIO()
             Image.fromarray(ov).save(buf, format="PNG")

@@ -20,30 +20,23 @@ GRADIENT_METHODS = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "layer
                     "scorecam": "ScoreCAM"}
 
 
-class _Classifier:
-    """Builds an nn.Module: normalised NCHW float -> logits of the frugalvision head."""
+def _classifier(backbone, head_module):
+    """nn.Module: normalised NCHW float -> logits of the frugalvision head (any head with torch_module())."""
+    from torch import nn
 
-    @staticmethod
-    def build(backbone, coef: np.ndarray, intercept: np.ndarray):
-        import torch
-        from torch import nn
+    class Classifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = backbone.model
+            self.head = head_module
 
-        class Classifier(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.body = backbone.model
-                self.head = nn.Linear(coef.shape[1], coef.shape[0])
-                with torch.no_grad():
-                    self.head.weight.copy_(torch.as_tensor(coef, dtype=torch.float32))
-                    self.head.bias.copy_(torch.as_tensor(intercept, dtype=torch.float32))
+        def forward(self, x):
+            return self.head(self.body.forward_head(self.body.forward_features(x), pre_logits=True))
 
-            def forward(self, x):
-                return self.head(self.body.forward_head(self.body.forward_features(x), pre_logits=True))
-
-        return Classifier().eval()
+    return Classifier().eval()
 
 
-def gradient_cams(backbone, coef, intercept, images_uint8: np.ndarray, class_idx, method: str = "gradcam",
+def gradient_cams(backbone, head, images_uint8: np.ndarray, class_idx, method: str = "gradcam",
                   cam_layer: str | None = None) -> np.ndarray:
     """``(n, K, h, w)`` maps in [0, 1] for ``class_idx`` (list per image of class indices)."""
     import pytorch_grad_cam as pgc
@@ -52,7 +45,7 @@ def gradient_cams(backbone, coef, intercept, images_uint8: np.ndarray, class_idx
 
     if method not in GRADIENT_METHODS:
         raise ValueError(f"Unknown method '{method}'. Choose one of cam, {', '.join(GRADIENT_METHODS)}.")
-    model = _Classifier.build(backbone, coef, intercept)
+    model = _classifier(backbone, head.torch_module())
     layer = model.body.get_submodule(cam_layer or backbone.spec.cam_layer)
     x = backbone.normalise(torch.from_numpy(np.ascontiguousarray(images_uint8))).contiguous()
     with torch.no_grad():

@@ -159,5 +159,5 @@ def make_engine(backbone_name="efficientnet_lite0", *, weights=None, engine: str
             if engine == "onnx":
                 raise
             warnings.warn(f"ONNX export failed ({type(exc).__name__}: {exc}); using eager PyTorch instead.")
-            return TorchEngine(bb, threads=threads)
+            return TorchEngine(bb)  # torch's own thread count: set_num_threads would be process-wide
     return OnnxEngine(path, spec, wid, threads=threads)

@@ -129,6 +129,16 @@ class LinearHead(ClassifierMixin, BaseEstimator):
         z = self.logits(X)  # checks fitted before touching classes_
         return self.classes_[np.argmax(z, axis=1)]
 
+    def torch_module(self):
+        """The head as a torch ``nn.Linear`` on raw embeddings (for Grad-CAM)."""
+        import torch
+
+        lin = torch.nn.Linear(self.coef_.shape[1], self.coef_.shape[0])
+        with torch.no_grad():
+            lin.weight.copy_(torch.as_tensor(self.coef_, dtype=torch.float32))
+            lin.bias.copy_(torch.as_tensor(self.intercept_, dtype=torch.float32))
+        return lin.eval()
+
     # Tensors and params for the artifact (see frugalvision.artifact).
     def get_state(self) -> dict:
         check_is_fitted(self)

@@ -136,7 +136,9 @@ def _faithfulness(model, ev, per_class, engine, cache_dir) -> dict:
         rows.append({"class": c, "n": len(expl),
                      "deletion_auc": float(r["deletion_auc"].mean()), "deletion_random_auc": float(r["deletion_random_auc"].mean()),
                      "insertion_auc": float(r["insertion_auc"].mean()), "insertion_random_auc": float(r["insertion_random_auc"].mean())})
-    return {"rows": rows, "method": "cam", "steps": 8}
+    from ..explain import resolve_method
+
+    return {"rows": rows, "method": resolve_method(model, "auto"), "steps": 8}
 
 
 def _data_section(model, ev, balance_png) -> dict:

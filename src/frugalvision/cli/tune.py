@@ -1,0 +1,39 @@
+"""``frugalvision tune``: cross-validated grid search on cached embeddings, best config refit and saved."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ._common import CacheDir, Engine, Overwrite, Quiet
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("tune")
+    def tune_cmd(
+        data: Path = typer.Argument(..., help="Folder or CSV manifest, as for train."),
+        out: Path = typer.Option(Path("runs/tuned"), "--out", "-o", help="Run folder for the refit best model and tuning.csv."),
+        backbones: str = typer.Option("efficientnet_lite0", "--backbones", help="Comma-separated backbones to compare."),
+        views: str = typer.Option("0", "--views", help="Comma-separated numbers of augmented views, e.g. 0,2,4."),
+        augment: str = typer.Option("default", "--augment", help="Augmentation policy: light, default, strong."),
+        balance_by_augmentation: bool = typer.Option(False, "--balance-by-augmentation"),
+        cv: int = typer.Option(5, "--cv", help="Stratified folds (on non-test rows only)."),
+        seed: int = typer.Option(0, help="Seed for folds and heads."),
+        engine: str = Engine, cache_dir: Optional[Path] = CacheDir, quiet: bool = Quiet, overwrite: bool = Overwrite,
+    ):
+        """Grid search over head type, C / weight decay, dropout, lr, batch size, class weighting, views, backbone."""
+        from ..tune import tune
+
+        try:
+            view_list = [int(v) for v in views.split(",")]
+        except ValueError:
+            raise typer.BadParameter(f"--views takes comma-separated integers, got {views!r}.") from None
+        res = tune(data, backbones=tuple(backbones.split(",")), views=tuple(view_list), policy=augment,
+                   balance_by_augmentation=balance_by_augmentation, cv=cv, seed=seed, out=out, engine=engine,
+                   cache_dir=cache_dir, progress=not quiet, overwrite=overwrite)
+        typer.echo(f"{len(res.table)} configurations x {cv} folds in {res.seconds:.1f} s")
+        typer.echo(res.summary())
+        typer.echo(f"Best: {res.best}")
+        typer.echo(f"Wrote {out / 'model.safetensors'} and {out / 'tuning.csv'}. Next: frugalvision evaluate {out}")

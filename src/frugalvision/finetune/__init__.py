@@ -1,0 +1,319 @@
+"""Partial fine-tuning of the last stage(s) of the backbone, cheap on a CPU.
+
+The frozen prefix (stem + early stages) runs once per image and augmented view; its
+activations are cached on disk like embeddings. Each epoch then costs only the unfrozen
+stage(s) and the head: seconds on a laptop. BatchNorm statistics stay frozen (the whole
+network runs in eval mode; only the unfrozen parameters receive gradients), the backbone
+learns at a lower rate than the head, the best epoch on validation loss is kept (early
+stopping), and a checkpoint after every epoch lets an interrupted run resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .._io import refuse_overwrite, write_json
+from ..backbones.registry import DEFAULT_BACKBONE
+from ..exceptions import DataError
+
+__all__ = ["finetune", "stage_names", "parse_stages"]
+
+
+def stage_names(model) -> list[str]:
+    """Stage module paths of a timm CNN, first to last."""
+    if hasattr(model, "blocks"):
+        return [f"blocks.{i}" for i in range(len(model.blocks))]
+    if hasattr(model, "layer4"):
+        return [f"layer{i}" for i in range(1, 5)]
+    if hasattr(model, "stages"):
+        return [f"stages.{i}" for i in range(len(model.stages))]
+    raise DataError(f"Don't know the stages of {type(model).__name__}; fine-tuning supports EfficientNet, ResNet "
+                    f"and ConvNeXt-style timm models.")
+
+
+def parse_stages(spec) -> int:
+    """'last-stage' -> 1, '2-stages' / '2' / 2 -> 2."""
+    if isinstance(spec, int):
+        n = spec
+    else:
+        s = str(spec).strip().lower()
+        n = 1 if s in ("last-stage", "last", "1-stage") else int(s.split("-")[0]) if s.split("-")[0].isdigit() else 0
+    if n < 1:
+        raise DataError(f"--finetune takes 'last-stage' or 'N-stages' (N >= 1), got {spec!r}.")
+    return n
+
+
+class _Split:
+    """The network cut in two: a frozen prefix (cached) and a trainable suffix + head."""
+
+    def __init__(self, backbone, n_stages: int):
+        import torch
+
+        model = backbone.model
+        names = stage_names(model)
+        if n_stages > len(names):
+            raise DataError(f"The backbone has {len(names)} stages; cannot fine-tune {n_stages}.")
+        self.backbone = backbone
+        self.first = names[-n_stages]
+        self.trainable_names = names[-n_stages:]
+        self.cut = self.first
+        # Everything after the cut is trainable: the last stage(s) and the head conv/BN of EfficientNets.
+        children = list(model.named_children())
+        # The tail starts after the container of the *last* stage (blocks for EfficientNet, layer4 for ResNet).
+        idx_stage = [n for n, _ in children].index(self.trainable_names[-1].split(".")[0])
+        tail = [n for n, _ in children[idx_stage + 1:] if n not in ("global_pool", "classifier", "fc", "head")]
+        self.tail_names = tail
+        model.requires_grad_(False)
+        for n in self.trainable_names + tail:
+            model.get_submodule(n).requires_grad_(True)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.torch = torch
+
+    def prefix(self, x):
+        """Normalised NCHW -> activation entering the first trainable stage."""
+        model = self.backbone.model
+        x = model.bn1(model.conv_stem(x)) if hasattr(model, "conv_stem") else model.maxpool(model.act1(model.bn1(model.conv1(x))))
+        if hasattr(model, "blocks"):
+            k = int(self.first.split(".")[1])
+            for blk in model.blocks[:k]:
+                x = blk(x)
+        else:
+            for name in stage_names(model)[: stage_names(model).index(self.first)]:
+                x = model.get_submodule(name)(x)
+        return x
+
+    def suffix(self, a):
+        """Activation -> pooled embedding (through the trainable stages and tail)."""
+        model = self.backbone.model
+        for n in self.trainable_names + self.tail_names:
+            a = model.get_submodule(n)(a)
+        return model.forward_head(a, pre_logits=True)
+
+
+def _prefix_engine(split: _Split, spec, weights_id: str, n_stages: int, engine: str = "auto", cache_dir=None):
+    """An engine whose 'embedding' is the flattened prefix activation (cached like embeddings).
+
+    The prefix is frozen, so it is exported to ONNX like a backbone (keyed by weights and cut point).
+    """
+    import torch
+
+    from ..config import cache_root
+    from ..features.engine import make_engine
+
+    class Prefix(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bb = split.backbone
+            self.spec = spec
+
+        def forward(self, images):
+            a = split.prefix(self.bb.normalise(images))
+            return a, a.flatten(1)
+
+    mod = Prefix().eval()
+    mod.weights_id = f"{weights_id}|prefix-before-{split.first}"
+    return make_engine(backbone=mod, engine=engine, onnx_dir=cache_root(cache_dir) / "onnx", threads=1)
+
+
+def finetune(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, stages="last-stage", out=None,
+             epochs: int = 12, lr_backbone: float = 1e-4, lr_head: float = 1e-3, weight_decay: float = 1e-4,
+             batch_size: int = 32, views: int = 4, augment: str = "default", patience: int = 3, seed: int = 0,
+             engine: str = "auto", cache_dir=None, progress: bool = True, overwrite: bool = False):
+    """Fine-tune the last ``stages`` of the backbone with a linear head; returns a :class:`Model`.
+
+    Parameters
+    ----------
+    stages : 'last-stage', 'N-stages' or int
+    views : int
+        Augmented views per training image; epoch *e* trains on view *e mod views* (plus the clean
+        image on the first epoch), so augmentation changes every epoch while the frozen prefix
+        still runs only once per view.
+    out : path
+        Run folder. ``finetune_checkpoint.safetensors`` is written there after every epoch; running
+        the same command again resumes from it.
+    """
+    import torch
+    from ..backbones.build import build_backbone
+    from ..features.augment import augmented_decoder, view_name
+    from ..features.extract import Extractor
+    from ..heads import LinearHead
+    from ..model import Model
+    from ..training import _summary, embed_dataset, train
+
+    n_stages = parse_stages(stages)
+    torch.manual_seed(seed)
+    out = Path(out) if out is not None else None
+    if out is not None:
+        refuse_overwrite(out / "model.safetensors", overwrite, "model file")
+    t0 = time.perf_counter()
+    # 1. The frozen model: split, clean embeddings, and a linear head to start from.
+    base = train(data, backbone=backbone, weights=weights, engine=engine, cache_dir=cache_dir, progress=progress,
+                 seed=seed)
+    td = base.data_
+    bb = build_backbone(backbone, weights)
+    split = _Split(bb, n_stages)
+    pre = Extractor(backbone, engine=_prefix_engine(split, bb.spec, bb.weights_id, n_stages, engine, cache_dir),
+                    cache_dir=cache_dir,
+                    crop_pct=base.preprocessing["crop_pct"], progress=progress, pool="thread")
+    tr = td.table[td.table["split"] == "train"]
+    va = td.table[td.table["split"] == "val"]
+    if len(va) == 0:
+        raise DataError("Fine-tuning needs a validation split for early stopping; use val_size > 0.")
+    classes = list(base.classes)
+    y_tr = np.array([classes.index(c) for c in tr["label"]])
+    y_va = np.array([classes.index(c) for c in va["label"]])
+    # 2. Prefix activations: clean train/val once, and each augmented view once.
+    act_va = pre(va["path"].tolist()).X
+    act_views = [(pre(tr["path"].tolist()).X, y_tr)]
+    for k in range(views):
+        e = pre(tr["path"].tolist(), view=view_name(augment, k),
+                decoder=augmented_decoder(pre.preprocessing, augment, k))
+        act_views.append((e.X, y_tr[e.ok]))
+    shape = _act_shape(split, bb.spec.input_size)
+    # 3. Train the suffix + head.
+    head = torch.nn.Linear(bb.spec.embed_dim, len(classes))
+    with torch.no_grad():
+        head.weight.copy_(torch.as_tensor(base.head.coef_, dtype=torch.float32))
+        head.bias.copy_(torch.as_tensor(base.head.intercept_, dtype=torch.float32))
+    opt = torch.optim.AdamW([{"params": split.params, "lr": lr_backbone}, {"params": head.parameters(), "lr": lr_head}],
+                            weight_decay=weight_decay)
+    named = {f"backbone.{n}": p for n, p in bb.model.named_parameters() if p.requires_grad}
+    named.update({f"head.{n}": p for n, p in head.named_parameters()})
+    config = {"backbone": backbone, "stages": n_stages, "lr_backbone": lr_backbone, "lr_head": lr_head,
+              "weight_decay": weight_decay, "batch_size": batch_size, "views": views, "augment": augment,
+              "seed": seed, "n_train": int(len(tr))}
+    ckpt = out / "finetune_checkpoint.safetensors" if out is not None else None
+    state = {"epoch": 0, "best_val_loss": float("inf"), "bad_epochs": 0, "history": [], "resumed_from_epoch": None}
+    best = None
+    if ckpt is not None and ckpt.exists():
+        meta, tensors = _read_checkpoint(ckpt)
+        if meta.get("config") == config:
+            with torch.no_grad():
+                for n, p in named.items():
+                    p.copy_(torch.from_numpy(tensors[n]))
+            best = {n[5:]: torch.from_numpy(v) for n, v in tensors.items() if n.startswith("best.")}
+            _load_opt(opt, tensors, list(named.values()))
+            state = {**meta["state"], "resumed_from_epoch": meta["state"]["epoch"]}
+    bb.model.eval()  # BatchNorm statistics frozen; only requires_grad parameters learn
+    gen = torch.Generator().manual_seed(seed)
+    for epoch in range(state["epoch"] + 1, epochs + 1):
+        X, y = act_views[(epoch - 1) % len(act_views)]
+        perm = torch.randperm(len(y), generator=gen)
+        tl = 0.0
+        for s in range(0, len(y), batch_size):
+            bi = perm[s:s + batch_size].numpy()
+            a = torch.from_numpy(np.asarray(X[bi], dtype=np.float32)).view(-1, *shape)
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(head(split.suffix(a)), torch.as_tensor(y[bi]))
+            loss.backward()
+            opt.step()
+            tl += float(loss) * len(bi)
+        val_loss, val_acc = _validate(split, head, act_va, y_va, shape)
+        state["history"].append({"epoch": epoch, "train_loss": tl / len(y), "val_loss": val_loss, "val_accuracy": val_acc})
+        if progress:
+            print(f"  epoch {epoch}/{epochs}: train loss {tl / len(y):.4f}, val loss {val_loss:.4f}, "
+                  f"val accuracy {val_acc:.3f}", flush=True)
+        if val_loss < state["best_val_loss"] - 1e-4:
+            state.update(best_val_loss=val_loss, bad_epochs=0, best_epoch=epoch)
+            best = {n: p.detach().clone() for n, p in named.items()}
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch
+        if ckpt is not None:
+            _save_checkpoint(ckpt, named, best, opt, state, config)
+        if state["bad_epochs"] >= patience:
+            break
+    # 4. Best weights -> a Model with fine-tuned backbone tensors and a linear head (exact CAM still works).
+    with torch.no_grad():
+        for n, p in named.items():
+            p.copy_(best[n])
+    tensors = {k: v.detach().numpy().copy() for k, v in bb.model.state_dict().items()}
+    digest = hashlib.sha256(b"".join(tensors[k].tobytes() for k in sorted(tensors))).hexdigest()[:16]
+    lin = LinearHead.from_state({"C": None}, {"coef": head.weight.detach().numpy(), "intercept": head.bias.detach().numpy()},
+                                classes)
+    meta = json.loads(json.dumps(base.meta, default=str))
+    meta["backbone"]["weights_id"] = f"finetuned:{digest}"
+    meta["backbone"]["base_weights_id"] = base.meta["backbone"]["weights_id"]
+    meta["finetune"] = {**config, "epochs_run": state["epoch"], "best_epoch": state.get("best_epoch"),
+                        "best_val_loss": state["best_val_loss"], "history": state["history"],
+                        "resumed_from_epoch": state["resumed_from_epoch"],
+                        "trainable": split.trainable_names + split.tail_names,
+                        "seconds": time.perf_counter() - t0}
+    model = Model(lin, meta, backbone_tensors=tensors)
+    # Temperature on validation, from the fine-tuned network's own embeddings.
+    from ..evaluate.calibration import fit_temperature
+
+    ex = model.extractor(engine=engine, cache_dir=cache_dir, progress=progress)
+    emb_va = ex(va["path"].tolist())
+    model.meta["temperature"] = fit_temperature(lin.logits(emb_va.X), y_va[emb_va.ok])
+    model.training_ = _summary(td, lin, data)
+    model.data_ = td
+    model.finetune_ = meta["finetune"]
+    if out is not None:
+        model.save(out / "model.safetensors", overwrite=overwrite)
+        td.table.to_csv(out / "split.csv", index=False)
+        td.skipped.to_csv(out / "skipped.csv", index=False)
+        write_json(out / "training.json", {**model.meta["training"], "finetune": meta["finetune"]})
+    return model
+
+
+def _act_shape(split: _Split, size: int):
+    import torch
+
+    with torch.no_grad():
+        a = split.prefix(torch.zeros(1, 3, size, size))
+    return tuple(a.shape[1:])
+
+
+def _validate(split, head, act, y, shape):
+    import torch
+
+    with torch.no_grad():
+        logits = torch.cat([head(split.suffix(torch.from_numpy(np.asarray(act[s:s + 64], dtype=np.float32)).view(-1, *shape)))
+                            for s in range(0, len(act), 64)])
+        loss = float(torch.nn.functional.cross_entropy(logits, torch.as_tensor(y)))
+    return loss, float((logits.argmax(1).numpy() == y).mean())
+
+
+def _save_checkpoint(path: Path, named, best, opt, state, config):
+    from safetensors.numpy import save
+
+    from .._io import atomic_writer
+
+    tensors = {n: p.detach().numpy().copy() for n, p in named.items()}
+    tensors.update({f"best.{n}": v.numpy().copy() for n, v in (best or {}).items()})
+    params = list(named.values())
+    for i, p in enumerate(params):
+        st = opt.state.get(p, {})
+        for k in ("exp_avg", "exp_avg_sq"):
+            if k in st:
+                tensors[f"opt.{i}.{k}"] = st[k].numpy().copy()
+        if "step" in st:
+            tensors[f"opt.{i}.step"] = np.asarray([float(st["step"])], dtype=np.float32)
+    # One file, written atomically: tensors and the loop state can never disagree.
+    with atomic_writer(path, "wb") as fh:
+        fh.write(save(tensors, metadata={"frugalvision_finetune": json.dumps({"state": state, "config": config})}))
+
+
+def _read_checkpoint(path: Path):
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        meta = json.loads((f.metadata() or {}).get("frugalvision_finetune", "{}"))
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    return meta, tensors
+
+
+def _load_opt(opt, tensors, params):
+    import torch
+
+    for i, p in enumerate(params):
+        if f"opt.{i}.exp_avg" in tensors:
+            opt.state[p] = {"exp_avg": torch.from_numpy(tensors[f"opt.{i}.exp_avg"]),
+                            "exp_avg_sq": torch.from_numpy(tensors[f"opt.{i}.exp_avg_sq"]),
+                            "step": torch.tensor(float(tensors[f"opt.{i}.step"][0]))}

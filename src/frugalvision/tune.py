@@ -1,0 +1,180 @@
+"""Hyper-parameter search on cached embeddings: stratified k-fold CV on non-test rows only.
+
+Each configuration is a plain dict, e.g. ``{"head": "linear", "C": 0.01, "class_weight": None}``
+or ``{"head": "mlp", "hidden": 256, "dropout": 0.2, "weight_decay": 1e-3, "lr": 1e-3,
+"batch_size": 256}``; ``tune`` adds ``views`` (augmented views per training image) and
+``backbone``. Test rows never enter the search. Linear configurations that differ only by C
+share a warm-started regularisation path, so a 50-configuration grid costs seconds per fold.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, log_loss
+from sklearn.model_selection import StratifiedKFold
+
+from .heads import HEADS
+
+__all__ = ["default_grid", "tune_embeddings", "tune", "TuneResult", "make_head"]
+
+_HEAD_KEYS = {"linear": ("C", "class_weight"),
+              "mlp": ("hidden", "dropout", "weight_decay", "lr", "batch_size", "class_weight")}
+
+
+def make_head(config: dict, seed: int = 0):
+    """An unfitted head estimator from a config dict."""
+    kind = config.get("head", "linear")
+    if kind not in HEADS:
+        raise ValueError(f"Unknown head '{kind}'. Choose one of {sorted(HEADS)}.")
+    params = {k: config[k] for k in _HEAD_KEYS[kind] if k in config}
+    return HEADS[kind](**params, random_state=seed)
+
+
+def default_grid(n_configs: int | None = None) -> list[dict]:
+    """Linear heads over a C path (x class weighting) and small MLPs over dropout/decay/lr/batch."""
+    grid = [{"head": "linear", "C": float(c), "class_weight": cw}
+            for cw in (None, "balanced") for c in np.geomspace(1e-3, 1.0, 13)]
+    grid += [{"head": "mlp", "hidden": 256, "dropout": d, "weight_decay": wd, "lr": lr, "batch_size": bs,
+              "class_weight": None}
+             for d, wd, lr, bs in itertools.product((0.2, 0.5), (1e-4, 1e-2), (1e-3, 3e-3), (128, 512))]
+    grid += [{"head": "mlp", "hidden": 512, "dropout": d, "weight_decay": wd, "lr": 1e-3, "batch_size": 256,
+              "class_weight": cw} for d, wd, cw in itertools.product((0.2, 0.5), (1e-4, 1e-2), (None, "balanced"))]
+    return grid[:n_configs] if n_configs else grid
+
+
+@dataclass
+class TuneResult:
+    """``table``: one row per configuration (mean ± std accuracy and log-loss), best first."""
+
+    table: pd.DataFrame
+    best: dict
+    seconds: float
+    model: object = None
+    folds: list = field(default_factory=list)
+
+    def summary(self, n: int = 10) -> str:
+        lines = [f"{'rank':>4}  {'accuracy':>15}  {'log-loss':>15}  config"]
+        for i, r in enumerate(self.table.head(n).itertuples(), 1):
+            lines.append(f"{i:>4}  {r.mean_accuracy:.4f} ± {r.std_accuracy:.4f}  {r.mean_log_loss:.4f} ± "
+                         f"{r.std_log_loss:.4f}  {r.config}")
+        return "\n".join(lines)
+
+
+def _key(cfg: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in cfg.items())
+
+
+def tune_embeddings(X: np.ndarray, y, grid: list[dict], *, cv: int = 5, views: dict | None = None, seed: int = 0,
+                    progress: bool = True) -> TuneResult:
+    """Cross-validate every config on ``(X, y)``.
+
+    Parameters
+    ----------
+    views : dict, optional
+        ``{n_views: (X_aug, y_aug, source_row)}``: augmented embeddings and the row of ``X`` each comes
+        from; a config's ``views`` key selects one. Only views of training-fold rows are used; held-out
+        folds are scored on clean images.
+    """
+    from tqdm.auto import tqdm
+
+    y = np.asarray(y)
+    t0 = time.perf_counter()
+    folds = list(StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed).split(X, y))
+    scores = {i: [] for i in range(len(grid))}
+    bar = tqdm(total=len(grid) * cv, unit="fit", desc="Tuning", disable=not progress, dynamic_ncols=True)
+    for tr, te in folds:
+        by_views: dict = {}
+        for i, cfg in enumerate(grid):
+            by_views.setdefault(cfg.get("views", 0), []).append(i)
+        for n_views, idxs in by_views.items():
+            X_tr, y_tr = X[tr], y[tr]
+            if n_views:
+                Xa, ya, src = views[n_views]
+                keep = np.isin(src, tr)
+                X_tr, y_tr = np.vstack([X_tr, Xa[keep]]), np.concatenate([y_tr, ya[keep]])
+            # Linear configs along C, per class weighting, warm-started from the previous solution.
+            linear = sorted((i for i in idxs if grid[i].get("head", "linear") == "linear"),
+                            key=lambda i: (str(grid[i].get("class_weight")), grid[i]["C"]))
+            init, last_cw = None, object()
+            for i in linear:
+                cw = grid[i].get("class_weight")
+                if cw != last_cw:
+                    init, last_cw = None, cw
+                head = make_head(grid[i], seed).fit(X_tr, y_tr, init=init)
+                init = (head.coef_std_, head.intercept_std_)
+                scores[i].append(_score(head, X[te], y[te]))
+                bar.update(1)
+            for i in (i for i in idxs if grid[i].get("head", "linear") != "linear"):
+                head = make_head(grid[i], seed).fit(X_tr, y_tr)
+                scores[i].append(_score(head, X[te], y[te]))
+                bar.update(1)
+    bar.close()
+    rows = []
+    for i, cfg in enumerate(grid):
+        acc = np.array([s[0] for s in scores[i]])
+        ll = np.array([s[1] for s in scores[i]])
+        rows.append({"config": _key(cfg), "mean_accuracy": acc.mean(), "std_accuracy": acc.std(),
+                     "mean_log_loss": ll.mean(), "std_log_loss": ll.std(), **{f"p_{k}": v for k, v in cfg.items()},
+                     "_i": i})
+    table = pd.DataFrame(rows).sort_values(["mean_accuracy", "mean_log_loss"], ascending=[False, True])
+    best = grid[int(table.iloc[0]["_i"])]
+    return TuneResult(table.drop(columns="_i").reset_index(drop=True), dict(best), time.perf_counter() - t0,
+                      folds=[(len(a), len(b)) for a, b in folds])
+
+
+def _score(head, X, y):
+    p = head.predict_proba(X)
+    return accuracy_score(y, head.classes_[p.argmax(1)]), log_loss(y, p, labels=head.classes_)
+
+
+def tune(data, *, backbones=("efficientnet_lite0",), views=(0,), policy: str = "default",
+         balance_by_augmentation: bool = False, grid: list[dict] | None = None, cv: int = 5, seed: int = 0,
+         out=None, engine: str = "auto", cache_dir=None, progress: bool = True, overwrite: bool = False,
+         refit: bool = True) -> TuneResult:
+    """Grid search over heads, their hyper-parameters, augmented views and backbones, then refit the best.
+
+    Cross-validation uses every non-test row (train + validation); the test split is untouched. The
+    best configuration is re-trained with :func:`frugalvision.train` on the training split (saved to
+    ``out`` when given), so evaluation and reports work as for any model.
+    """
+    from .features.extract import Extractor
+    from .training import embed_dataset, embed_views
+
+    grid = grid or default_grid()
+    results, t0 = [], time.perf_counter()
+    for bb in backbones:
+        ex = Extractor(bb, engine=engine, cache_dir=cache_dir, progress=progress)
+        td = embed_dataset(data, ex, seed=seed)
+        pool = td.table["split"].isin(["train", "val"]).to_numpy()
+        X, y, table = td.X[pool], td.table.loc[pool, "label"].to_numpy(dtype=str), td.table[pool]
+        view_sets = {v: embed_views(ex, table, policy, v, balance_by_augmentation) for v in views if v}
+        full = [{**cfg, "views": v} for v in views for cfg in grid]
+        res = tune_embeddings(X, y, full, cv=cv, views=view_sets, seed=seed, progress=progress)
+        res.table.insert(0, "backbone", bb)
+        results.append(res)
+    table = pd.concat([r.table for r in results]).sort_values(["mean_accuracy", "mean_log_loss"],
+                                                              ascending=[False, True]).reset_index(drop=True)
+    top = table.iloc[0]
+    best = {k[2:]: (None if isinstance(v, float) and np.isnan(v) else (v.item() if hasattr(v, "item") else v))
+            for k, v in top.items() if k.startswith("p_")}
+    best = {k: v for k, v in best.items() if v is not None or k == "class_weight"}
+    best["backbone"] = top["backbone"]
+    result = TuneResult(table, best, time.perf_counter() - t0)
+    if refit:
+        from .training import train
+
+        cfg = {k: v for k, v in best.items() if k not in ("backbone", "views")}
+        result.model = train(data, backbone=best["backbone"], head=cfg.pop("head"), head_params=cfg,
+                             views=int(best.get("views") or 0), augment=policy,
+                             balance_by_augmentation=balance_by_augmentation, out=out, seed=seed, engine=engine,
+                             cache_dir=cache_dir, progress=progress, overwrite=overwrite)
+        if out is not None:
+            from ._io import write_text
+
+            write_text(f"{out}/tuning.csv", table.to_csv(index=False, float_format="%.5f"))
+    return result

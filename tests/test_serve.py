@@ -1,0 +1,142 @@
+"""The web app: JSON API with malformed inputs (right 4xx, still healthy), and a real browser upload."""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from browser import launch
+
+
+@pytest.fixture(scope="module")
+def app(trained):
+    from frugalvision.serve import Limits, create_app
+
+    model, run = trained
+    return create_app(model, limits=Limits(max_upload_bytes=8 * 1024 * 1024, max_files=4))
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as c:
+        yield c
+
+
+def _jpeg(size=(320, 240), colour=(200, 30, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _huge_png(side=20_000) -> bytes:
+    """A valid 20k x 20k greyscale PNG header + highly compressible data (~400 KB on the wire)."""
+    def chunk(kind, data):
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    ihdr = side.to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])
+    raw = zlib.compress(b"\x00" * (side + 1) * 64, 9)  # only the first rows; the header is what matters
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
+
+
+def test_health_model_and_openapi(client, trained):
+    assert client.get("/health").json()["status"] == "ok"
+    info = client.get("/model").json()
+    assert info["classes"] == trained[0].classes and info["limits"]["max_files"] == 4
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/predict", "/explain", "/health", "/model"} <= set(paths)
+
+
+def test_predict_and_explain(client, shapes_dir):
+    png = (shapes_dir / "circle" / "circle_000.png").read_bytes()
+    r = client.post("/predict", files=[("files", ("a.png", png, "image/png")), ("files", ("b.jpg", _jpeg(), "image/jpeg"))])
+    assert r.status_code == 200
+    res = r.json()["results"]
+    assert res[0]["top"][0]["label"] == "circle" and len(res[0]["top"]) == 3
+    e = client.post("/explain", files={"file": ("x.png", png, "image/png")}).json()
+    assert [c["rank"] for c in e["cams"]] == [1, 2]
+    assert all(c["overlay"].startswith("data:image/png;base64,") for c in e["cams"])
+
+
+@pytest.mark.parametrize("name,payload,status,words", [
+    ("truncated.jpg", _jpeg()[:300], 422, "truncated"),
+    ("notes.jpg", b"hello, I am a text file\n" * 20, 415, "not an image"),
+    ("empty.jpg", b"", 400, "empty"),
+    ("huge.png", _huge_png(), 413, "too large"),
+    ("big.jpg", b"\xff\xd8" + b"0" * (9 * 1024 * 1024), 413, "larger than"),
+])
+def test_malformed_uploads_get_the_right_4xx_and_the_server_stays_healthy(client, name, payload, status, words):
+    for route, field in (("/predict", "files"), ("/explain", "file")):
+        r = client.post(route, files={field: (name, payload, "image/jpeg")})
+        assert r.status_code == status, (route, r.text)
+        assert words in r.json()["detail"]
+        assert client.get("/health").status_code == 200
+
+
+def test_oversized_request_and_too_many_files(client):
+    r = client.post("/predict", files=[("files", (f"{i}.jpg", _jpeg(), "image/jpeg")) for i in range(5)])
+    assert r.status_code == 400 and "at most 4" in r.json()["detail"]
+    r = client.post("/predict", content=b"x" * (50 * 1024 * 1024),
+                    headers={"content-type": "multipart/form-data; boundary=zz"})
+    assert r.status_code == 413
+
+
+def test_concurrent_requests_do_not_mix_results(client, shapes_dir):
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = {k: (shapes_dir / k / f"{k}_001.png").read_bytes() for k in ("circle", "square", "triangle")}
+    expected = {k: client.post("/predict", files={"files": ("x.png", v, "image/png")}).json()["results"][0]["top"]
+                for k, v in files.items()}
+
+    def ask(k):
+        return k, client.post("/predict", files={"files": ("x.png", files[k], "image/png")}).json()["results"][0]["top"]
+
+    with ThreadPoolExecutor(6) as pool:
+        for k, top in pool.map(ask, list(files) * 6):
+            assert top == expected[k]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_browser_upload_shows_labels_and_both_cams(app, tmp_path, coffee_jpeg):
+    import uvicorn
+    from playwright.sync_api import sync_playwright
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.1)
+        with sync_playwright() as p:
+            browser = launch(p)
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.set_input_files("#files", str(coffee_jpeg))
+            page.wait_for_selector("figure >> nth=2", timeout=30_000)
+            labels = page.locator("td.label").all_inner_texts()
+            assert len(labels) == 3 and set(labels) <= {"circle", "square", "triangle"}
+            captions = page.locator("figcaption").all_inner_texts()
+            assert captions[1].startswith("CAM top-1") and captions[2].startswith("CAM top-2")
+            loaded = page.evaluate("Array.from(document.querySelectorAll('figure img')).filter(i => i.naturalWidth > 0).length")
+            assert loaded == 3
+            page.screenshot(path=str(tmp_path / "serve.png"), full_page=True)
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -1,0 +1,89 @@
+"""Augmented views are cached and reused; CV never sees test rows; MLP head; tune refits the best."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import frugalvision as fv
+from frugalvision.features.augment import augmented_decoder, views_per_class
+from frugalvision.heads import MLPHead
+from frugalvision.tune import default_grid, tune, tune_embeddings
+
+from conftest import make_shapes_dataset
+
+
+def test_views_are_deterministic_and_cached(shapes_dir, tmp_path, monkeypatch):
+    ex = fv.Extractor(cache_dir=tmp_path, progress=False)
+    files = sorted(str(p) for p in shapes_dir.rglob("*.png"))[:6]
+    dec = augmented_decoder(ex.preprocessing, "default", 0)
+    a, b = dec(files[0]), dec(files[0])
+    np.testing.assert_array_equal(a.array, b.array)  # view k of an image is always the same picture
+    assert not np.array_equal(a.array, augmented_decoder(ex.preprocessing, "default", 1)(files[0]).array)
+    first = ex(files, view="aug-default-0", decoder=dec)
+    assert first.n_computed == 6
+    again = fv.Extractor(cache_dir=tmp_path, progress=False)(files, view="aug-default-0", decoder=dec)
+    assert again.n_computed == 0 and again.n_cached == 6
+    np.testing.assert_array_equal(first.X, again.X)
+
+
+def test_training_with_views_does_no_backbone_work_the_second_time(shapes_dir, tmp_path, monkeypatch):
+    m1 = fv.train(shapes_dir, views=2, cache_dir=tmp_path, progress=False)
+    assert m1.training_["augmentation"]["augmented_rows"] == 2 * sum(m1.training_["counts"]["train"].values())
+    calls = []
+    real = fv.Extractor.engine.fget
+    monkeypatch.setattr(fv.Extractor, "engine", property(lambda self: calls.append(1) or real(self)))
+    m2 = fv.train(shapes_dir, views=2, cache_dir=tmp_path, progress=False)
+    assert calls == []
+    np.testing.assert_allclose(m1.head.coef_, m2.head.coef_)
+
+
+def test_balance_by_augmentation_gives_minority_classes_more_views():
+    labels = ["a"] * 100 + ["b"] * 25
+    per = views_per_class(labels, 2, balance=True)
+    assert per["a"] == 2 and per["b"] > per["a"]
+    assert (100 * (1 + per["a"])) / (25 * (1 + per["b"])) < 1.5
+
+
+def test_cross_validation_never_sees_test_rows(shapes_dir, tmp_path, monkeypatch):
+    seen = []
+    import frugalvision.tune as tune_mod
+
+    real = tune_mod.tune_embeddings
+
+    def spy(X, y, grid, **kw):
+        seen.append(X.copy())
+        return real(X, y, grid, **kw)
+
+    monkeypatch.setattr(tune_mod, "tune_embeddings", spy)
+    grid = [{"head": "linear", "C": c} for c in (0.01, 0.1)] + [{"head": "mlp", "hidden": 32, "batch_size": 16}]
+    res = tune(shapes_dir, grid=grid, cv=3, out=tmp_path / "run", cache_dir=tmp_path / "c", progress=False)
+    split = pd.read_csv(tmp_path / "run" / "split.csv")
+    emb = fv.Extractor(cache_dir=tmp_path / "c", progress=False)(split["path"].tolist())
+    test_rows = emb.X[(split["split"] == "test").to_numpy()]
+    pool = seen[0]
+    assert len(pool) == (split["split"] != "test").sum()
+    assert not any(np.isclose(pool, r, atol=1e-6).all(axis=1).any() for r in test_rows)
+    assert len(res.table) == 3 and res.table["mean_accuracy"].is_monotonic_decreasing
+    assert (tmp_path / "run" / "tuning.csv").exists() and res.model is not None
+
+
+def test_tune_embeddings_ranks_the_right_config():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    X = np.hstack([np.eye(3)[y] * 4 + rng.normal(size=(300, 3)), rng.normal(size=(300, 20))])
+    res = tune_embeddings(X, y, [{"head": "linear", "C": 1e-6}, {"head": "linear", "C": 1.0}], cv=3, progress=False)
+    assert res.best["C"] == 1.0 and res.table.iloc[0]["mean_accuracy"] > 0.8
+    assert len(default_grid()) == 50
+
+
+def test_mlp_head_learns_a_nonlinear_problem_and_round_trips(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 2)).astype(np.float32)
+    y = np.where((X[:, 0] * X[:, 1]) > 0, "same", "diff")  # XOR-like: no linear head can do this
+    mlp = MLPHead(hidden=32, dropout=0.0, lr=1e-2, max_epochs=200, patience=20).fit(X, y)
+    assert (mlp.predict(X) == y).mean() > 0.9
+    assert (fv.LinearHead().fit(X, y).predict(X) == y).mean() < 0.7
+    again = MLPHead.from_state(mlp.get_params(), mlp.get_state(), mlp.classes_)
+    np.testing.assert_allclose(again.predict_proba(X), mlp.predict_proba(X), atol=1e-6)
