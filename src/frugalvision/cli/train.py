@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
         C: str = typer.Option("auto", "--C", help="Inverse L2 regularisation of the linear head, or 'auto' (chosen on validation)."),
         class_weight: Optional[str] = typer.Option(None, "--class-weight", help="'balanced' to reweight rare classes."),
         head: str = typer.Option("linear", "--head", help="linear (exact CAM) or mlp (one hidden layer; Grad-CAM)."),
-        augment: str = typer.Option("default", "--augment", help="Augmentation policy for --views: light, default, strong."),
+        augment: Optional[str] = typer.Option(None, "--augment", help="Augmentation policy: light, default, strong (default: 'default' for --views, 'light' for --finetune)."),
         views: int = typer.Option(0, "--views", help="Augmented views per training image (embeddings cached)."),
         balance_by_augmentation: bool = typer.Option(False, "--balance-by-augmentation", help="More views for minority classes."),
         finetune: Optional[str] = typer.Option(None, "--finetune", help="'last-stage' or 'N-stages': also train the backbone's last stage(s)."),
@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
             from ..finetune import finetune as run_finetune
 
             model = run_finetune(data, backbone=backbone, weights=weights, stages=finetune, out=out, epochs=epochs,
-                                 views=max(views, 1) if views else 4, augment=augment, seed=seed, engine=engine,
+                                 views=views or 4, augment=augment or "light", seed=seed, engine=engine,
                                  cache_dir=cache_dir, progress=not quiet, overwrite=overwrite)
             f = model.finetune_
             typer.echo(f"Fine-tuned {', '.join(f['trainable'])} for {f['epochs_run']} epochs (best epoch "
@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
             echo_paths("Wrote:", [out / "model.safetensors", out / "finetune_checkpoint.safetensors"])
             return
         model = train(data, backbone=backbone, weights=weights, out=out, C=C_value, class_weight=class_weight,
-                      head=head, views=views, augment=augment, balance_by_augmentation=balance_by_augmentation,
+                      head=head, views=views, augment=augment or "default", balance_by_augmentation=balance_by_augmentation,
                       val_size=val_size, test_size=test_size, seed=seed, engine=engine, cache_dir=cache_dir,
                       progress=not quiet, overwrite=overwrite)
         print_training(model, time.perf_counter() - t)

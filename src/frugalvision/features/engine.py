@@ -142,7 +142,7 @@ def make_engine(backbone_name="efficientnet_lite0", *, weights=None, engine: str
 
         bb = backbone if backbone is not None else build_backbone(spec, weights, pretrained=pretrained)
         return TorchEngine(bb, threads=threads)
-    from ..backbones.build import build_backbone, weights_identity
+    from ..backbones.weights import weights_identity
     from ..config import cache_root
 
     if backbone is not None:
@@ -152,6 +152,8 @@ def make_engine(backbone_name="efficientnet_lite0", *, weights=None, engine: str
     key = extractor_id(spec, wid, {"input_size": spec.input_size})
     path = Path(onnx_dir or Path(cache_root()) / "onnx") / f"{key}.onnx"
     if not path.exists():
+        from ..backbones.build import build_backbone  # torch is imported only when an export is needed
+
         bb = backbone if backbone is not None else build_backbone(spec, weights, pretrained=pretrained)
         try:
             export_onnx(bb, path)

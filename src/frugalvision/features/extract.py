@@ -76,7 +76,7 @@ class Extractor:
     """
 
     def __init__(self, backbone: str = DEFAULT_BACKBONE, *, weights=None, engine="auto", cache_dir=None,
-                 crop_pct: float | None = None, batch_size: int = 16, workers: int | None = None,
+                 crop_pct: float | None = None, batch_size: int | None = None, workers: int | None = None,
                  pool: str = "thread",
                  max_pixels: int = DEFAULT_MAX_PIXELS, threads: int | None = None, progress: bool = True):
         self.spec = get_spec(backbone)
@@ -85,7 +85,7 @@ class Extractor:
         self.engine_name = engine.name if isinstance(engine, Engine) else engine
         self.cache_root = cache_root(cache_dir)
         self.preprocessing = {**self.spec.preprocessing, **({"crop_pct": float(crop_pct)} if crop_pct else {})}
-        self.batch_size = batch_size
+        self._batch_size = batch_size
         self.workers = workers or max(1, min(os.cpu_count() or 1, 8))
         self.pool = pool
         self.max_pixels = max_pixels
@@ -98,7 +98,7 @@ class Extractor:
     @property
     def weights_id(self) -> str:
         if self._weights_id is None:
-            from ..backbones.build import weights_identity
+            from ..backbones.weights import weights_identity
 
             self._weights_id = weights_identity(self.spec, self.weights)
         return self._weights_id
@@ -123,6 +123,17 @@ class Extractor:
             self._engine = make_engine(self.spec, weights=self.weights, engine=self.engine_name,
                                        onnx_dir=self.cache_root / "onnx", threads=threads)
         return self._engine
+
+    @property
+    def batch_size(self) -> int:
+        """Images per backbone call: 8 per lane for ONNX lanes (lanes finish together), 32 for one torch runner."""
+        if self._batch_size:
+            return self._batch_size
+        return 8 if self.lanes_mode else 32
+
+    @batch_size.setter
+    def batch_size(self, value) -> None:
+        self._batch_size = value
 
     @property
     def lanes_mode(self) -> bool:

@@ -121,8 +121,8 @@ def _prefix_engine(split: _Split, spec, weights_id: str, n_stages: int, engine: 
 
 
 def finetune(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, stages="last-stage", out=None,
-             epochs: int = 12, lr_backbone: float = 1e-4, lr_head: float = 1e-3, weight_decay: float = 1e-4,
-             batch_size: int = 32, views: int = 4, augment: str = "default", patience: int = 3, seed: int = 0,
+             epochs: int = 12, lr_backbone: float = 3e-4, lr_head: float = 1e-3, weight_decay: float = 1e-4,
+             batch_size: int = 32, views: int = 4, augment: str = "light", patience: int = 4, seed: int = 0,
              engine: str = "auto", cache_dir=None, progress: bool = True, overwrite: bool = False):
     """Fine-tune the last ``stages`` of the backbone with a linear head; returns a :class:`Model`.
 
@@ -212,7 +212,7 @@ def finetune(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, stages="la
             loss = torch.nn.functional.cross_entropy(head(split.suffix(a)), torch.as_tensor(y[bi]))
             loss.backward()
             opt.step()
-            tl += float(loss) * len(bi)
+            tl += float(loss.detach()) * len(bi)
         val_loss, val_acc = _validate(split, head, act_va, y_va, shape)
         state["history"].append({"epoch": epoch, "train_loss": tl / len(y), "val_loss": val_loss, "val_accuracy": val_acc})
         if progress:

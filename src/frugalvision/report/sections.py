@@ -63,6 +63,7 @@ def build_sections(model, ev, *, explain: bool = True, n_mistakes: int = 8, n_ty
                         "png": reliability_png(ev.reliability)},
         "data": _data_section(model, ev, balance_png),
         "model_card": _model_card(meta),
+        "audit": _audit_section(meta),
         "settings": ev.settings,
     }
     mistakes = ev.mistakes(n_mistakes)
@@ -152,6 +153,23 @@ def _data_section(model, ev, balance_png) -> dict:
             "imbalance_ratio": ratio, "png": balance_png(bal),
             "skipped_training": t.get("skipped", []), "n_skipped_training": t.get("n_skipped", 0),
             "skipped_eval": ev.skipped}
+
+
+def _audit_section(meta: dict) -> dict | None:
+    """The ``prepare`` audit of the training data, when the model was trained from its manifest."""
+    from pathlib import Path
+
+    from .._io import read_json
+
+    source = (meta.get("training") or {}).get("source")
+    if not source:
+        return None
+    audit = Path(source).parent / "audit.json" if Path(source).suffix == ".csv" else None
+    if audit is None or not audit.exists():
+        return None
+    a = read_json(audit)
+    return {"path": str(audit), "n_files": a["n_files"], "status": a["status"], "findings": a["findings"],
+            "balance": a["balance"], "date": a.get("date")}
 
 
 def _model_card(meta: dict) -> dict:
