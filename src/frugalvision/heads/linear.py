@@ -20,18 +20,13 @@ from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._base import SoftmaxHeadMixin, softmax
 from ._torch_fit import fit_softmax
 
 __all__ = ["LinearHead", "softmax"]
 
 
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-class LinearHead(ClassifierMixin, BaseEstimator):
+class LinearHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
     """Multinomial logistic regression on standardised embeddings.
 
     Parameters
@@ -113,21 +108,6 @@ class LinearHead(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float64, reset=False)
         return X @ self.coef_.T + self.intercept_
-
-    def decision_function(self, X):
-        """scikit-learn convention: ``(n_samples,)`` for 2 classes, else ``(n_samples, n_classes)``."""
-        z = self.logits(X)
-        return z[:, 1] - z[:, 0] if z.shape[1] == 2 else z
-
-    def predict_proba(self, X):
-        return softmax(self.logits(X))
-
-    def predict_log_proba(self, X):
-        return np.log(np.clip(self.predict_proba(X), 1e-300, None))
-
-    def predict(self, X):
-        z = self.logits(X)  # checks fitted before touching classes_
-        return self.classes_[np.argmax(z, axis=1)]
 
     def torch_module(self):
         """The head as a torch ``nn.Linear`` on raw embeddings (for Grad-CAM)."""

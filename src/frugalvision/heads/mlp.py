@@ -9,12 +9,12 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._torch_fit import fit_mlp
-from .linear import softmax
+from ._base import SoftmaxHeadMixin
 
 __all__ = ["MLPHead"]
 
 
-class MLPHead(ClassifierMixin, BaseEstimator):
+class MLPHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
     """Standardise -> Linear(hidden) -> ReLU -> Dropout -> Linear(classes), trained with AdamW.
 
     Early stopping watches the loss on a stratified ``validation_fraction`` of the training rows.
@@ -77,17 +77,6 @@ class MLPHead(ClassifierMixin, BaseEstimator):
         X = validate_data(self, X, dtype=np.float32, reset=False)
         h = np.maximum(((X - self.mean_) / self.scale_) @ self.w1_.T + self.b1_, 0)
         return (h @ self.w2_.T + self.b2_).astype(np.float64)
-
-    def decision_function(self, X):
-        z = self.logits(X)
-        return z[:, 1] - z[:, 0] if z.shape[1] == 2 else z
-
-    def predict_proba(self, X):
-        return softmax(self.logits(X))
-
-    def predict(self, X):
-        z = self.logits(X)
-        return self.classes_[np.argmax(z, axis=1)]
 
     def torch_module(self):
         """The head as a torch module on raw embeddings (for Grad-CAM)."""
