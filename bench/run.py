@@ -186,6 +186,10 @@ print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_max
 def section_scaling(work: Path, quick: bool) -> dict:
     sizes = [500, 1000] if quick else [1000, 2000, 5000, 10000]
     items = datasets.fashion_pngs(work / "f10k", max(sizes))
+    import shutil
+
+    for old in [work / "cache-export", *(work / f"cache-scale-{n}" for n in sizes)]:
+        shutil.rmtree(old, ignore_errors=True)  # every measurement starts from a cold cache
     exp = subprocess.run([sys.executable, "-c", _EXPORT_CHILD, str(work / "cache-export")], capture_output=True,
                          text=True, check=True)
     export_rss = json.loads(exp.stdout.strip().splitlines()[-1])["peak_rss_mb"]

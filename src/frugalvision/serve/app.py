@@ -78,11 +78,12 @@ def analyze(model, data: bytes, *, limits: Limits = Limits(), cams: bool = False
         except ImageDecodeError as exc:  # pragma: no cover - decoded fine a moment ago
             raise UploadRejected(_status_for(exc.reason), exc.reason) from None
         scale = 384 / max(shown.shape[:2])
-        if scale < 1:
+        if abs(scale - 1) > 0.05:  # small images are enlarged for the page, large ones reduced
             from PIL import Image
 
             shown = np.asarray(Image.fromarray(shown).resize(
-                (max(1, round(shown.shape[1] * scale)), max(1, round(shown.shape[0] * scale)))))
+                (max(1, round(shown.shape[1] * scale)), max(1, round(shown.shape[0] * scale))),
+                Image.Resampling.BICUBIC if scale > 1 else Image.Resampling.LANCZOS))
         size = (shown.shape[1], shown.shape[0])
         out["image"] = _png_data_url(shown)
         out["cams"] = []
