@@ -20,7 +20,7 @@ __all__ = ["Engine", "TorchEngine", "OnnxEngine", "make_engine", "extractor_id",
 
 ENGINES = ("auto", "onnx", "torch")
 #: Bump when anything changes what an embedding means (preprocessing code, pooling).
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2  # 2: OpenCV resampling in the decode path
 
 
 def extractor_id(spec: BackboneSpec, weights_id: str, preprocessing: dict) -> str:
