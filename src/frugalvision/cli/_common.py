@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional
-
 import typer
 
 Engine = typer.Option("auto", "--engine", help="Backbone runtime: auto (ONNX Runtime if available), onnx, torch.")
@@ -22,5 +19,3 @@ def echo_paths(title: str, paths) -> None:
 def fmt_pct(x) -> str:
     return "  n/a" if x is None else f"{100 * x:5.1f} %"
 
-
-OptPath = Optional[Path]

@@ -61,7 +61,6 @@ class _Split:
         self.backbone = backbone
         self.first = names[-n_stages]
         self.trainable_names = names[-n_stages:]
-        self.cut = self.first
         # Everything after the cut is trainable: the last stage(s) and the head conv/BN of EfficientNets.
         children = list(model.named_children())
         # The tail starts after the container of the *last* stage (blocks for EfficientNet, layer4 for ResNet).
