@@ -73,6 +73,23 @@ def test_missing_weights_offline_gives_an_actionable_paragraph(monkeypatch):
     assert "Traceback" not in msg
 
 
+def test_unreachable_hub_fails_at_once_without_retrying(monkeypatch):
+    """No HF_HUB_OFFLINE set, but no network: only the local cache is tried, no download attempt."""
+    import huggingface_hub.file_download as fd
+
+    from frugalvision.backbones import build
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(build, "_hub_reachable", lambda timeout=3.0: False)
+
+    def no_network(*a, **k):
+        raise AssertionError("a network request was attempted although the hub is unreachable")
+
+    monkeypatch.setattr(fd, "get_hf_file_metadata", no_network)
+    with pytest.raises(fv.WeightsUnavailableError, match="--weights FILE"):
+        build_backbone("resnet18")
+
+
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
 def test_local_weights_file_is_loaded(tmp_path, suffix):
     import timm

@@ -172,15 +172,53 @@ def _lite_to_timm(src: dict, model: nn.Module) -> dict:
     return out
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Can the Hugging Face hub (or $HF_ENDPOINT) be reached? Assumed yes behind a configured proxy."""
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return True
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+class _HubOffline:
+    """Temporarily tell huggingface_hub to use its local cache only (no retries against a dead network)."""
+
+    def __enter__(self):
+        from huggingface_hub import constants
+
+        self._old = constants.HF_HUB_OFFLINE
+        constants.HF_HUB_OFFLINE = True
+        return self
+
+    def __exit__(self, *exc):
+        from huggingface_hub import constants
+
+        constants.HF_HUB_OFFLINE = self._old
+        return False
+
+
 def _timm_pretrained(spec: BackboneSpec) -> nn.Module:
+    import contextlib
+
     import timm
 
+    # Offline, the hub client would retry for ~50 s before failing: try the local cache only, at once.
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true") or not _hub_reachable()
     try:
-        return timm.create_model(spec.timm_name, pretrained=True, num_classes=0)
+        with _HubOffline() if offline else contextlib.nullcontext():
+            return timm.create_model(spec.timm_name, pretrained=True, num_classes=0)
     except Exception as exc:  # network, hub, or missing-cache errors: all mean "no weights here"
         raise WeightsUnavailableError(
             f"No pretrained weights for backbone '{spec.name}' ({spec.timm_name}) could be loaded: they are not "
-            f"in the local timm/Hugging Face cache and downloading them failed ({type(exc).__name__}). "
+            f"in the local timm/Hugging Face cache and "
+            f"{'the Hugging Face hub is not reachable (offline)' if offline else f'downloading them failed ({type(exc).__name__})'}. "
             f"With internet access, run the same command once and the weights are cached for later offline use. "
             f"Offline, pass a local weights file with --weights FILE (Python: weights='FILE'), a .safetensors or "
             f".pth state dict for '{spec.timm_name}', or use an offline backbone such as 'efficientnet_lite0', "
