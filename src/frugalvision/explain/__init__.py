@@ -20,7 +20,7 @@ from .cam import class_activation_maps
 from .gradcam import GRADIENT_METHODS, gradient_cams
 from .overlay import normalise_map, overlay, to_image_coordinates
 
-__all__ = ["METHODS", "Explanation", "explain_image", "explain_images", "resolve_classes", "render_panel",
+__all__ = ["METHODS", "Explanation", "display_image", "explain_image", "explain_images", "resolve_classes", "render_panel",
            "write_explanations", "class_activation_maps"]
 
 METHODS = ("auto", "cam", *GRADIENT_METHODS)
@@ -161,8 +161,11 @@ def explain_image(model, path, *, cls="top1", method: str = "auto", label=None, 
     return maps[0] if maps.shape[0] == 1 else maps
 
 
-def _display_image(path, longest: int = 320) -> np.ndarray:
-    img = load_rgb(path, min_side=longest)
+def display_image(source, longest: int = 320, max_pixels: int | None = None) -> np.ndarray:
+    """An RGB uint8 array of ``source`` (path or bytes) whose longest side is ``longest`` (small images enlarged)."""
+    from ..data.decode import DEFAULT_MAX_PIXELS
+
+    img = load_rgb(source, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, min_side=longest)
     scale = longest / max(img.size)
     if abs(scale - 1) > 0.05:
         from PIL import Image
@@ -173,7 +176,7 @@ def _display_image(path, longest: int = 320) -> np.ndarray:
 
 
 def _panel_parts(e: Explanation, true_label=None, longest: int = 320):
-    image = _display_image(e.path, longest)
+    image = display_image(e.path, longest)
     size = (image.shape[1], image.shape[0])
     overlays = [overlay(image, e.heat(i, size)) for i in range(len(e.class_names))]
     ranks = sorted(e.probabilities, key=e.probabilities.get, reverse=True)

@@ -16,7 +16,8 @@ def _img(png: bytes | None, alt: str = "") -> str:
     return f'<img alt="{alt}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
-def _pct(x) -> str:
+def pct(x) -> str:
+    """0.935 -> '93.5 %'; None/NaN -> 'n/a' (shared by the sentences and the template)."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
     return f"{100 * x:.1f} %"
@@ -28,7 +29,7 @@ def render_html(sections: dict) -> str:
 
     env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
     env.filters["img"] = lambda png, alt="": Markup(_img(png, alt))
-    env.filters["pct"] = _pct
+    env.filters["pct"] = pct
     env.filters["f3"] = lambda x: "n/a" if x is None else f"{x:.3f}"
     env.filters["basename"] = lambda p: str(p).replace("\\", "/").rsplit("/", 1)[-1]
     template = resources.files("frugalvision.report").joinpath("templates/report.html").read_text(encoding="utf-8")

@@ -11,11 +11,9 @@ import datetime as _dt
 import numpy as np
 import pandas as pd
 
+from .render import pct as _pct
+
 __all__ = ["build_sections"]
-
-
-def _pct(x) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.1f} %"
 
 
 def headline_sentences(ev) -> list[str]:

@@ -12,7 +12,7 @@ from importlib import resources
 
 import numpy as np
 
-from ..data.decode import decode_for_input, load_rgb
+from ..data.decode import decode_for_input
 from ..exceptions import ImageDecodeError
 
 __all__ = ["Limits", "create_app", "analyze"]
@@ -54,6 +54,7 @@ def _png_data_url(arr: np.ndarray) -> str:
 
 def analyze(model, data: bytes, *, limits: Limits = Limits(), cams: bool = False, lock=None) -> dict:
     """Labels (and CAM overlays of the top-2 classes) for one uploaded image, from bytes in memory."""
+    from ..explain import display_image
     from ..explain.cam import class_activation_maps
     from ..explain.overlay import normalise_map, overlay, to_image_coordinates
 
@@ -73,17 +74,11 @@ def analyze(model, data: bytes, *, limits: Limits = Limits(), cams: bool = False
         if not hasattr(model.head, "coef_"):
             raise UploadRejected(400, "This model's head is not linear; exact CAMs are not available.")
         maps = class_activation_maps(fmaps, model.head.coef_)[0]
+        # Decoded again at display size: the network input above must stay identical to /predict's.
         try:
-            shown = np.asarray(load_rgb(data, max_pixels=limits.max_pixels, min_side=384))
+            shown = display_image(data, 384, limits.max_pixels)
         except ImageDecodeError as exc:  # pragma: no cover - decoded fine a moment ago
             raise UploadRejected(_status_for(exc.reason), exc.reason) from None
-        scale = 384 / max(shown.shape[:2])
-        if abs(scale - 1) > 0.05:  # small images are enlarged for the page, large ones reduced
-            from PIL import Image
-
-            shown = np.asarray(Image.fromarray(shown).resize(
-                (max(1, round(shown.shape[1] * scale)), max(1, round(shown.shape[0] * scale))),
-                Image.Resampling.BICUBIC if scale > 1 else Image.Resampling.LANCZOS))
         size = (shown.shape[1], shown.shape[0])
         out["image"] = _png_data_url(shown)
         out["cams"] = []
