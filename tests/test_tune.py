@@ -100,3 +100,42 @@ def test_compare_backbones_lists_unavailable_ones_with_the_reason(shapes_dir, tm
     assert float(table.loc["efficientnet_lite0", "ms_per_image"]) > 0
     assert "No pretrained weights" in table.loc["resnet18", "error"]
     assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 10_000
+
+
+def _blobs(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    X = (np.eye(4)[y] @ rng.normal(size=(4, 24)) * 1.5 + rng.normal(size=(n, 24))).astype(np.float32)
+    return X, np.array(list("abcd"))[y]
+
+
+def test_fitting_many_heads_at_once_equals_fitting_each_alone():
+    X, y = _blobs()
+    configs = [dict(C=c, class_weight=cw) for c in (0.003, 0.1, 1.0) for cw in (None, "balanced")]
+    together = fv.LinearHead.fit_many([fv.LinearHead(**c, tol=1e-6) for c in configs], X, y)
+    for c, h in zip(configs, together):
+        alone = fv.LinearHead(**c, tol=1e-6).fit(X, y)
+        np.testing.assert_allclose(h.predict_proba(X), alone.predict_proba(X), atol=1e-4)
+    mlps = [dict(dropout=d, lr=lr, weight_decay=wd, hidden=16, batch_size=32)
+            for d in (0.0, 0.5) for lr in (1e-3, 1e-2) for wd in (0.0, 0.01)]
+    stacked = MLPHead.fit_many([MLPHead(**c) for c in mlps], X, y)
+    for c, h in zip(mlps, stacked):
+        # Each head has its own random stream, so its neighbours in the stack don't change it.
+        alone = MLPHead(**c).fit(X, y)
+        assert h.n_epochs_ == alone.n_epochs_
+        np.testing.assert_allclose(h.predict_proba(X), alone.predict_proba(X), atol=2e-3)
+    assert len({round(h.best_val_loss_, 6) for h in stacked}) > 1  # the configs really differ
+
+
+def test_racing_scores_finalists_on_every_fold_and_skips_the_rest():
+    X, y = _blobs(600)
+    grid = [{"head": "linear", "C": c} for c in np.geomspace(1e-6, 1.0, 9)]
+    full = tune_embeddings(X, y, grid, cv=3, progress=False)
+    raced = tune_embeddings(X, y, grid, cv=3, racing=True, progress=False)
+    assert (full.table["folds"] == 3).all()
+    assert sorted(raced.table["folds"].tolist()) == [1] * 6 + [2] * 2 + [3]  # 9 -> 3 -> 1
+    assert raced.table.iloc[0]["folds"] == 3 and np.isnan(raced.table.iloc[-1]["std_accuracy"])
+    # The winner's 3-fold score is the same number full CV gives it, and it is among full CV's best.
+    win = raced.table.iloc[0]
+    assert win["mean_accuracy"] == full.table.set_index("config").loc[win["config"], "mean_accuracy"]
+    assert win["mean_accuracy"] >= full.table["mean_accuracy"].max() - 0.01

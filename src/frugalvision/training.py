@@ -214,10 +214,10 @@ def _choose_C(C, X_tr, y_tr, X_va, y_va, head, class_weight, seed):
         return _DEFAULT_C, []
     from sklearn.metrics import log_loss
 
-    curve, init = [], None
-    for c in C_GRID:  # small to large C, each fit warm-started from the previous solution
-        est = HEADS[head](C=c, class_weight=class_weight, random_state=seed).fit(X_tr, y_tr, init=init)
-        init = (est.coef_std_, est.intercept_std_) if hasattr(est, "coef_std_") else None
+    curve = []
+    heads = HEADS[head].fit_many([HEADS[head](C=c, class_weight=class_weight, random_state=seed) for c in C_GRID],
+                                 X_tr, y_tr)
+    for c, est in zip(C_GRID, heads):
         curve.append({"C": c, "val_log_loss": float(log_loss(y_va[known], est.predict_proba(X_va[known]),
                                                              labels=est.classes_))})
     best = min(curve, key=lambda r: r["val_log_loss"])

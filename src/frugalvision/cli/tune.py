@@ -21,6 +21,8 @@ def register(app: typer.Typer) -> None:
         balance_by_augmentation: bool = typer.Option(False, "--balance-by-augmentation"),
         cv: int = typer.Option(5, "--cv", help="Stratified folds (on non-test rows only)."),
         seed: int = typer.Option(0, help="Seed for folds and heads."),
+        racing: bool = typer.Option(False, "--racing", help="Successive halving over folds: only the best third "
+                                    "of the configs goes on to each next fold (about half the time with 3 folds)."),
         engine: str = Engine, cache_dir: Optional[Path] = CacheDir, quiet: bool = Quiet, overwrite: bool = Overwrite,
     ):
         """Grid search over head type, C / weight decay, dropout, lr, batch size, class weighting, views, backbone."""
@@ -31,7 +33,7 @@ def register(app: typer.Typer) -> None:
         except ValueError:
             raise typer.BadParameter(f"--views takes comma-separated integers, got {views!r}.") from None
         res = tune(data, backbones=tuple(backbones.split(",")), views=tuple(view_list), policy=augment,
-                   balance_by_augmentation=balance_by_augmentation, cv=cv, seed=seed, out=out, engine=engine,
+                   balance_by_augmentation=balance_by_augmentation, cv=cv, seed=seed, racing=racing, out=out, engine=engine,
                    cache_dir=cache_dir, progress=not quiet, overwrite=overwrite)
         typer.echo(f"{len(res.table)} configurations x {cv} folds in {res.seconds:.1f} s")
         typer.echo(res.summary())

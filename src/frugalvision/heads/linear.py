@@ -26,6 +26,12 @@ from ._torch_fit import fit_softmax
 __all__ = ["LinearHead", "softmax"]
 
 
+def _as_float32_tensor(X):
+    import torch
+
+    return torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32))
+
+
 class LinearHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
     """Multinomial logistic regression on standardised embeddings.
 
@@ -65,32 +71,76 @@ class LinearHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
     def fit(self, X, y, sample_weight=None, init=None):
         """Fit on embeddings ``X`` (n_samples, n_features) and labels ``y``.
 
-        ``init`` (coef, intercept) on *standardised* features warm-starts the solver (used along a C path).
+        ``init`` (coef, intercept) on *standardised* features warm-starts the solver.
         """
-        X, y = validate_data(self, X, y, dtype=np.float64, ensure_min_samples=2)
+        return self.fit_many([self], X, y, sample_weight=sample_weight,
+                             init=None if init is None else ([init[0]], [init[1]]))[0]
+
+    @classmethod
+    def fit_many(cls, heads: list, X, y, sample_weight=None, init=None) -> list:
+        """Fit several unfitted ``LinearHead`` s (e.g. a C path) on the same rows in one solver pass.
+
+        Each head ends exactly as ``head.fit(X, y)`` would leave it, within the solver tolerance; the
+        stacked solve reads X once per step for all heads, so 26 heads cost a few single fits.
+        ``init``: ``(coefs, intercepts)`` on standardised features, one per head, to warm-start.
+        """
+        first = heads[0]
+        X, y = validate_data(first, X, y, dtype=np.float64, ensure_min_samples=2)
         check_classification_targets(y)
-        if not (isinstance(self.C, (int, float)) and self.C > 0):
-            raise ValueError(f"C must be a positive number, got {self.C!r}.")
-        if self.solver not in ("lbfgs", "sklearn"):
-            raise ValueError(f"solver must be 'lbfgs' or 'sklearn', got {self.solver!r}.")
+        for h in heads:
+            if not (isinstance(h.C, (int, float)) and h.C > 0):
+                raise ValueError(f"C must be a positive number, got {h.C!r}.")
+            if h.solver not in ("lbfgs", "sklearn"):
+                raise ValueError(f"solver must be 'lbfgs' or 'sklearn', got {h.solver!r}.")
+            h.n_features_in_ = first.n_features_in_
+            if hasattr(first, "feature_names_in_"):
+                h.feature_names_in_ = first.feature_names_in_
         scaler = StandardScaler().fit(X, sample_weight=sample_weight)
         Xs = scaler.transform(X)
         classes, y_idx = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise ValueError(f"This solver needs samples of at least 2 classes in the data, but the data contains "
                              f"only one class: {classes[0]!r}.")
-        if self.solver == "sklearn" or len(classes) == 2:
-            # Two classes: scikit-learn's binary (sigmoid) parametrisation, folded to softmax below.
-            lr = LogisticRegression(C=self.C, class_weight=self.class_weight, max_iter=self.max_iter,
-                                    random_state=self.random_state)
-            lr.fit(Xs, y, sample_weight=sample_weight)
-            ws, bs, n_iter = lr.coef_, lr.intercept_, int(np.max(lr.n_iter_))
-        else:
-            sw = compute_sample_weight(self.class_weight, y) if self.class_weight is not None else None
+        fast = [i for i, h in enumerate(heads) if h.solver == "lbfgs" and len(classes) > 2]
+        for i, h in enumerate(heads):
+            if i not in fast:
+                # Two classes: scikit-learn's binary (sigmoid) parametrisation, folded to softmax below.
+                lr = LogisticRegression(C=h.C, class_weight=h.class_weight, max_iter=h.max_iter,
+                                        random_state=h.random_state).fit(Xs, y, sample_weight=sample_weight)
+                h._finish(lr.coef_, lr.intercept_, int(np.max(lr.n_iter_)), classes, scaler)
+        # One float32 copy of X serves every solve. Heads are solved from small to large C, each C warm-started
+        # from the previous one; heads with the same C but different row weights are solved together, and
+        # identical problems once (e.g. 'balanced' on exactly balanced classes is the unweighted problem).
+        Xt = _as_float32_tensor(Xs) if fast else None
+        by_C: dict = {}
+        for i in fast:
+            h = heads[i]
+            sw = compute_sample_weight(h.class_weight, y) if h.class_weight is not None else None
             if sample_weight is not None:
                 sw = np.asarray(sample_weight, dtype=np.float64) * (1.0 if sw is None else sw)
-            ws, bs, n_iter = fit_softmax(Xs, y_idx, len(classes), C=float(self.C), sample_weight=sw,
-                                         init=init, max_iter=self.max_iter, tol=self.tol)
+            wkey = b"" if sw is None or np.all(sw == 1) else np.asarray(sw, np.float64).tobytes()
+            problems = by_C.setdefault((float(h.C), h.max_iter, h.tol), {})
+            problems.setdefault(wkey, (sw, []))[1].append(i)
+        prev: dict = {}  # row weighting -> last solution, for warm starts along C
+        for (C, max_iter, tol), problems in sorted(by_C.items()):
+            keys = list(problems)
+            if init is not None:
+                start = (np.stack([init[0][problems[k][1][0]] for k in keys]),
+                         np.stack([init[1][problems[k][1][0]] for k in keys]))
+            elif all(k in prev for k in keys):
+                start = (np.stack([prev[k][0] for k in keys]), np.stack([prev[k][1] for k in keys]))
+            else:
+                start = None
+            W, b, n_iter = fit_softmax(Xt, y_idx, len(classes), C=C, sample_weights=[problems[k][0] for k in keys],
+                                       init=start, max_iter=max_iter, tol=tol)
+            for j, k in enumerate(keys):
+                prev[k] = (W[j], b[j])
+                for i in problems[k][1]:
+                    heads[i]._finish(W[j], b[j], n_iter, classes, scaler)
+        return heads
+
+    def _finish(self, ws, bs, n_iter, classes, scaler):
+        """Store the solution and fold the standardisation into raw-embedding weights."""
         self.coef_std_, self.intercept_std_ = ws, bs
         self.classes_ = classes
         w = ws / scaler.scale_
@@ -101,7 +151,6 @@ class LinearHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
         self.coef_ = w.astype(np.float64)
         self.intercept_ = b.astype(np.float64)
         self.n_iter_ = n_iter
-        return self
 
     def logits(self, X) -> np.ndarray:
         """``(n_samples, n_classes)`` class scores; ``softmax(logits)`` is ``predict_proba``."""

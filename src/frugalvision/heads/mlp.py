@@ -53,24 +53,39 @@ class MLPHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X, y, init=None):
-        X, y = validate_data(self, X, y, dtype=np.float32, ensure_min_samples=4)
+        return self.fit_many([self], X, y)[0]
+
+    @classmethod
+    def fit_many(cls, heads: list, X, y) -> list:
+        """Fit several unfitted ``MLPHead`` s on the same rows; heads that share hidden size, batch size,
+        schedule and seed train together in one stacked model (same algorithm, a fraction of the time)."""
+        first = heads[0]
+        X, y = validate_data(first, X, y, dtype=np.float32, ensure_min_samples=4)
         check_classification_targets(y)
         classes, y_idx = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise ValueError(f"MLPHead needs at least 2 classes, got only {classes[0]!r}.")
-        self.mean_ = X.mean(axis=0)
-        self.scale_ = X.std(axis=0) + 1e-6
-        cw = compute_class_weight(self.class_weight, classes=classes, y=y) if self.class_weight else None
-        state, epochs, best = fit_mlp((X - self.mean_) / self.scale_, y_idx, len(classes), hidden=self.hidden,
-                                      dropout=self.dropout, weight_decay=self.weight_decay, lr=self.lr,
-                                      batch_size=self.batch_size, max_epochs=self.max_epochs,
-                                      patience=self.patience, class_weight=cw,
-                                      validation_fraction=self.validation_fraction, seed=self.random_state or 0)
-        self.w1_, self.b1_ = state["0.weight"], state["0.bias"]
-        self.w2_, self.b2_ = state["3.weight"], state["3.bias"]
-        self.classes_ = classes
-        self.n_epochs_, self.best_val_loss_ = epochs, best
-        return self
+        mean, scale = X.mean(axis=0), X.std(axis=0) + 1e-6
+        Xs = (X - mean) / scale
+        groups: dict = {}
+        for h in heads:
+            key = (h.hidden, h.batch_size, h.max_epochs, h.patience, h.validation_fraction, h.random_state or 0)
+            groups.setdefault(key, []).append(h)
+        for (hidden, batch, epochs, patience, vf, seed), hs in groups.items():
+            fits = fit_mlp(Xs, y_idx, len(classes), hidden=hidden, dropouts=[h.dropout for h in hs],
+                           weight_decays=[h.weight_decay for h in hs], lrs=[h.lr for h in hs], batch_size=batch,
+                           max_epochs=epochs, patience=patience, validation_fraction=vf, seed=seed,
+                           class_weights=[compute_class_weight(h.class_weight, classes=classes, y=y)
+                                          if h.class_weight else None for h in hs])
+            for h, (state, n_epochs, best) in zip(hs, fits):
+                h.n_features_in_ = first.n_features_in_
+                if hasattr(first, "feature_names_in_"):
+                    h.feature_names_in_ = first.feature_names_in_
+                h.mean_, h.scale_ = mean, scale
+                h.w1_, h.b1_, h.w2_, h.b2_ = state["w1"], state["b1"], state["w2"], state["b2"]
+                h.classes_ = classes
+                h.n_epochs_, h.best_val_loss_ = n_epochs, best
+        return heads
 
     def logits(self, X) -> np.ndarray:
         check_is_fitted(self)
