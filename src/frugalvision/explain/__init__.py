@@ -97,9 +97,8 @@ def resolve_classes(spec, proba: np.ndarray, classes: list, true_label=None) -> 
     raise DataError(f"Unknown class selector '{s}'. Use top1, top2, topK, all, true, or a class name: {classes}.")
 
 
-def explain_images(model, paths, *, cls="top2", method: str = "auto", labels=None, engine: str = "auto",
-                   cache_dir=None, batch_size: int = 16) -> tuple[list[Explanation], list[tuple[str, str]]]:
-    """Explanations for many images (one backbone pass each) and the files that failed."""
+def checked_method(model, method: str) -> str:
+    """The concrete method for this model ('auto' resolved), or a DataError saying why it can't work."""
     if method not in METHODS:
         raise DataError(f"Unknown method '{method}'. Choose one of {', '.join(METHODS)}.")
     method = resolve_method(model, method)
@@ -109,37 +108,56 @@ def explain_images(model, paths, *, cls="top2", method: str = "auto", labels=Non
     if method == "cam" and not hasattr(model.head, "coef_"):
         raise DataError(f"Exact CAM needs a linear head; this model's head is {type(model.head).__name__}. "
                         f"Use method='gradcam' (--method gradcam).")
+    return method
+
+
+def explain_images(model, paths, *, cls="top2", method: str = "auto", labels=None, engine: str = "auto",
+                   cache_dir=None, batch_size: int = 16) -> tuple[list[Explanation], list[tuple[str, str]]]:
+    """Explanations for many images (one backbone pass each) and the files that failed."""
+    method = checked_method(model, method)
     ex = model.extractor(engine=engine, cache_dir=cache_dir, progress=False)
     pre = ex.preprocessing
-    classes = model.classes
     out, failed = [], []
     paths = [str(p) for p in paths]
     labels = list(labels) if labels is not None else [None] * len(paths)
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
         decoded = [decode_for_input(p, pre["input_size"], pre["crop_pct"], pre["interpolation"]) for p in chunk]
-        good = [i for i, d in enumerate(decoded) if d.array is not None]
         failed.extend((chunk[i], d.error) for i, d in enumerate(decoded) if d.array is None)
-        if not good:
-            continue
-        arrays = np.stack([decoded[i].array for i in good])
-        fmaps, emb = ex.engine.run(arrays, maps=True)
-        proba = model.predict_proba_embeddings(emb)
-        picks = [resolve_classes(cls, proba[j], classes, labels[start + i]) for j, i in enumerate(good)]
-        width = max(len(p) for p in picks)
-        picks = [p + [p[-1]] * (width - len(p)) for p in picks]
-        if method == "cam":
-            allmaps = class_activation_maps(fmaps, model.head.coef_)
-            maps = np.stack([allmaps[j, picks[j]] for j in range(len(good))])
-        else:
-            maps = gradient_cams(_torch_backbone(model), model.head, arrays, picks, method)
-        for j, i in enumerate(good):
-            k = len(resolve_classes(cls, proba[j], classes, labels[start + i]))
-            out.append(Explanation(
-                path=chunk[i], class_names=[classes[c] for c in picks[j][:k]], maps=maps[j, :k],
-                probabilities={c: float(p) for c, p in zip(classes, proba[j])}, box=decoded[i].box,
-                size=decoded[i].size, method=method, input=arrays[j]))
+        out.extend(explain_decoded(model, ex.engine, chunk, decoded, cls=cls, method=method,
+                                   labels=labels[start:start + batch_size])[0])
     return out, failed
+
+
+def explain_decoded(model, engine, paths, decoded, *, cls="top2", method: str = "cam", labels=None):
+    """One backbone pass over already-decoded images: ``(explanations, embeddings)`` of the readable ones.
+
+    ``method`` is resolved ("cam" or a Grad-CAM variant); ``decoded`` holds :class:`DecodedInput` s.
+    """
+    classes = model.classes
+    labels = list(labels) if labels is not None else [None] * len(paths)
+    good = [i for i, d in enumerate(decoded) if d.array is not None]
+    if not good:
+        return [], np.zeros((0, model.spec.embed_dim), np.float32)
+    arrays = np.stack([decoded[i].array for i in good])
+    fmaps, emb = engine.run(arrays, maps=True)
+    proba = model.predict_proba_embeddings(emb)
+    picks = [resolve_classes(cls, proba[j], classes, labels[i]) for j, i in enumerate(good)]
+    width = max(len(p) for p in picks)
+    padded = [p + [p[-1]] * (width - len(p)) for p in picks]
+    if method == "cam":
+        allmaps = class_activation_maps(fmaps, model.head.coef_)
+        maps = np.stack([allmaps[j, padded[j]] for j in range(len(good))])
+    else:
+        maps = gradient_cams(_torch_backbone(model), model.head, arrays, padded, method)
+    out = []
+    for j, i in enumerate(good):
+        k = len(picks[j])
+        out.append(Explanation(
+            path=str(paths[i]), class_names=[classes[c] for c in picks[j]], maps=maps[j, :k],
+            probabilities={c: float(p) for c, p in zip(classes, proba[j])}, box=decoded[i].box,
+            size=decoded[i].size, method=method, input=arrays[j]))
+    return out, emb
 
 
 def _torch_backbone(model):
