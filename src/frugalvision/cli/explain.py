@@ -7,7 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from ._common import CacheDir, Engine, Overwrite, echo_paths
+from ._common import (CacheDir, Overwrite, RayActors, RayAddress, RayCpus, RayShard, RunEngine, echo_paths,
+                      ray_batch)
 
 
 def _methods() -> str:
@@ -25,7 +26,9 @@ def register(app: typer.Typer) -> None:
         classes: str = typer.Option("top2", "--classes", help="top1, top2, topK, all, or comma-separated class names."),
         method: str = typer.Option("auto", "--method", help="auto (cam for linear heads, else gradcam), cam, gradcam, gradcam++, layercam, scorecam."),
         colorbar: bool = typer.Option(False, "--colorbar", help="Add a colour bar to each panel."),
-        engine: str = Engine, cache_dir: Optional[Path] = CacheDir, overwrite: bool = Overwrite,
+        engine: str = RunEngine, cache_dir: Optional[Path] = CacheDir, overwrite: bool = Overwrite,
+        address: Optional[str] = RayAddress, actors: Optional[int] = RayActors, cpus_per_actor: float = RayCpus,
+        shard_size: int = RayShard,
     ):
         """Class activation maps: where the model looks for its top classes, mapped onto the original image."""
         from ..data.discover import list_image_files
@@ -34,8 +37,12 @@ def register(app: typer.Typer) -> None:
 
         if method not in METHODS:
             raise typer.BadParameter(f"--method must be one of {_methods()}, got {method!r}.")
-        m = load_model(model)
         cls = classes.split(",") if "," in classes else classes
+        if engine == "ray":  # one panel PNG per image under OUT/cams/, predictions in OUT/part-*.parquet
+            ray_batch(model, paths, out, address=address, actors=actors, cpus_per_actor=cpus_per_actor,
+                      shard_size=shard_size, engine_kw={"cache_dir": cache_dir}, cams=(cls, method), overwrite=overwrite)
+            return
+        m = load_model(model)
         files = list_image_files(paths)
         w = write_explanations(m, files, out, cls=cls, method=method, colorbar=colorbar, overwrite=overwrite,
                                engine=engine, cache_dir=cache_dir)

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ._common import CacheDir, Engine, Overwrite, Quiet
+from ._common import CacheDir, Overwrite, Quiet, RayActors, RayAddress, RayCpus, RayShard, RunEngine, ray_batch
 
 
 def register(app: typer.Typer) -> None:
@@ -17,12 +17,30 @@ def register(app: typer.Typer) -> None:
         paths: List[Path] = typer.Argument(..., help="Image files or folders."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="CSV to write (default: print to the terminal)."),
         top_k: int = typer.Option(2, "--top-k", "-k", help="How many labels per image."),
-        engine: str = Engine, cache_dir: Optional[Path] = CacheDir, quiet: bool = Quiet, overwrite: bool = Overwrite,
+        engine: str = RunEngine, cache_dir: Optional[Path] = CacheDir, quiet: bool = Quiet, overwrite: bool = Overwrite,
+        address: Optional[str] = RayAddress, actors: Optional[int] = RayActors, cpus_per_actor: float = RayCpus,
+        shard_size: int = RayShard,
+        embeddings: bool = typer.Option(False, "--embeddings", help="With --engine ray: add each image's embedding."),
+        cams: bool = typer.Option(False, "--cams", help="With --engine ray: also write a CAM panel PNG (top-1, top-2) per image."),
     ):
-        """Predict labels: CSV path,label,probability,top2_label,top2_probability,...,error."""
+        """Predict labels: CSV path,label,probability,top2_label,top2_probability,...,error.
+
+        With --engine ray: Parquet shards in the --out folder (same columns, plus all probabilities,
+        and embeddings / CAM PNGs when asked); a re-run skips finished shards.
+        """
         from .._io import refuse_overwrite, write_text
         from ..model import load_model
 
+        if engine == "ray":
+            if out is None:
+                raise typer.BadParameter("--engine ray writes Parquet shards to a folder: pass --out FOLDER.")
+            ray_batch(model, paths, out, address=address, actors=actors, cpus_per_actor=cpus_per_actor,
+                      shard_size=shard_size, engine_kw={"cache_dir": cache_dir}, top_k=top_k, embeddings=embeddings,
+                      cams=("top2", "auto") if cams else None, progress=not quiet, overwrite=overwrite)
+            return
+        if embeddings or cams:
+            raise typer.BadParameter("--embeddings and --cams go with --engine ray (Parquet output); locally, use "
+                                     "frugalvision explain for CAMs and the Python API (Model.embed) for embeddings.")
         if out is not None:
             refuse_overwrite(out, overwrite, "predictions file")
         m = load_model(model)

@@ -193,8 +193,8 @@ def display_image(source, longest: int = 320, max_pixels: int | None = None) -> 
     return np.asarray(img)
 
 
-def _panel_parts(e: Explanation, true_label=None, longest: int = 320):
-    image = display_image(e.path, longest)
+def _panel_parts(e: Explanation, true_label=None, longest: int = 320, source=None):
+    image = display_image(e.path if source is None else source, longest)
     size = (image.shape[1], image.shape[0])
     overlays = [overlay(image, e.heat(i, size)) for i in range(len(e.class_names))]
     ranks = sorted(e.probabilities, key=e.probabilities.get, reverse=True)
@@ -206,11 +206,14 @@ def _panel_parts(e: Explanation, true_label=None, longest: int = 320):
     return image, overlays, titles, heading
 
 
-def render_panel(e: Explanation, *, true_label=None, colorbar: bool = False) -> bytes:
-    """PNG: image | overlay per explained class, each titled with label and probability."""
+def render_panel(e: Explanation, *, true_label=None, colorbar: bool = False, source=None) -> bytes:
+    """PNG: image | overlay per explained class, each titled with label and probability.
+
+    ``source``: the image's bytes when ``e.path`` is not a local file (e.g. an object-store URI).
+    """
     from .panels import panel_png
 
-    image, overlays, titles, heading = _panel_parts(e, true_label)
+    image, overlays, titles, heading = _panel_parts(e, true_label, source=source)
     return panel_png(image, overlays, titles, heading=heading, colorbar=colorbar)
 
 
