@@ -55,14 +55,16 @@ def photos_1080p(root: Path, n: int, quality: int = 85, seed: int = 0) -> list[s
     out = []
     for i in range(n):
         p = root / f"photo_{i:05d}.jpg"
+        src = sources[i % len(sources)]
+        h, w = src.shape[:2]
+        # Draw every random number even for files made by an earlier run, so photo i is always the same.
+        ch, cw = int(h * rng.uniform(0.6, 1)), int(w * rng.uniform(0.6, 1))
+        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        shift, flip = rng.integers(-20, 21, size=3), rng.random() < 0.5
         if not p.exists():
-            src = sources[i % len(sources)]
-            h, w = src.shape[:2]
-            ch, cw = int(h * rng.uniform(0.6, 1)), int(w * rng.uniform(0.6, 1))
-            y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
             img = Image.fromarray(src[y:y + ch, x:x + cw]).resize((1920, 1080), Image.Resampling.BICUBIC)
-            arr = np.asarray(img).astype(np.int16) + rng.integers(-20, 21, size=3)
-            if rng.random() < 0.5:
+            arr = np.asarray(img).astype(np.int16) + shift
+            if flip:
                 arr = arr[:, ::-1]
             Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(p, quality=quality)
         out.append(str(p))

@@ -13,6 +13,7 @@ Sections (all on this machine, same images for every contender):
   fastai    fastai vision_learner(...).fine_tune(1) on the same images, same pretrained backbone
   scaling   wall time and peak RSS of extraction for 1k, 2k, 5k, 10k images (each in a fresh process)
   grid      head grid search, 50 configurations with 3-fold CV (racing and full), on 10k cached embeddings
+  ray       --engine ray on this node vs the local engine on the same 2k images; cluster size for 10 M/hour
   cam       CAM cost beyond the backbone pass, ms per image per class
   serve     p50 latency of POST /predict for one 1080p JPEG (50 sequential requests)
 """
@@ -239,6 +240,69 @@ def section_grid(work: Path, quick: bool) -> dict:
     return out
 
 
+def section_ray(work: Path, quick: bool) -> dict:
+    """--engine ray on this one node vs the local engine, same images, cold caches; then a cluster-size estimate."""
+    import shutil
+
+    import pandas as pd
+    import ray
+
+    import frugalvision as fv
+    from frugalvision.distributed import run_batch
+
+    n = 500 if quick else 2000
+    items = datasets.fashion_pngs(work / "png", n)
+    files = [p for p, _ in items]
+    jpgs = datasets.photos_1080p(work / "jpg1080", 200 if quick else 600)
+    model_dir = work / "ray-model"
+    if not (model_dir / "model.safetensors").exists():
+        fv.train(pd.DataFrame({"path": files[:400], "label": [lab for _, lab in items[:400]]}), out=model_dir,
+                 cache_dir=work / "cache-ray-train", progress=False)
+    model = fv.load_model(model_dir)
+    model.extractor(cache_dir=work / "cache-ray-train", progress=False).engine  # ONNX export outside the timing
+    out = {"n": n}
+    for name, imgs in (("png_28px", files), ("jpeg_1080p", jpgs)):
+        cache = work / f"cache-ray-local-{name}"
+        shutil.rmtree(cache, ignore_errors=True)
+        shutil.copytree(work / "cache-ray-train" / "onnx", cache / "onnx")  # a cold embedding cache, same ONNX file
+        t = time.perf_counter()
+        local = model.predict(imgs, progress=False, cache_dir=cache)
+        t_local = time.perf_counter() - t
+        t = time.perf_counter()
+        ray.init(num_cpus=os.cpu_count(), object_store_memory=256 * 2 ** 20, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+        t_start = time.perf_counter() - t
+        dest = work / f"ray-out-{name}"
+        shutil.rmtree(dest, ignore_errors=True)
+        try:
+            t = time.perf_counter()
+            res = run_batch(model, imgs, dest, shard_size=max(50, len(imgs) // 16), cache_dir=work / "cache-ray-train",
+                            progress=False)
+            t_ray = time.perf_counter() - t
+        finally:
+            ray.shutdown()
+        got = pd.read_parquet(dest / "predictions").set_index("path").loc[local["path"]]
+        same = float((got["label"].to_numpy() == local["label"].to_numpy()).mean())
+        r = {"images": len(imgs), "local_s": t_local, "local_img_per_s": len(imgs) / t_local, "ray_s": t_ray,
+             "ray_img_per_s": len(imgs) / t_ray, "ray_start_s": t_start, "overhead_pct": 100 * (t_ray / t_local - 1),
+             "overhead_with_start_pct": 100 * ((t_ray + t_start) / t_local - 1), "same_labels": same,
+             "actors": res.actors}
+        out[name] = r
+        log(f"ray vs local, {len(imgs)} {name}: local {r['local_img_per_s']:.1f} img/s ({t_local:.1f} s), ray "
+            f"{r['ray_img_per_s']:.1f} img/s ({t_ray:.1f} s, {res.actors} actors) -> overhead "
+            f"{r['overhead_pct']:.0f} % (+ {t_start:.1f} s to start Ray: {r['overhead_with_start_pct']:.0f} %); "
+            f"same labels {100 * same:.1f} %")
+    # Cluster size for 10 M social-network photos (~1080p JPEG) in one hour, from the measured per-core cost.
+    cores = os.cpu_count() or 1
+    per_core = out["jpeg_1080p"]["ray_img_per_s"] / cores
+    need = 10_000_000 / 3600 / per_core
+    out["estimate_10M_per_hour"] = {"img_per_s_per_core": per_core, "cores": need, "nodes_16_cores": need / 16}
+    log(f"estimate: 10 M 1080p JPEGs in 1 h need 2,778 img/s; at {per_core:.1f} img/s per core (measured, Ray, "
+        f"1080p) that is {need:.0f} cores, e.g. {np.ceil(need / 16):.0f} nodes of 16 cores, assuming linear "
+        f"scaling and storage that serves ~{2778 * 0.3:.0f} MB/s (300 KB per photo)")
+    return out
+
+
 def section_cam(work: Path, quick: bool) -> dict:
     from frugalvision.explain.cam import class_activation_maps
 
@@ -295,7 +359,7 @@ def section_serve(work: Path, quick: bool) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="model,extract,seed,fastai,scaling,grid,cam,serve")
+    ap.add_argument("--only", default="model,extract,seed,fastai,scaling,grid,ray,cam,serve")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--epochs", type=int, default=10, help="Epochs of the seed method.")
     ap.add_argument("--work", type=Path, default=None, help="Scratch folder (default: a temporary one).")
@@ -315,6 +379,7 @@ def main() -> None:
                "fastai": lambda: section_fastai(work, args.quick),
                "scaling": lambda: section_scaling(work, args.quick),
                "grid": lambda: section_grid(work, args.quick),
+               "ray": lambda: section_ray(work, args.quick),
                "cam": lambda: section_cam(work, args.quick),
                "serve": lambda: section_serve(work, args.quick)}
     for name in only:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..exceptions import DataError, FrugalVisionError
@@ -47,6 +47,7 @@ class BatchResult:
     failed: int
     seconds: float
     actors: int
+    timeline: list = field(default_factory=list)  # (actor pid, start s, end s) per computed shard
 
     def summary(self) -> str:
         return (f"{self.images} images in {self.shards} shards under {self.out}: computed {self.computed_shards} "
@@ -125,7 +126,7 @@ def run_batch(model, sources, out, *, address: str | None = None, actors: int | 
         write_inputs(out, paths, shard_size)
     n_shards = -(-len(paths) // shard_size)
     pending = [k for k in range(n_shards) if not shard_file(out, k).exists()]
-    done = {"computed_shards": 0, "computed_images": 0, "failed": 0, "actors": 0}
+    done = {"computed_shards": 0, "computed_images": 0, "failed": 0, "actors": 0, "timeline": []}
     if pending:
         # Build (export) the engine once here, so that actors on this machine find the ONNX file.
         m.extractor(engine=engine, cache_dir=cache_dir, progress=False).engine
@@ -135,7 +136,8 @@ def run_batch(model, sources, out, *, address: str | None = None, actors: int | 
                            n_images=min(len(paths), len(pending) * shard_size))
     failed = _count_failed(out, n_shards)
     result = BatchResult(str(out), len(paths), n_shards, done["computed_shards"], n_shards - len(pending),
-                         done["computed_images"], failed, time.perf_counter() - t0, done["actors"])
+                         done["computed_images"], failed, time.perf_counter() - t0, done["actors"],
+                         done["timeline"])
     from .._io import write_text
 
     write_text(out / RUN_FILE, json.dumps({"job": identity, "last_run": asdict(result)}, indent=2))
@@ -173,13 +175,15 @@ def _run_on_ray(m, out, pending, *, address, actors, cpus_per_actor, batch_size,
         ds = ray.data.from_items([{"shard": k} for k in pending], override_num_blocks=len(pending))
         ds = ds.map_batches(ShardWorker, fn_constructor_kwargs=kwargs, batch_size=1,
                             compute=ray.data.ActorPoolStrategy(size=pool), num_cpus=cpus_per_actor)
-        done = {"computed_shards": 0, "computed_images": 0, "failed": 0, "actors": pool}
+        done = {"computed_shards": 0, "computed_images": 0, "failed": 0, "actors": pool, "timeline": []}
+        t0 = time.time()
         with tqdm(total=n_images, unit="img", desc="Ray", disable=not progress, dynamic_ncols=True) as bar:
             for row in ds.iter_rows():
                 done["computed_shards"] += 1
                 done["computed_images"] += int(row["images"])
                 done["failed"] += int(row["failed"])
                 bar.update(int(row["images"]))
+                done["timeline"].append((int(row["pid"]), row["started"] - t0, row["finished"] - t0))
         return done
     finally:
         if started:

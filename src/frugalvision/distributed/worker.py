@@ -7,8 +7,8 @@ exists is complete, which is what makes re-runs skip it.
 
 from __future__ import annotations
 
-import io
 import json
+import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -94,8 +94,8 @@ def label_images(model, engine, decoder, paths: list[str], *, top_k: int = 2, em
 class ShardWorker:
     """The callable class given to ``Dataset.map_batches``: one instance per actor, model loaded once.
 
-    Each input row is a shard number; the output row says what was done (images, failures,
-    seconds), never the predictions themselves, so results don't pass through Ray's object store.
+    Each input row is a shard number; the output row says what was done (images, failures, start and
+    end time, process), never the predictions themselves, so results don't pass through Ray's object store.
     """
 
     def __init__(self, model_path: str, out: str, *, top_k: int = 2, embeddings: bool = False, cams=None,
@@ -109,11 +109,11 @@ class ShardWorker:
         self.out, self.top_k, self.embeddings, self.cams, self.batch_size = out, top_k, embeddings, cams, batch_size
 
     def __call__(self, batch: dict) -> dict:
-        rows = {"shard": [], "images": [], "failed": [], "seconds": []}
+        rows = {"shard": [], "images": [], "failed": [], "started": [], "finished": [], "pid": []}
         for shard in batch["shard"]:
-            t = time.perf_counter()
+            t = time.time()
             n, bad = self.run_shard(int(shard))
-            for k, v in zip(rows, (int(shard), n, bad, time.perf_counter() - t)):
+            for k, v in zip(rows, (int(shard), n, bad, t, time.time(), os.getpid())):
                 rows[k].append(v)
         return {k: np.asarray(v) for k, v in rows.items()}
 
