@@ -105,3 +105,15 @@ def test_without_ray_the_flag_names_the_extra(trained, shapes_dir, tmp_path, mon
     assert main(["predict", str(trained[1]), str(shapes_dir), "--engine", "ray", "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert "pip install 'frugalvision[ray]'" in err and len(err.strip().splitlines()) <= 2
+
+
+def test_overwrite_replaces_a_previous_job_with_the_new_inputs(trained, shapes_dir, tmp_path, local_ray):
+    from frugalvision.distributed import read_results, run_batch
+
+    _, model_path = trained
+    out = tmp_path / "job"
+    run_batch(model_path, [shapes_dir / "circle"], out, shard_size=8, progress=False)
+    res = run_batch(model_path, [shapes_dir / "square"], out, shard_size=8, progress=False, overwrite=True)
+    df = read_results(out)
+    assert res.computed_shards == res.shards and len(df) == res.images
+    assert df["path"].str.contains("/square/").all()

@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
         views: int = typer.Option(0, "--views", help="Augmented views per training image (embeddings cached)."),
         balance_by_augmentation: bool = typer.Option(False, "--balance-by-augmentation", help="More views for minority classes."),
         finetune: Optional[str] = typer.Option(None, "--finetune", help="'last-stage' or 'N-stages': also train the backbone's last stage(s)."),
-        epochs: int = typer.Option(12, "--epochs", help="Fine-tuning epochs (with early stopping)."),
+        epochs: int = typer.Option(24, "--epochs", help="Fine-tuning epochs (with early stopping)."),
         val_size: float = typer.Option(0.15, help="Validation fraction (stratified, seeded)."),
         test_size: float = typer.Option(0.15, help="Test fraction when the data has no test/ folder."),
         seed: int = typer.Option(0, help="Seed for the split."),
@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
             from ..finetune import finetune as run_finetune
 
             model = run_finetune(data, backbone=backbone, weights=weights, stages=finetune, out=out, epochs=epochs,
-                                 views=views or 4, augment=augment or "light", seed=seed, engine=engine,
+                                 views=views or 8, augment=augment or "light", seed=seed, engine=engine,
                                  cache_dir=cache_dir, progress=not quiet, overwrite=overwrite)
             f = model.finetune_
             typer.echo(f"Fine-tuned {', '.join(f['trainable'])} for {f['epochs_run']} epochs (best epoch "

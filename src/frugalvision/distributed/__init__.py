@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..exceptions import DataError, FrugalVisionError
-from .inputs import INPUTS_FILE, fingerprint, list_inputs, read_inputs, write_inputs
+from .inputs import INPUTS_FILE, fingerprint, list_inputs, write_inputs
 from .worker import PREDICTIONS, ShardWorker, label_images, shard_file
 
 __all__ = ["run_batch", "read_results", "BatchResult", "require_ray", "ShardWorker", "label_images"]
@@ -79,6 +79,7 @@ def _prepare_out(out: Path, identity: dict, overwrite: bool) -> None:
         for p in (out / PREDICTIONS).glob("part-*.parquet"):
             p.unlink()
         shutil.rmtree(out / "cams", ignore_errors=True)
+        (out / INPUTS_FILE).unlink(missing_ok=True)
     elif any(out.iterdir()) and not overwrite:
         raise DataError(f"'{out}' is not empty and was not written by a frugalvision batch job. Use an empty or "
                         f"new folder for --out.")
@@ -122,7 +123,7 @@ def run_batch(model, sources, out, *, address: str | None = None, actors: int | 
     paths = list_inputs(sources)
     identity = _job_identity(m, paths, shard_size=shard_size, top_k=top_k, embeddings=embeddings, cams=cams)
     _prepare_out(out, identity, overwrite)
-    if not (out / INPUTS_FILE).exists() or read_inputs(out) != paths:
+    if not (out / INPUTS_FILE).exists():  # else it is this job's list: _prepare_out compared fingerprints
         write_inputs(out, paths, shard_size)
     n_shards = -(-len(paths) // shard_size)
     pending = [k for k in range(n_shards) if not shard_file(out, k).exists()]

@@ -87,9 +87,5 @@ def write_inputs(out: Path, paths: list[str], shard_size: int) -> None:
         pq.write_table(pa.table({"path": paths}), fh, row_group_size=shard_size)
 
 
-def read_inputs(out: Path) -> list[str]:
-    return pq.read_table(out / INPUTS_FILE, columns=["path"]).column("path").to_pylist()
-
-
 def read_shard_paths(out: str, shard: int) -> list[str]:
     return pq.ParquetFile(Path(out) / INPUTS_FILE).read_row_group(shard, columns=["path"]).column("path").to_pylist()
