@@ -71,12 +71,6 @@ def photos_1080p(root: Path, n: int, quality: int = 85, seed: int = 0) -> list[s
     return out
 
 
-def peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def cpu_info() -> dict:
     return {"cpus": os.cpu_count(), "model": _cpu_model()}
 

@@ -89,7 +89,7 @@ def _prepare_out(out: Path, identity: dict, overwrite: bool) -> None:
 
 
 def run_batch(model, sources, out, *, address: str | None = None, actors: int | None = None,
-              cpus_per_actor: float = 1, shard_size: int = 1024, batch_size: int = 16, top_k: int = 2,
+              cpus_per_actor: float = 1, shard_size: int = 1024, batch_size: int = 8, top_k: int = 2,
               embeddings: bool = False, cams=None, engine: str = "auto", cache_dir=None,
               object_store_mb: int = 256, progress: bool = True, overwrite: bool = False) -> BatchResult:
     """Label (and optionally embed / explain) images on Ray; see the module docstring.
