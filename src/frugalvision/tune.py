@@ -4,8 +4,8 @@ Each configuration is a plain dict, e.g. ``{"head": "linear", "C": 0.01, "class_
 or ``{"head": "mlp", "hidden": 256, "dropout": 0.2, "weight_decay": 1e-3, "lr": 1e-3,
 "batch_size": 256}``; ``tune`` adds ``views`` (augmented views per training image) and
 ``backbone``. Test rows never enter the search. On each fold, all configurations of one head kind
-are fitted together by the stacked solvers of :mod:`frugalvision.heads` (one pass over the rows
-serves every configuration), so a 50-configuration grid costs seconds per fold.
+are fitted together by the heads' ``fit_many`` (MLPs share one first-layer product, linear heads a
+warm-started C path), so a 50-configuration grid costs seconds per fold.
 """
 
 from __future__ import annotations

@@ -16,6 +16,22 @@ def softmax(z: np.ndarray) -> np.ndarray:
 class SoftmaxHeadMixin:
     """Subclasses implement ``logits(X)``; the scikit-learn prediction methods follow from it."""
 
+    @staticmethod
+    def _validate_for_all(heads: list, X, y, **kw):
+        """Validate ``(X, y)`` once for several heads fitted on the same rows (``fit_many``), and give every
+        head the input attributes scikit-learn's validation sets (``n_features_in_``, ``feature_names_in_``)."""
+        from sklearn.utils.multiclass import check_classification_targets
+        from sklearn.utils.validation import validate_data
+
+        first = heads[0]
+        X, y = validate_data(first, X, y, **kw)
+        check_classification_targets(y)
+        for h in heads[1:]:
+            h.n_features_in_ = first.n_features_in_
+            if hasattr(first, "feature_names_in_"):
+                h.feature_names_in_ = first.feature_names_in_
+        return X, y
+
     def decision_function(self, X):
         """scikit-learn convention: ``(n_samples,)`` for 2 classes, else ``(n_samples, n_classes)``."""
         z = self.logits(X)

@@ -17,7 +17,6 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_sample_weight
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._base import SoftmaxHeadMixin, softmax
@@ -78,23 +77,19 @@ class LinearHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
 
     @classmethod
     def fit_many(cls, heads: list, X, y, sample_weight=None, init=None) -> list:
-        """Fit several unfitted ``LinearHead`` s (e.g. a C path) on the same rows in one solver pass.
+        """Fit several unfitted ``LinearHead`` s (e.g. a C path) on the same rows.
 
-        Each head ends exactly as ``head.fit(X, y)`` would leave it, within the solver tolerance; the
-        stacked solve reads X once per step for all heads, so 26 heads cost a few single fits.
+        Each head ends as ``head.fit(X, y)`` would leave it, within the solver tolerance. The rows are
+        standardised once; C values are solved from small to large, each warm-started from the previous
+        one, and heads sharing a C but not their row weights are solved in one pass over X.
         ``init``: ``(coefs, intercepts)`` on standardised features, one per head, to warm-start.
         """
-        first = heads[0]
-        X, y = validate_data(first, X, y, dtype=np.float64, ensure_min_samples=2)
-        check_classification_targets(y)
+        X, y = cls._validate_for_all(heads, X, y, dtype=np.float64, ensure_min_samples=2)
         for h in heads:
             if not (isinstance(h.C, (int, float)) and h.C > 0):
                 raise ValueError(f"C must be a positive number, got {h.C!r}.")
             if h.solver not in ("lbfgs", "sklearn"):
                 raise ValueError(f"solver must be 'lbfgs' or 'sklearn', got {h.solver!r}.")
-            h.n_features_in_ = first.n_features_in_
-            if hasattr(first, "feature_names_in_"):
-                h.feature_names_in_ = first.feature_names_in_
         scaler = StandardScaler().fit(X, sample_weight=sample_weight)
         Xs = scaler.transform(X)
         classes, y_idx = np.unique(y, return_inverse=True)

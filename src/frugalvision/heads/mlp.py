@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._torch_fit import fit_mlp
@@ -59,9 +58,7 @@ class MLPHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
     def fit_many(cls, heads: list, X, y) -> list:
         """Fit several unfitted ``MLPHead`` s on the same rows; heads that share hidden size, batch size,
         schedule and seed train together in one stacked model (same algorithm, a fraction of the time)."""
-        first = heads[0]
-        X, y = validate_data(first, X, y, dtype=np.float32, ensure_min_samples=4)
-        check_classification_targets(y)
+        X, y = cls._validate_for_all(heads, X, y, dtype=np.float32, ensure_min_samples=4)
         classes, y_idx = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise ValueError(f"MLPHead needs at least 2 classes, got only {classes[0]!r}.")
@@ -78,9 +75,6 @@ class MLPHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
                            class_weights=[compute_class_weight(h.class_weight, classes=classes, y=y)
                                           if h.class_weight else None for h in hs])
             for h, (state, n_epochs, best) in zip(hs, fits):
-                h.n_features_in_ = first.n_features_in_
-                if hasattr(first, "feature_names_in_"):
-                    h.feature_names_in_ = first.feature_names_in_
                 h.mean_, h.scale_ = mean, scale
                 h.w1_, h.b1_, h.w2_, h.b2_ = state["w1"], state["b1"], state["w2"], state["b2"]
                 h.classes_ = classes
