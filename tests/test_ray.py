@@ -60,12 +60,14 @@ def test_predict_on_ray_equals_local_engine_reports_bad_files_and_resumes(traine
     mtimes = {p: p.stat().st_mtime_ns for p in parts}
     assert main(["predict", str(model_path), str(many_images), "--engine", "ray", "--out", str(out),
                  "--shard-size", "64", "--embeddings", "-q"]) == 0
-    assert "computed 0 shards" in capsys.readouterr().out
+    rerun = capsys.readouterr().out
+    assert "computed 0 shards" in rerun and "1 unreadable" in rerun  # counted from the shard files
     assert {p: p.stat().st_mtime_ns for p in parts} == mtimes
-    parts[2].unlink()
+    parts[0].unlink()  # the shard holding broken.png (sorted first)
     assert main(["predict", str(model_path), str(many_images), "--engine", "ray", "--out", str(out),
                  "--shard-size", "64", "--embeddings", "-q"]) == 0
-    assert "computed 1 shards (64 images)" in capsys.readouterr().out
+    again = capsys.readouterr().out
+    assert "computed 1 shards (64 images)" in again and "1 unreadable" in again  # rows + files, counted once
     pd.testing.assert_frame_equal(pd.read_parquet(out / "predictions").set_index("path").sort_index().drop(columns="embedding"),
                                   got.drop(columns="embedding"))
 

@@ -135,7 +135,8 @@ def run_batch(model, sources, out, *, address: str | None = None, actors: int | 
                            batch_size=batch_size, top_k=top_k, embeddings=embeddings, cams=cams, engine=engine,
                            cache_dir=cache_dir, object_store_mb=object_store_mb, progress=progress,
                            n_images=min(len(paths), len(pending) * shard_size))
-    failed = _count_failed(out, n_shards)
+    # Failures of the shards computed now came back in their rows; only shards done before are read.
+    failed = done["failed"] + _count_failed(out, sorted(set(range(n_shards)) - set(pending)))
     result = BatchResult(str(out), len(paths), n_shards, done["computed_shards"], n_shards - len(pending),
                          done["computed_images"], failed, time.perf_counter() - t0, done["actors"],
                          done["timeline"])
@@ -191,12 +192,12 @@ def _run_on_ray(m, out, pending, *, address, actors, cpus_per_actor, batch_size,
             ray.shutdown()
 
 
-def _count_failed(out: Path, n_shards: int) -> int:
+def _count_failed(out: Path, shards) -> int:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     total = 0
-    for k in range(n_shards):
+    for k in shards:
         col = pq.read_table(shard_file(out, k), columns=["error"]).column("error")
         total += int(pc.sum(pc.not_equal(col, "")).as_py() or 0)
     return total

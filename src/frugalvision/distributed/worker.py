@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..data.decode import DecodedInput
 from .inputs import is_uri, read_shard_paths
 
 __all__ = ["ShardWorker", "shard_file", "label_images", "PREDICTIONS"]
@@ -30,7 +31,7 @@ def shard_file(out, shard: int) -> Path:
 
 
 def _read_source(path: str):
-    """A local path as is (the decoder opens it), an object-store URI as bytes."""
+    """A local path as is (the decoder opens it), an object-store URI as bytes, or a failed DecodedInput."""
     if not is_uri(path):
         return path
     from pyarrow import fs
@@ -40,7 +41,7 @@ def _read_source(path: str):
         with filesystem.open_input_stream(key) as f:
             return f.read()
     except Exception as exc:  # reported per image, like any unreadable file
-        return SimpleNamespace(error=f"cannot read from object store ({type(exc).__name__}: {exc})")
+        return DecodedInput(None, error=f"cannot read from object store ({type(exc).__name__}: {exc})")
 
 
 def label_images(model, engine, decoder, paths: list[str], *, top_k: int = 2, embeddings: bool = False,
@@ -49,7 +50,8 @@ def label_images(model, engine, decoder, paths: list[str], *, top_k: int = 2, em
 
     ``table`` has the local ``predict`` columns (path, label, probability, top-k pairs, error) plus
     ``probabilities`` (all classes, model order) and ``embedding`` when asked. ``cams`` is None or
-    ``(class_selector, method)``; then one :class:`~frugalvision.explain.Explanation` per readable image.
+    ``(class_selector, method)``; then, per readable image, its :class:`~frugalvision.explain.Explanation`
+    and its bytes when it came from an object store (the panel draws it without reading it again).
     """
     from ..explain import explain_decoded
     from ..model import predictions_table
@@ -60,18 +62,15 @@ def label_images(model, engine, decoder, paths: list[str], *, top_k: int = 2, em
     failures, expl = [], {}
     for s in range(0, len(paths), batch_size):
         chunk = paths[s:s + batch_size]
-        decoded = []
-        for p in chunk:
-            src = _read_source(p)
-            decoded.append(decoder(src) if not isinstance(src, SimpleNamespace)
-                           else SimpleNamespace(array=None, error=src.error))
+        sources = [_read_source(p) for p in chunk]
+        decoded = [src if isinstance(src, DecodedInput) else decoder(src) for src in sources]
         good = [i for i, d in enumerate(decoded) if d.array is not None]
         failures.extend((chunk[i], d.error) for i, d in enumerate(decoded) if d.array is None)
         if not good:
             continue
         if cams is not None:
             es, e = explain_decoded(model, engine, chunk, decoded, cls=cams[0], method=cams[1])
-            expl.update({s + i: x for i, x in zip(good, es)})
+            expl.update({s + i: (x, sources[i] if isinstance(sources[i], bytes) else None) for i, x in zip(good, es)})
         else:
             e = engine.run(np.stack([decoded[i].array for i in good]))[1]
         idx = [s + i for i in good]
@@ -126,9 +125,8 @@ class ShardWorker:
                                    embeddings=self.embeddings, cams=self.cams, batch_size=self.batch_size)
         if self.cams is not None:
             names = [None] * len(paths)
-            for i, e in expl.items():
+            for i, (e, src) in expl.items():
                 rel = f"cams/{shard:06d}/{i:05d}__{_stem(paths[i])}.png"
-                src = _read_source(paths[i]) if is_uri(paths[i]) else None
                 write_bytes(Path(self.out) / rel, render_panel(e, source=src))
                 names[i] = rel
             table = table.append_column("cam", pa.array(names, type=pa.string()))
