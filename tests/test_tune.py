@@ -139,3 +139,10 @@ def test_racing_scores_finalists_on_every_fold_and_skips_the_rest():
     win = raced.table.iloc[0]
     assert win["mean_accuracy"] == full.table.set_index("config").loc[win["config"], "mean_accuracy"]
     assert win["mean_accuracy"] >= full.table["mean_accuracy"].max() - 0.01
+
+
+def test_fewer_than_two_folds_is_a_clear_error(shapes_dir, capsys):
+    from frugalvision.cli.main import main
+
+    assert main(["tune", str(shapes_dir), "--cv", "1", "-q"]) == 1
+    assert "cv must be a whole number of folds >= 2, got 1" in capsys.readouterr().err

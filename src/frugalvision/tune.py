@@ -19,6 +19,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, log_loss
 from sklearn.model_selection import StratifiedKFold
 
+from .exceptions import DataError
 from .heads import HEADS
 
 __all__ = ["default_grid", "tune_embeddings", "tune", "TuneResult", "make_head"]
@@ -93,6 +94,7 @@ def tune_embeddings(X: np.ndarray, y, grid: list[dict], *, cv: int = 5, views: d
     from tqdm.auto import tqdm
 
     y = np.asarray(y)
+    _check_cv(cv)
     t0 = time.perf_counter()
     folds = list(StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed).split(X, y))
     scores = {i: [] for i in range(len(grid))}
@@ -138,6 +140,11 @@ def tune_embeddings(X: np.ndarray, y, grid: list[dict], *, cv: int = 5, views: d
                       folds=[(len(a), len(b)) for a, b in folds])
 
 
+def _check_cv(cv) -> None:
+    if not (isinstance(cv, (int, np.integer)) and cv >= 2):
+        raise DataError(f"cv must be a whole number of folds >= 2, got {cv!r}.")
+
+
 def _std(a: np.ndarray) -> float:
     return float(a.std()) if len(a) > 1 else float("nan")
 
@@ -161,6 +168,7 @@ def tune(data, *, backbones=("efficientnet_lite0",), views=(0,), policy: str = "
     from .features.extract import Extractor
     from .training import embed_dataset, embed_views
 
+    _check_cv(cv)  # before any extraction
     grid = grid or default_grid()
     results, t0 = [], time.perf_counter()
     for bb in backbones:

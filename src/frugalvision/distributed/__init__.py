@@ -117,7 +117,7 @@ def run_batch(model, sources, out, *, address: str | None = None, actors: int | 
 
         cams = (cams[0], checked_method(m, cams[1]))
     if shard_size < 1 or batch_size < 1:
-        raise DataError("shard_size and batch_size must be positive.")
+        raise DataError(f"shard_size (--shard-size) and batch_size must be at least 1, got {shard_size} and {batch_size}.")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = list_inputs(sources)
