@@ -152,6 +152,8 @@ def finetune(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, stages="la
     from ..training import _summary, embed_dataset, train
 
     n_stages = parse_stages(stages)
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}.")
     torch.manual_seed(seed)
     out = Path(out) if out is not None else None
     if out is not None:
@@ -251,6 +253,8 @@ def finetune(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, stages="la
         state["epoch"] = epoch
         if ckpt is not None:
             _save_checkpoint(ckpt, named, best, opt, state, config)
+    if state["best_epoch"] == 0:
+        say(f"  no epoch beat the frozen backbone on validation (loss {state['start_val_loss']:.4f}): keeping it")
     # The selected weights, and a temperature from their validation logits.
     with torch.no_grad():
         for n, p in named.items():
