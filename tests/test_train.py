@@ -119,3 +119,37 @@ def test_cli_train_predict_and_errors(shapes_dir, tmp_path, capsys):
     assert main(["predict", str(out), str(shapes_dir / "circle"), "--out", str(csv), "-q"]) == 1
     assert "already exists" in capsys.readouterr().err
     assert main(["train", str(shapes_dir), "--C", "abc", "--out", str(tmp_path / "r3")]) == 2
+
+
+_PREDICT_WITHOUT_SKLEARN = """
+import sys, numpy as np
+from frugalvision.model import load_model
+m = load_model(sys.argv[1], inference_only=True)
+X = np.load(sys.argv[2])
+np.save(sys.argv[3], m.predict_proba_embeddings(X))
+cams = hasattr(m.head, "coef_")
+print("sklearn" in sys.modules, cams, repr(m))
+"""
+
+
+@pytest.mark.parametrize("head", ["linear", "mlp"])
+def test_inference_only_model_predicts_the_same_without_importing_sklearn(shapes_dir, tmp_path, head):
+    """What a Ray actor loads: numpy applies the head, scikit-learn (~1 s to import) is never imported."""
+    import subprocess
+    import sys
+
+    model = fv.train(shapes_dir, head=head, out=tmp_path / "run", progress=False)
+    X = model.data_.X[:20]
+    np.save(tmp_path / "X.npy", X)
+    out = subprocess.run([sys.executable, "-c", _PREDICT_WITHOUT_SKLEARN, str(tmp_path / "run"), str(tmp_path / "X.npy"),
+                          str(tmp_path / "p.npy")], capture_output=True, text=True, check=True).stdout.split()
+    assert out[:2] == ["False", "True" if head == "linear" else "False"]  # no sklearn; coef_ only for exact CAM
+    kind = "LinearHead" if head == "linear" else "MLPHead"
+    assert f"head={kind})" in " ".join(out)
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), model.predict_proba_embeddings(X), rtol=0, atol=1e-6)
+    # Anything else falls through to the real estimator, so the light model still saves the same file.
+    light = fv.load_model(tmp_path / "run", inference_only=True)
+    light.save(tmp_path / "again.safetensors")
+    again = fv.load_model(tmp_path / "again.safetensors")
+    assert type(again.head).__name__ == kind and again.head.get_params() == model.head.get_params()
+    np.testing.assert_allclose(again.predict_proba_embeddings(X), model.predict_proba_embeddings(X), atol=1e-6)

@@ -16,7 +16,6 @@ from .artifact import load_artifact, save_artifact, versions
 from .backbones.registry import get_spec
 from .config import cache_root
 from .exceptions import ArtifactError
-from .heads import HEADS
 
 __all__ = ["Model", "load_model"]
 
@@ -67,26 +66,35 @@ class Model:
 
     def __repr__(self) -> str:
         return (f"Model(backbone={self.meta['backbone']['name']!r}, classes={self.classes}, "
-                f"head={type(self.head).__name__})")
+                f"head={head_type(self.head)})")
 
     # -- persistence --------------------------------------------------------------------------
     def save(self, path, *, overwrite: bool = False) -> Path:
         tensors = {f"head.{k}": v for k, v in self.head.get_state().items()}
         tensors.update({f"backbone.{k}": v for k, v in self.backbone_tensors.items()})
         meta = {**self.meta, "classes": self.classes, "versions": versions(),
-                "head": {"type": type(self.head).__name__, "params": self.head.get_params()}}
+                "head": {"type": head_type(self.head), "params": self.head.get_params()}}
         self.path = save_artifact(path, tensors, meta, overwrite=overwrite)
         self.meta = meta
         return self.path
 
     @classmethod
-    def load(cls, path) -> "Model":
+    def load(cls, path, *, inference_only: bool = False) -> "Model":
+        """Read a model file; ``inference_only`` gives a numpy head that never imports scikit-learn."""
         tensors, meta = load_artifact(path)
-        head_cls = {c.__name__: c for c in HEADS.values()}.get(meta["head"]["type"])
-        if head_cls is None:
-            raise ArtifactError(f"Model head type {meta['head']['type']!r} is unknown to this frugalvision version.")
-        head = head_cls.from_state(meta["head"]["params"], {k[5:]: v for k, v in tensors.items() if k.startswith("head.")},
-                                   meta["classes"])
+        kind = meta["head"]["type"]
+        if kind not in ("LinearHead", "MLPHead"):
+            raise ArtifactError(f"Model head type {kind!r} is unknown to this frugalvision version.")
+        head_tensors = {k[5:]: v for k, v in tensors.items() if k.startswith("head.")}
+        if inference_only:
+            from .heads.inference import InferenceHead
+
+            head = InferenceHead(kind, meta["head"]["params"], head_tensors, meta["classes"])
+        else:
+            from .heads import HEADS
+
+            head_cls = {c.__name__: c for c in HEADS.values()}[kind]
+            head = head_cls.from_state(meta["head"]["params"], head_tensors, meta["classes"])
         bb = {k[9:]: v for k, v in tensors.items() if k.startswith("backbone.")}
         p = Path(path)
         return cls(head, meta, bb, p / "model.safetensors" if p.is_dir() else p)
@@ -196,6 +204,15 @@ def predictions_table(emb, probs: np.ndarray, classes: list[str], top_k: int = 2
     return pd.DataFrame(cols)
 
 
-def load_model(path) -> Model:
-    """Load a model file (or a run folder containing ``model.safetensors``)."""
-    return Model.load(path)
+def load_model(path, *, inference_only: bool = False) -> Model:
+    """Load a model file (or a run folder containing ``model.safetensors``).
+
+    ``inference_only=True`` is for processes that only predict and explain (a Ray actor): the head
+    is applied with numpy and scikit-learn is not imported (~1 s saved per process).
+    """
+    return Model.load(path, inference_only=inference_only)
+
+
+def head_type(head) -> str:
+    """The estimator class name a head is saved under (an inference-only head keeps its own)."""
+    return getattr(head, "kind", None) or type(head).__name__

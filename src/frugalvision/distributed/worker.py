@@ -101,7 +101,7 @@ class ShardWorker:
                  batch_size: int = 16, threads: int = 1, engine: str = "auto", cache_dir=None):
         from ..model import load_model
 
-        self.model = load_model(model_path)
+        self.model = load_model(model_path, inference_only=True)  # no scikit-learn import: faster actor start
         ex = self.model.extractor(engine=engine, cache_dir=cache_dir, progress=False)
         ex.threads = threads  # the actor's CPUs, not the machine's
         self.engine, self.decoder = ex.engine, ex.decoder()

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..data.decode import decode_for_input, load_rgb
 from ..exceptions import DataError, ImageDecodeError
+from ..model import head_type
 from .cam import class_activation_maps
 from .gradcam import GRADIENT_METHODS, gradient_cams
 from .overlay import normalise_map, overlay, to_image_coordinates
@@ -106,7 +107,7 @@ def checked_method(model, method: str) -> str:
         raise DataError(f"Exact CAM needs an average-pooled embedding; backbone '{model.spec.name}' is not. "
                         f"Use method='gradcam'.")
     if method == "cam" and not hasattr(model.head, "coef_"):
-        raise DataError(f"Exact CAM needs a linear head; this model's head is {type(model.head).__name__}. "
+        raise DataError(f"Exact CAM needs a linear head; this model's head is {head_type(model.head)}. "
                         f"Use method='gradcam' (--method gradcam).")
     return method
 

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SoftmaxHeadMixin", "softmax"]
+__all__ = ["SoftmaxHeadMixin", "softmax", "linear_logits", "mlp_logits"]
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+# The forward passes, on validated float arrays; the estimators and the inference-only head share them.
+def linear_logits(X: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+    return X @ coef.T + intercept
+
+
+def mlp_logits(X: np.ndarray, w1, b1, w2, b2, mean, scale) -> np.ndarray:
+    h = np.maximum(((X - mean) / scale) @ w1.T + b1, 0)
+    return (h @ w2.T + b2).astype(np.float64)
 
 
 class SoftmaxHeadMixin:

@@ -19,7 +19,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._base import SoftmaxHeadMixin, softmax
+from ._base import SoftmaxHeadMixin, linear_logits, softmax
 from ._torch_fit import fit_softmax
 
 __all__ = ["LinearHead", "softmax"]
@@ -151,7 +151,7 @@ class LinearHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
         """``(n_samples, n_classes)`` class scores; ``softmax(logits)`` is ``predict_proba``."""
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float64, reset=False)
-        return X @ self.coef_.T + self.intercept_
+        return linear_logits(X, self.coef_, self.intercept_)
 
     def torch_module(self):
         """The head as a torch ``nn.Linear`` on raw embeddings (for Grad-CAM)."""

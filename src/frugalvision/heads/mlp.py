@@ -8,7 +8,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._torch_fit import fit_mlp
-from ._base import SoftmaxHeadMixin
+from ._base import SoftmaxHeadMixin, mlp_logits
 
 __all__ = ["MLPHead"]
 
@@ -84,8 +84,7 @@ class MLPHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
     def logits(self, X) -> np.ndarray:
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float32, reset=False)
-        h = np.maximum(((X - self.mean_) / self.scale_) @ self.w1_.T + self.b1_, 0)
-        return (h @ self.w2_.T + self.b2_).astype(np.float64)
+        return mlp_logits(X, self.w1_, self.b1_, self.w2_, self.b2_, self.mean_, self.scale_)
 
     def torch_module(self):
         """The head as a torch module on raw embeddings (for Grad-CAM)."""
