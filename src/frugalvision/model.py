@@ -16,6 +16,7 @@ from .artifact import load_artifact, save_artifact, versions
 from .backbones.registry import get_spec
 from .config import cache_root
 from .exceptions import ArtifactError
+from .heads import HEAD_KINDS, head_class, head_type
 
 __all__ = ["Model", "load_model"]
 
@@ -83,7 +84,7 @@ class Model:
         """Read a model file; ``inference_only`` gives a numpy head that never imports scikit-learn."""
         tensors, meta = load_artifact(path)
         kind = meta["head"]["type"]
-        if kind not in ("LinearHead", "MLPHead"):
+        if kind not in HEAD_KINDS:
             raise ArtifactError(f"Model head type {kind!r} is unknown to this frugalvision version.")
         head_tensors = {k[5:]: v for k, v in tensors.items() if k.startswith("head.")}
         if inference_only:
@@ -91,10 +92,7 @@ class Model:
 
             head = InferenceHead(kind, meta["head"]["params"], head_tensors, meta["classes"])
         else:
-            from .heads import HEADS
-
-            head_cls = {c.__name__: c for c in HEADS.values()}[kind]
-            head = head_cls.from_state(meta["head"]["params"], head_tensors, meta["classes"])
+            head = head_class(kind).from_state(meta["head"]["params"], head_tensors, meta["classes"])
         bb = {k[9:]: v for k, v in tensors.items() if k.startswith("backbone.")}
         p = Path(path)
         return cls(head, meta, bb, p / "model.safetensors" if p.is_dir() else p)
@@ -212,7 +210,3 @@ def load_model(path, *, inference_only: bool = False) -> Model:
     """
     return Model.load(path, inference_only=inference_only)
 
-
-def head_type(head) -> str:
-    """The estimator class name a head is saved under (an inference-only head keeps its own)."""
-    return getattr(head, "kind", None) or type(head).__name__

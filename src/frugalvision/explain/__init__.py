@@ -16,7 +16,7 @@ import numpy as np
 
 from ..data.decode import decode_for_input, load_rgb
 from ..exceptions import DataError, ImageDecodeError
-from ..model import head_type
+from ..heads import head_type
 from .cam import class_activation_maps
 from .gradcam import GRADIENT_METHODS, gradient_cams
 from .overlay import normalise_map, overlay, to_image_coordinates

@@ -7,21 +7,33 @@ which takes about a second.
 
 from ._base import softmax
 
-__all__ = ["LinearHead", "MLPHead", "HEADS", "softmax"]
+__all__ = ["LinearHead", "MLPHead", "HEADS", "HEAD_KINDS", "head_class", "head_type", "softmax"]
+
+#: Head class names, as model files record them (``meta["head"]["type"]``).
+HEAD_KINDS = ("LinearHead", "MLPHead")
 
 
-def __getattr__(name: str):
-    if name == "LinearHead":
+def head_class(kind: str):
+    """The estimator class saved under ``kind`` (imports scikit-learn)."""
+    if kind == "LinearHead":
         from .linear import LinearHead
 
         return LinearHead
-    if name == "MLPHead":
+    if kind == "MLPHead":
         from .mlp import MLPHead
 
         return MLPHead
-    if name == "HEADS":
-        from .linear import LinearHead
-        from .mlp import MLPHead
+    raise ValueError(f"unknown head type {kind!r}; known: {', '.join(HEAD_KINDS)}")
 
-        return {"linear": LinearHead, "mlp": MLPHead}
+
+def head_type(head) -> str:
+    """The class name a head is saved under (an inference-only head keeps the estimator's)."""
+    return getattr(head, "kind", None) or type(head).__name__
+
+
+def __getattr__(name: str):
+    if name in HEAD_KINDS:
+        return head_class(name)
+    if name == "HEADS":
+        return {"linear": head_class("LinearHead"), "mlp": head_class("MLPHead")}
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

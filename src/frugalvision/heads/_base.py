@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SoftmaxHeadMixin", "softmax", "linear_logits", "mlp_logits"]
+__all__ = ["SoftmaxHeadMixin", "softmax", "linear_logits", "mlp_logits", "MLP_STATE"]
+
+#: The arrays an MLP head is saved as (``<name>_`` attributes on the estimator), in ``mlp_logits`` order.
+MLP_STATE = ("w1", "b1", "w2", "b2", "mean", "scale")
 
 
 def softmax(z: np.ndarray) -> np.ndarray:

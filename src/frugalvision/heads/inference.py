@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._base import linear_logits, mlp_logits, softmax
+from ._base import MLP_STATE, linear_logits, mlp_logits, softmax
 
 __all__ = ["InferenceHead"]
-
-_MLP_KEYS = ("w1", "b1", "w2", "b2", "mean", "scale")
 
 
 class InferenceHead:
     """A saved ``LinearHead`` or ``MLPHead`` (``kind`` is the class name), for prediction only."""
 
     def __init__(self, kind: str, params: dict, tensors: dict, classes):
-        if kind not in ("LinearHead", "MLPHead"):
-            raise ValueError(f"unknown head type {kind!r}")
+        from . import HEAD_KINDS
+
+        if kind not in HEAD_KINDS:
+            raise ValueError(f"unknown head type {kind!r}; known: {', '.join(HEAD_KINDS)}")
         self.kind, self.params, self._tensors = kind, dict(params), dict(tensors)
         self.classes_ = np.asarray(classes)
         self._estimator = None
@@ -31,7 +31,7 @@ class InferenceHead:
             self.intercept_ = np.asarray(tensors["intercept"], dtype=np.float64)
             self.n_features_in_ = self.coef_.shape[1]
         else:
-            self._mlp = [np.asarray(tensors[k], dtype=np.float32) for k in _MLP_KEYS]
+            self._mlp = [np.asarray(tensors[k], dtype=np.float32) for k in MLP_STATE]
             self.n_features_in_ = self._mlp[0].shape[1]
 
     def logits(self, X) -> np.ndarray:
@@ -51,10 +51,9 @@ class InferenceHead:
     def estimator(self):
         """The scikit-learn estimator this head was saved from (imports scikit-learn)."""
         if self._estimator is None:
-            from . import HEADS
+            from . import head_class
 
-            cls = {c.__name__: c for c in HEADS.values()}[self.kind]
-            self._estimator = cls.from_state(self.params, self._tensors, self.classes_)
+            self._estimator = head_class(self.kind).from_state(self.params, self._tensors, self.classes_)
         return self._estimator
 
     def __getattr__(self, name: str):

@@ -8,7 +8,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._torch_fit import fit_mlp
-from ._base import SoftmaxHeadMixin, mlp_logits
+from ._base import MLP_STATE, SoftmaxHeadMixin, mlp_logits
 
 __all__ = ["MLPHead"]
 
@@ -103,12 +103,12 @@ class MLPHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
 
     def get_state(self) -> dict:
         check_is_fitted(self)
-        return {k: np.asarray(getattr(self, f"{k}_"), dtype=np.float32) for k in ("w1", "b1", "w2", "b2", "mean", "scale")}
+        return {k: np.asarray(getattr(self, f"{k}_"), dtype=np.float32) for k in MLP_STATE}
 
     @classmethod
     def from_state(cls, params: dict, tensors: dict, classes) -> "MLPHead":
         head = cls(**params)
-        for k in ("w1", "b1", "w2", "b2", "mean", "scale"):
+        for k in MLP_STATE:
             setattr(head, f"{k}_", np.asarray(tensors[k], dtype=np.float32))
         head.classes_ = np.asarray(classes)
         head.n_features_in_ = head.w1_.shape[1]
