@@ -47,6 +47,9 @@ def test_finetune_resumes_after_kill_and_round_trips(shapes_dir, tmp_path):
     f = model.finetune_
     assert f["resumed_from_epoch"] == 1 and f["epochs_run"] == 3
     assert f["best_epoch"] >= 1
+    # The reported validation accuracy is the fine-tuned network's at the selected epoch.
+    assert model.training_["validation"]["accuracy"] == pytest.approx(f["history"][f["best_epoch"] - 1]["val_accuracy"])
+    assert set(model.training_["validation"]["per_class"]) == set(model.classes)
     assert [h["epoch"] for h in f["history"]] == [1, 2, 3]
     assert f["trainable"][0] == "blocks.6" and "conv_head" in f["trainable"]
     # The fine-tuned backbone really changed, and the file carries it.

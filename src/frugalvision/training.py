@@ -224,12 +224,14 @@ def _choose_C(C, X_tr, y_tr, X_va, y_va, head, class_weight, seed):
     return best["C"], curve
 
 
-def _summary(td: TrainingData, est, source) -> dict:
+def _summary(td: TrainingData, est, source, val_pred=None) -> dict:
+    """Counts, skipped files and validation accuracy; ``val_pred`` replaces ``est.predict`` on the frozen
+    validation embeddings (a fine-tuned model predicts from its own network's embeddings)."""
     counts = td.table.groupby(["split", "label"]).size().unstack(fill_value=0)
     val = {}
     X_va, y_va, _ = td.part("val")
     if len(y_va):
-        pred = est.predict(X_va)
+        pred = est.predict(X_va) if val_pred is None else np.asarray(val_pred)
         val = {"accuracy": float(np.mean(pred == y_va)),
                "per_class": {c: float(np.mean(pred[y_va == c] == c)) for c in est.classes_ if (y_va == c).any()}}
     return {

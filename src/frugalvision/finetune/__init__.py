@@ -261,7 +261,8 @@ def finetune(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, stages="la
             p.copy_(best[n])
     from ..evaluate.calibration import fit_temperature
 
-    temperature = fit_temperature(_validate(split, head, act_va, y_va, shape)[2], y_va)
+    val_logits = _validate(split, head, act_va, y_va, shape)[2]
+    temperature = fit_temperature(val_logits, y_va)
     # 4. Final weights -> a Model with fine-tuned backbone tensors and a linear head (exact CAM still works).
     tensors = {k: v.detach().numpy().copy() for k, v in bb.model.state_dict().items()}
     digest = hashlib.sha256(b"".join(tensors[k].tobytes() for k in sorted(tensors))).hexdigest()[:16]
@@ -280,10 +281,8 @@ def finetune(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, stages="la
                         "seconds": time.perf_counter() - t0}
     model = Model(lin, meta, backbone_tensors=tensors)
     model.meta["temperature"] = temperature
-    summary = _summary(td, lin, data)
-    # Validation accuracy of the selected epoch, from the fine-tuned network (td.X holds frozen embeddings).
-    summary["validation"] = {"accuracy": state.get("best_val_accuracy", state["start_val_accuracy"])}
-    model.training_ = summary
+    # Validation predictions of the selected weights (td.X holds the frozen network's embeddings).
+    model.training_ = _summary(td, lin, data, val_pred=np.asarray(classes)[val_logits.argmax(axis=1)])
     model.data_ = td
     model.finetune_ = meta["finetune"]
     if out is not None:
