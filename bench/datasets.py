@@ -45,6 +45,23 @@ def fashion_pngs(root: Path, n: int) -> list[tuple[str, str]]:
     return out
 
 
+def fashion4_t10k(root: Path) -> Path:
+    """All Fashion-MNIST *test* images of fashion4's 4 classes (4,000), named like fashion4's (t10k-<index>).
+
+    fashion4's own 400 test images are among them and its training images come from the training file,
+    so none of these was trained on: a 10x larger test set for the same task.
+    """
+    images, labels = _idx("t10k-images-idx3-ubyte"), _idx("t10k-labels-idx1-ubyte")
+    for i, lab in enumerate(labels):
+        name = FASHION_NAMES[int(lab)]
+        if name in ("t-shirt", "shirt", "sandal", "bag"):
+            p = root / name / f"t10k-{i:05d}.png"
+            if not p.exists():
+                p.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(images[i]).save(p)
+    return root
+
+
 def photos_1080p(root: Path, n: int, quality: int = 85, seed: int = 0) -> list[str]:
     """``n`` distinct 1920x1080 JPEGs from scikit-image's real photos (random crop, flip, colour shift)."""
     from skimage import data

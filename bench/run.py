@@ -17,6 +17,9 @@ Sections (all on this machine, same images for every contender):
             cluster size for 10 M/hour
   cam       CAM cost beyond the backbone pass, ms per image per class
   serve     p50 latency of POST /predict for one 1080p JPEG (50 sequential requests)
+  models    issue #6: plain linear head vs tune's pick vs last-stage (and 2-stage) fine-tuning, on fashion4's test
+            split and on all 4,000 Fashion-MNIST test images of its classes, paired against tune's pick (~25 min;
+            not in the default run)
 """
 
 from __future__ import annotations
@@ -378,6 +381,61 @@ def section_cam(work: Path, quick: bool) -> dict:
     return {"ms_per_image_per_class": per}
 
 
+def section_models(work: Path, quick: bool) -> dict:
+    """Does each step beyond the plain head pay? Same training data, two test sets, paired differences."""
+    import frugalvision as fv
+    from frugalvision.evaluate import evaluate, paired_difference
+    from frugalvision.finetune import finetune
+    from frugalvision.tune import tune
+
+    data = datasets.fashion4(SHARED)
+    big = datasets.fashion4_t10k(work / "fashion4-t10k")
+    cache = work / "cache-models"
+    _cold(cache)
+    backbones = ("efficientnet_lite0",) if quick else ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+    picked = {}
+
+    def tuned():
+        res = tune(data, backbones=backbones, views=(0, 2), policy="light", cv=5, cache_dir=cache, progress=False)
+        picked.update(res.best)
+        return res.model
+
+    steps = {
+        "plain": lambda: fv.train(data, cache_dir=cache, progress=False),
+        "tuned": tuned,
+        "last_stage": lambda: finetune(data, cache_dir=cache, progress=False),
+    }
+    if not quick:
+        steps["2_stages"] = lambda: finetune(data, stages=2, cache_dir=cache, progress=False)
+    out, evals = {}, {}
+    for name, fit in steps.items():
+        t = time.perf_counter()
+        model = fit()  # in this order on one cache: later steps reuse the clean embeddings of earlier ones
+        secs = time.perf_counter() - t
+        evals[name] = (evaluate(model, progress=False, cache_dir=cache),
+                       evaluate(model, big, progress=False, cache_dir=cache))
+        f4, b4 = evals[name]
+        out[name] = {"seconds": secs, "fashion4_test_accuracy": f4.headline["accuracy"],
+                     "fashion4_test_ci": list(f4.accuracy_ci), "big_test_accuracy": b4.headline["accuracy"],
+                     "big_test_ci": list(b4.accuracy_ci), "n_big": b4.headline["n"]}
+        if name == "tuned":
+            out[name]["config"] = dict(picked)
+            log(f"tune refit {picked}")
+        log(f"{name}: {secs:.0f} s; fashion4 test {100 * f4.headline['accuracy']:.2f} % "
+            f"(95 % CI {100 * f4.accuracy_ci[0]:.2f}-{100 * f4.accuracy_ci[1]:.2f}); {b4.headline['n']} test images "
+            f"{100 * b4.headline['accuracy']:.2f} % ({100 * b4.accuracy_ci[0]:.2f}-{100 * b4.accuracy_ci[1]:.2f})")
+    for name in steps:
+        ref = "plain" if name == "tuned" else "tuned"
+        if name == "plain":
+            continue
+        for test, i in (("fashion4_test", 0), ("big_test", 1)):
+            d = paired_difference(evals[ref][i], evals[name][i])
+            out[name][f"{test}_vs_{ref}"] = {"difference": d.difference, "ci": list(d.ci),
+                                             "only_this_right": d.only_b_right, "only_ref_right": d.only_a_right}
+            log(f"  {name} - {ref}, {test}: {d}")
+    return out
+
+
 def section_serve(work: Path, quick: bool) -> dict:
     """p50/p90 latency of POST /predict for one 1080p JPEG, 50 sequential requests, default backbone."""
     import socket
@@ -441,7 +499,8 @@ def main() -> None:
                "grid": lambda: section_grid(work, args.quick),
                "ray": lambda: section_ray(work, args.quick),
                "cam": lambda: section_cam(work, args.quick),
-               "serve": lambda: section_serve(work, args.quick)}
+               "serve": lambda: section_serve(work, args.quick),
+               "models": lambda: section_models(work, args.quick)}
     for name in only:
         if name in runners:
             results[name] = runners[name]()

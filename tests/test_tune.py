@@ -9,7 +9,7 @@ import pytest
 import frugalvision as fv
 from frugalvision.features.augment import augmented_decoder, views_per_class
 from frugalvision.heads import MLPHead
-from frugalvision.tune import default_grid, tune, tune_embeddings
+from frugalvision.tune import default_grid, select_config, tune, tune_embeddings
 
 from conftest import make_shapes_dataset
 
@@ -146,3 +146,50 @@ def test_fewer_than_two_folds_is_a_clear_error(shapes_dir, capsys):
 
     assert main(["tune", str(shapes_dir), "--cv", "1", "-q"]) == 1
     assert "cv must be a whole number of folds >= 2, got 1" in capsys.readouterr().err
+
+
+def _table(rows):
+    t = pd.DataFrame([{"config": str(i), "mean_log_loss": 0.3, "std_log_loss": 0.0, **r} for i, r in enumerate(rows)])
+    return t.sort_values(["folds", "mean_accuracy"], ascending=[False, False]).reset_index(drop=True)
+
+
+def test_one_se_rule_refits_the_simplest_config_inside_the_noise_band():
+    # std 0.02 over 4 folds -> standard error 0.01: configs down to 0.90 are as good as the best.
+    t = _table([
+        {"backbone": "big", "p_head": "mlp", "p_hidden": 512, "p_dropout": 0.2, "p_weight_decay": 1e-4, "p_views": 2,
+         "mean_accuracy": 0.91, "std_accuracy": 0.02, "folds": 4},
+        {"backbone": "big", "p_head": "linear", "p_C": 0.01, "p_views": 0, "mean_accuracy": 0.905, "std_accuracy": 0.02,
+         "folds": 4},
+        {"backbone": "small", "p_head": "linear", "p_C": 0.1, "p_views": 2, "mean_accuracy": 0.902,
+         "std_accuracy": 0.01, "folds": 4},
+        {"backbone": "small", "p_head": "linear", "p_C": 0.1, "p_views": 0, "mean_accuracy": 0.901,
+         "std_accuracy": 0.01, "folds": 4},
+        {"backbone": "small", "p_head": "linear", "p_C": 0.01, "p_views": 0, "mean_accuracy": 0.899,  # outside
+         "std_accuracy": 0.01, "folds": 4},
+        {"backbone": "small", "p_head": "linear", "p_C": 0.001, "p_views": 0, "mean_accuracy": 0.95,  # raced out
+         "std_accuracy": np.nan, "folds": 1},
+    ])
+    cost = {"small": 0.4, "big": 2.0}
+    assert t.loc[select_config(t, "best", cost), "mean_accuracy"] == 0.91
+    pick = t.loc[select_config(t, "one-se", cost)]
+    assert (pick["backbone"], pick["p_views"], pick["p_C"]) == ("small", 0, 0.1)
+    # Unknown backbone costs: fewer views, then linear before MLP, then the smaller C.
+    pick = t.loc[select_config(t, "one-se", {})]
+    assert (pick["backbone"], pick["p_views"], pick["p_C"]) == ("big", 0, 0.01)
+    assert t.loc[select_config(t.iloc[:2], "one-se", cost), "p_head"] == "linear"
+    with pytest.raises(fv.DataError, match="select must be one of one-se, best"):
+        select_config(t, "simplest")
+
+
+def test_tune_marks_and_refits_the_chosen_config(shapes_dir, tmp_path):
+    grid = [{"head": "linear", "C": c} for c in (1e-3, 0.03, 1.0)]
+    res = tune(shapes_dir, grid=grid, cv=3, cache_dir=tmp_path / "c", progress=False)
+    row = res.table[res.table["chosen"]].iloc[0]
+    assert res.table["chosen"].sum() == 1 and res.best["C"] == row["p_C"]
+    assert res.model.head.C == row["p_C"]
+    top = res.table.iloc[0]
+    assert row["mean_accuracy"] >= top["mean_accuracy"] - top["std_accuracy"] / np.sqrt(3) - 1e-12
+    assert row["p_C"] <= top["p_C"]  # never a weaker penalty than the top score's
+    assert "*" in res.summary()
+    best = tune(shapes_dir, grid=grid, cv=3, cache_dir=tmp_path / "c", progress=False, refit=False, select="best")
+    assert best.best["C"] == top["p_C"]

@@ -22,7 +22,9 @@ from sklearn.model_selection import StratifiedKFold
 from .exceptions import DataError
 from .heads import HEADS
 
-__all__ = ["default_grid", "tune_embeddings", "tune", "TuneResult", "make_head"]
+__all__ = ["default_grid", "tune_embeddings", "tune", "TuneResult", "make_head", "select_config", "SELECT_RULES"]
+
+SELECT_RULES = ("one-se", "best")
 
 _HEAD_KEYS = {"linear": ("C", "class_weight"),
               "mlp": ("hidden", "dropout", "weight_decay", "lr", "batch_size", "class_weight")}
@@ -51,20 +53,65 @@ def default_grid(n_configs: int | None = None) -> list[dict]:
 
 @dataclass
 class TuneResult:
-    """``table``: one row per configuration (mean ± std accuracy and log-loss), best first."""
+    """``table``: one row per configuration (mean ± std accuracy and log-loss), best score first;
+    its ``chosen`` column marks the configuration in ``best`` (see :func:`select_config`)."""
 
     table: pd.DataFrame
     best: dict
     seconds: float
     model: object = None
     folds: list = field(default_factory=list)
+    select: str = "one-se"
 
     def summary(self, n: int = 10) -> str:
-        lines = [f"{'rank':>4}  {'accuracy':>15}  {'log-loss':>15}  folds  config"]
-        for i, r in enumerate(self.table.head(n).itertuples(), 1):
-            lines.append(f"{i:>4}  {r.mean_accuracy:.4f} ± {r.std_accuracy:.4f}  {r.mean_log_loss:.4f} ± "
-                         f"{r.std_log_loss:.4f}  {r.folds:>5}  {r.config}")
+        lines = [f"{'rank':>5}  {'accuracy':>15}  {'log-loss':>15}  folds  config"]
+        rows = self.table.head(n)
+        if "chosen" in self.table and not rows["chosen"].any():  # the chosen row is always shown
+            rows = pd.concat([rows, self.table[self.table["chosen"]]])
+        for i, r in zip(rows.index, rows.itertuples()):
+            mark = "*" if getattr(r, "chosen", False) else " "
+            bb = f"{r.backbone}, " if "backbone" in self.table else ""
+            lines.append(f"{i + 1:>4}{mark}  {r.mean_accuracy:.4f} ± {r.std_accuracy:.4f}  {r.mean_log_loss:.4f} ± "
+                         f"{r.std_log_loss:.4f}  {r.folds:>5}  {bb}{r.config}")
+        if "chosen" in self.table:
+            lines.append("* chosen: " + ("the top score" if self.select == "best" else
+                                         "the simplest configuration within one standard error of the top score"))
         return "\n".join(lines)
+
+
+def _param(row, name, default):
+    v = row.get(f"p_{name}", default)
+    return default if v is None or (isinstance(v, float) and np.isnan(v)) else v
+
+
+def _complexity(row, cost: dict) -> tuple:
+    """Smaller is simpler: cheaper backbone, fewer views, linear before MLP, then stronger regularisation
+    (smaller C; smaller hidden layer, more weight decay and dropout), unweighted classes before balanced."""
+    if _param(row, "head", "linear") == "linear":
+        reg = (0, _param(row, "C", 1.0))
+    else:
+        reg = (1, _param(row, "hidden", 0), -_param(row, "weight_decay", 0.0), -_param(row, "dropout", 0.0))
+    return (cost.get(row.get("backbone"), 0.0), _param(row, "views", 0), reg,
+            _param(row, "class_weight", None) is not None)
+
+
+def select_config(table: pd.DataFrame, rule: str = "one-se", cost: dict | None = None) -> int:
+    """Position (in ``table``, sorted best score first) of the configuration to refit.
+
+    ``"best"``: the top mean accuracy. ``"one-se"`` (default): the one-standard-error rule (Hastie,
+    Tibshirani & Friedman, *Elements of Statistical Learning*, 7.10): among configurations scored on
+    every fold whose mean accuracy is within one standard error (std / sqrt(folds)) of the best, the
+    simplest (see ``_complexity``; ``cost`` maps backbone -> GFLOPs). Differences inside that band are
+    noise of the fold draw; a simpler model there is as good on average and cheaper and steadier.
+    """
+    _check_select(rule)
+    top = table.iloc[0]
+    if rule == "best" or not top["folds"] > 1:
+        return 0
+    se = top["std_accuracy"] / np.sqrt(top["folds"])
+    band = [i for i in range(len(table)) if table.iloc[i]["folds"] == top["folds"]
+            and table.iloc[i]["mean_accuracy"] >= top["mean_accuracy"] - se - 1e-12]
+    return min(band, key=lambda i: (_complexity(table.iloc[i], cost or {}), i))
 
 
 def _key(cfg: dict) -> str:
@@ -75,7 +122,7 @@ _RACE_FACTOR = 3
 
 
 def tune_embeddings(X: np.ndarray, y, grid: list[dict], *, cv: int = 5, views: dict | None = None, seed: int = 0,
-                    racing: bool = False, progress: bool = True) -> TuneResult:
+                    racing: bool = False, select: str = "one-se", progress: bool = True) -> TuneResult:
     """Cross-validate every config on ``(X, y)``.
 
     Parameters
@@ -90,11 +137,14 @@ def tune_embeddings(X: np.ndarray, y, grid: list[dict], *, cv: int = 5, views: d
         log-loss) go on to the next fold. The winner and every finalist are still scored on all ``cv``
         folds; the table's ``folds`` column says how many folds each row was scored on (its ``std`` is
         over those folds, NaN for one). With 3 folds it fits about half of the full grid's models.
+    select : {'one-se', 'best'}
+        Which configuration ``best`` is: see :func:`select_config`.
     """
     from tqdm.auto import tqdm
 
     y = np.asarray(y)
     _check_cv(cv)
+    _check_select(select)
     t0 = time.perf_counter()
     folds = list(StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed).split(X, y))
     scores = {i: [] for i in range(len(grid))}
@@ -133,16 +183,33 @@ def tune_embeddings(X: np.ndarray, y, grid: list[dict], *, cv: int = 5, views: d
                      "mean_log_loss": ll.mean(), "std_log_loss": _std(ll), "folds": len(acc),
                      **{f"p_{k}": v for k, v in cfg.items()}, "_i": i})
     # Rows scored on every fold come first: a config that was raced out cannot win on a lucky single fold.
-    table = pd.DataFrame(rows).sort_values(["folds", "mean_accuracy", "mean_log_loss"],
-                                           ascending=[False, False, True])
-    best = grid[int(table.iloc[0]["_i"])]
-    return TuneResult(table.drop(columns="_i").reset_index(drop=True), dict(best), time.perf_counter() - t0,
-                      folds=[(len(a), len(b)) for a, b in folds])
+    table = _ranked(pd.DataFrame(rows))
+    chosen = select_config(table, select)
+    table["chosen"] = np.arange(len(table)) == chosen
+    best = grid[int(table.iloc[chosen]["_i"])]
+    return TuneResult(table.drop(columns="_i"), dict(best), time.perf_counter() - t0,
+                      folds=[(len(a), len(b)) for a, b in folds], select=select)
+
+
+def _ranked(table: pd.DataFrame) -> pd.DataFrame:
+    return table.sort_values(["folds", "mean_accuracy", "mean_log_loss"],
+                             ascending=[False, False, True]).reset_index(drop=True)
+
+
+def _check_select(select) -> None:
+    if select not in SELECT_RULES:
+        raise DataError(f"select must be one of {', '.join(SELECT_RULES)}, got {select!r}.")
 
 
 def _check_cv(cv) -> None:
     if not (isinstance(cv, (int, np.integer)) and cv >= 2):
         raise DataError(f"cv must be a whole number of folds >= 2, got {cv!r}.")
+
+
+def _gflops(backbone: str) -> float:
+    from .backbones.registry import get_spec
+
+    return get_spec(backbone).gflops or float("inf")  # unknown cost: not preferred as "simpler"
 
 
 def _std(a: np.ndarray) -> float:
@@ -156,19 +223,22 @@ def _score(head, X, y):
 
 def tune(data, *, backbones=("efficientnet_lite0",), views=(0,), policy: str = "default",
          balance_by_augmentation: bool = False, grid: list[dict] | None = None, cv: int = 5, seed: int = 0,
-         racing: bool = False,
+         racing: bool = False, select: str = "one-se",
          out=None, engine: str = "auto", cache_dir=None, progress: bool = True, overwrite: bool = False,
          refit: bool = True) -> TuneResult:
     """Grid search over heads, their hyper-parameters, augmented views and backbones, then refit the best.
 
     Cross-validation uses every non-test row (train + validation); the test split is untouched. The
     best configuration is re-trained with :func:`frugalvision.train` on the training split (saved to
-    ``out`` when given), so evaluation and reports work as for any model.
+    ``out`` when given), so evaluation and reports work as for any model. Which configuration is
+    refit: ``select`` (default: the simplest within one standard error of the best, see
+    :func:`select_config`; backbones are compared by GFLOPs).
     """
     from .features.extract import Extractor
     from .training import embed_dataset, embed_views
 
     _check_cv(cv)  # before any extraction
+    _check_select(select)
     grid = grid or default_grid()
     results, t0 = [], time.perf_counter()
     for bb in backbones:
@@ -181,14 +251,15 @@ def tune(data, *, backbones=("efficientnet_lite0",), views=(0,), policy: str = "
         res = tune_embeddings(X, y, full, cv=cv, views=view_sets, seed=seed, racing=racing, progress=progress)
         res.table.insert(0, "backbone", bb)
         results.append(res)
-    table = pd.concat([r.table for r in results]).sort_values(["folds", "mean_accuracy", "mean_log_loss"],
-                                                              ascending=[False, False, True]).reset_index(drop=True)
-    top = table.iloc[0]
+    table = _ranked(pd.concat([r.table for r in results]).drop(columns="chosen"))
+    chosen = select_config(table, select, cost={bb: _gflops(bb) for bb in backbones})
+    table["chosen"] = np.arange(len(table)) == chosen
+    top = table.iloc[chosen]
     best = {k[2:]: (None if isinstance(v, float) and np.isnan(v) else (v.item() if hasattr(v, "item") else v))
             for k, v in top.items() if k.startswith("p_")}
     best = {k: v for k, v in best.items() if v is not None or k == "class_weight"}
     best["backbone"] = top["backbone"]
-    result = TuneResult(table, best, time.perf_counter() - t0)
+    result = TuneResult(table, best, time.perf_counter() - t0, select=select)
     if refit:
         from .training import train
 

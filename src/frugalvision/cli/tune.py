@@ -23,6 +23,8 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="Seed for folds and heads."),
         racing: bool = typer.Option(False, "--racing", help="Successive halving over folds: only the best third "
                                     "of the configs goes on to each next fold (about half the time with 3 folds)."),
+        select: str = typer.Option("one-se", "--select", help="Which config to refit: 'one-se' (the simplest "
+                                   "within one standard error of the best CV score) or 'best' (the top score)."),
         engine: str = Engine, cache_dir: Optional[Path] = CacheDir, quiet: bool = Quiet, overwrite: bool = Overwrite,
     ):
         """Grid search over head type, C / weight decay, dropout, lr, batch size, class weighting, views, backbone."""
@@ -33,9 +35,9 @@ def register(app: typer.Typer) -> None:
         except ValueError:
             raise typer.BadParameter(f"--views takes comma-separated integers, got {views!r}.") from None
         res = tune(data, backbones=tuple(backbones.split(",")), views=tuple(view_list), policy=augment,
-                   balance_by_augmentation=balance_by_augmentation, cv=cv, seed=seed, racing=racing, out=out, engine=engine,
+                   balance_by_augmentation=balance_by_augmentation, cv=cv, seed=seed, racing=racing, select=select, out=out, engine=engine,
                    cache_dir=cache_dir, progress=not quiet, overwrite=overwrite)
         typer.echo(f"{len(res.table)} configurations x {cv} folds in {res.seconds:.1f} s")
         typer.echo(res.summary())
-        typer.echo(f"Best: {res.best}")
+        typer.echo(f"Refit: {res.best}")
         typer.echo(f"Wrote {out / 'model.safetensors'} and {out / 'tuning.csv'}. Next: frugalvision evaluate {out}")

@@ -9,9 +9,11 @@ from sklearn.metrics import confusion_matrix
 from .bootstrap import bootstrap_indices, percentile_ci
 from .groups import MIN_GROUP_SIZE, class_gap, group_audit
 from .metrics import expected_calibration_error, headline_metrics, per_class_table, reliability_table
+from .paired import PairedDifference, paired_difference
 from .result import EvaluationResult
 
-__all__ = ["evaluate", "evaluate_predictions", "EvaluationResult", "expected_calibration_error"]
+__all__ = ["evaluate", "evaluate_predictions", "EvaluationResult", "expected_calibration_error", "paired_difference",
+           "PairedDifference"]
 
 _BASE_COLUMNS = {"path", "label", "split", "hash", "status", "reason"}
 
