@@ -146,3 +146,23 @@ def test_paired_difference_matches_rows_by_path_and_is_narrower_than_separate_in
         paired_difference(a, b.iloc[1:])
     with pytest.raises(DataError, match="different true labels"):
         paired_difference(a, b.assign(true="y"))
+
+
+def test_compare_models_uses_the_same_images_and_refuses_ones_a_model_learned_from(trained, shapes_dir, tmp_path, capsys):
+    import frugalvision as fv
+    from frugalvision import DataError
+    from frugalvision.evaluate import compare_models
+
+    model, run = trained
+    other = fv.train(shapes_dir, C=1e-4, out=tmp_path / "weak", progress=False)  # same split (seed 0), weaker head
+    ra, rb, d = compare_models(model, other, progress=False)
+    assert ra.headline["n"] == rb.headline["n"] == d.n
+    assert list(ra.predictions["path"]) == list(rb.predictions["path"])
+    assert d.difference == pytest.approx(rb.headline["accuracy"] - ra.headline["accuracy"])
+    # Another seed draws another split: that model learned from some of A's test images.
+    reshuffled = fv.train(shapes_dir, seed=3, out=tmp_path / "s3", progress=False)
+    with pytest.raises(DataError, match=r"Model B was trained or validated on \d+ of these"):
+        compare_models(model, reshuffled, progress=False)
+    assert main(["compare-models", str(run), str(tmp_path / "weak"), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "B - A:" in out and "=>" in out and f"on {d.n} images" in out

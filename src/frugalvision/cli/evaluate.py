@@ -1,4 +1,4 @@
-"""``frugalvision evaluate``: metrics with CIs, confusion, bias audit, calibration."""
+"""``frugalvision evaluate``: metrics with CIs, confusion, bias audit, calibration; ``compare-models``: two models, paired."""
 
 from __future__ import annotations
 
@@ -31,3 +31,26 @@ def register(app: typer.Typer) -> None:
         typer.echo(result.summary())
         target = out or (m.run_dir / "evaluation")
         echo_paths("Wrote:", result.save(target, overwrite=overwrite))
+
+    @app.command("compare-models")
+    def compare_models_cmd(
+        model_a: Path = typer.Argument(..., help="Model A: model file or run folder (the reference)."),
+        model_b: Path = typer.Argument(..., help="Model B: model file or run folder."),
+        data: Optional[Path] = typer.Option(None, "--data", help="Labelled folder/CSV (default: A's test split)."),
+        n_boot: int = typer.Option(2000, "--n-boot", help="Bootstrap resamples of the paired difference."),
+        seed: int = typer.Option(0, help="Bootstrap seed."),
+        engine: str = Engine, cache_dir: Optional[Path] = CacheDir, quiet: bool = Quiet,
+    ):
+        """Is B really more accurate than A? Both on the same images, with a paired bootstrap CI of B - A."""
+        from ..evaluate import compare_models
+        from ..model import load_model
+
+        ra, rb, d = compare_models(load_model(model_a), load_model(model_b), data, n_boot=n_boot, seed=seed,
+                                   progress=not quiet, engine=engine, cache_dir=cache_dir)
+        for name, path, r in (("A", model_a, ra), ("B", model_b, rb)):
+            lo, hi = r.accuracy_ci
+            typer.echo(f"{name}: {100 * r.headline['accuracy']:.2f} % (95 % CI {100 * lo:.2f}-{100 * hi:.2f})  {path}")
+        typer.echo(f"B - A: {d}")
+        verdict = ("B is more accurate" if d.ci[0] > 0 else "A is more accurate" if d.ci[1] < 0 else
+                   "no difference can be claimed at 95 % on these images")
+        typer.echo(f"=> {verdict}.")

@@ -9,11 +9,11 @@ from sklearn.metrics import confusion_matrix
 from .bootstrap import bootstrap_indices, percentile_ci
 from .groups import MIN_GROUP_SIZE, class_gap, group_audit
 from .metrics import expected_calibration_error, headline_metrics, per_class_table, reliability_table
-from .paired import PairedDifference, paired_difference
+from .paired import PairedDifference, compare_models, paired_difference
 from .result import EvaluationResult
 
 __all__ = ["evaluate", "evaluate_predictions", "EvaluationResult", "expected_calibration_error", "paired_difference",
-           "PairedDifference"]
+           "PairedDifference", "compare_models"]
 
 _BASE_COLUMNS = {"path", "label", "split", "hash", "status", "reason"}
 
@@ -33,13 +33,23 @@ def evaluate(model, data=None, *, group_by=None, split: str = "test", n_boot: in
     n_boot : int
         Bootstrap resamples for confidence intervals (seeded by ``seed``).
     """
+    table, balance = _rows(model, data, split)
+    return _evaluate_rows(model, table, balance, group_by=group_by, n_boot=n_boot, seed=seed,
+                          min_group_size=min_group_size, progress=progress, engine=engine, cache_dir=cache_dir)
+
+
+def _rows(model, data, split: str):
+    """The labelled rows to evaluate on: ``data``, or the model's own held-out ``split``."""
+    if data is None:
+        return _held_out(model, split)
     from ..data.discover import discover
 
-    if data is None:
-        table, balance = _held_out(model, split)
-    else:
-        table = discover(data)
-        balance = table.groupby(["label"]).size().to_frame("evaluated")
+    table = discover(data)
+    return table, table.groupby(["label"]).size().to_frame("evaluated")
+
+
+def _evaluate_rows(model, table, balance, *, group_by=None, n_boot=1000, seed=0, min_group_size=MIN_GROUP_SIZE,
+                   progress=True, engine="auto", cache_dir=None) -> EvaluationResult:
     emb = model.embed(table["path"].tolist(), progress=progress, engine=engine, cache_dir=cache_dir)
     table = table[emb.ok].reset_index(drop=True)
     logits = model.head.logits(emb.X)
@@ -57,19 +67,25 @@ def _softmax(z):
     return softmax(z)
 
 
-def _held_out(model, split: str):
+def _split_table(model):
+    """The model's train/val/test table (in memory, or its run's split.csv), or None when unknown."""
     in_memory = getattr(model, "data_", None)  # trained in this session without out=
     if in_memory is not None:
-        df = in_memory.table.astype({"split": str, "label": str})
-    elif model.run_dir is None or not (model.run_dir / "split.csv").exists():
+        return in_memory.table.astype({"split": str, "label": str})
+    if model.run_dir is not None and (model.run_dir / "split.csv").exists():
+        return pd.read_csv(model.run_dir / "split.csv", dtype=str, keep_default_na=False)
+    return None
+
+
+def _held_out(model, split: str):
+    df = _split_table(model)
+    if df is None:
         from ..exceptions import DataError
 
         raise DataError(
             "This model has no split.csv beside it, so its held-out test set is unknown. Pass a labelled folder "
             "or CSV to evaluate on (frugalvision evaluate MODEL --data DATA)."
         )
-    else:
-        df = pd.read_csv(model.run_dir / "split.csv", dtype=str, keep_default_na=False)
     balance = df.groupby(["label", "split"]).size().unstack(fill_value=0)
     balance = balance[[c for c in ("train", "val", "test") if c in balance.columns]]
     part = df[df["split"] == split].reset_index(drop=True)
