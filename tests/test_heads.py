@@ -54,3 +54,12 @@ def test_binary_head_has_one_row_per_class():
     ref = LogisticRegression(C=head.C, max_iter=2000).fit(StandardScaler().fit_transform(X), y)
     np.testing.assert_allclose(head.predict_proba(X), ref.predict_proba(StandardScaler().fit(X).transform(X)),
                                atol=1e-8)
+
+
+def test_an_unknown_saved_head_kind_is_named_in_the_error():
+    from frugalvision.heads import head_class
+    from frugalvision.heads.inference import InferenceHead
+
+    for build in (lambda: head_class("ForestHead"), lambda: InferenceHead("ForestHead", {}, {}, ["a", "b"])):
+        with pytest.raises(ValueError, match="unknown head type 'ForestHead'; known: LinearHead, MLPHead"):
+            build()

@@ -7,23 +7,29 @@ which takes about a second.
 
 from ._base import softmax
 
-__all__ = ["LinearHead", "MLPHead", "HEADS", "HEAD_KINDS", "head_class", "head_type", "softmax"]
+__all__ = ["LinearHead", "MLPHead", "HEADS", "HEAD_KINDS", "check_head_kind", "head_class", "head_type", "softmax"]
 
 #: Head class names, as model files record them (``meta["head"]["type"]``).
 HEAD_KINDS = ("LinearHead", "MLPHead")
 
 
+def check_head_kind(kind: str) -> str:
+    """``kind`` if it names a saved head class, else a ValueError listing the known ones."""
+    if kind not in HEAD_KINDS:
+        raise ValueError(f"unknown head type {kind!r}; known: {', '.join(HEAD_KINDS)}")
+    return kind
+
+
 def head_class(kind: str):
     """The estimator class saved under ``kind`` (imports scikit-learn)."""
+    check_head_kind(kind)
     if kind == "LinearHead":
         from .linear import LinearHead
 
         return LinearHead
-    if kind == "MLPHead":
-        from .mlp import MLPHead
+    from .mlp import MLPHead
 
-        return MLPHead
-    raise ValueError(f"unknown head type {kind!r}; known: {', '.join(HEAD_KINDS)}")
+    return MLPHead
 
 
 def head_type(head) -> str:

@@ -19,11 +19,9 @@ class InferenceHead:
     """A saved ``LinearHead`` or ``MLPHead`` (``kind`` is the class name), for prediction only."""
 
     def __init__(self, kind: str, params: dict, tensors: dict, classes):
-        from . import HEAD_KINDS
+        from . import check_head_kind
 
-        if kind not in HEAD_KINDS:
-            raise ValueError(f"unknown head type {kind!r}; known: {', '.join(HEAD_KINDS)}")
-        self.kind, self.params, self._tensors = kind, dict(params), dict(tensors)
+        self.kind, self.params, self._tensors = check_head_kind(kind), dict(params), dict(tensors)
         self.classes_ = np.asarray(classes)
         self._estimator = None
         if kind == "LinearHead":  # the attributes exact CAM reads
