@@ -9,6 +9,7 @@ preprocessing, versions, training summary). Loading parses JSON and raw tensors 
 from __future__ import annotations
 
 import json
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from importlib import metadata as _md
 from pathlib import Path
 
@@ -17,7 +18,8 @@ import numpy as np
 from ._io import atomic_writer, refuse_overwrite
 from .exceptions import ArtifactError
 
-__all__ = ["save_artifact", "load_artifact", "FORMAT", "FORMAT_VERSION", "versions"]
+__all__ = ["save_artifact", "load_artifact", "FORMAT", "FORMAT_VERSION", "versions", "ModelInfo", "BackboneInfo",
+           "Preprocessing", "HeadInfo"]
 
 FORMAT = "frugalvision-model"
 FORMAT_VERSION = 1
@@ -67,8 +69,15 @@ def load_artifact(path) -> tuple[dict[str, np.ndarray], dict]:
         ) from None
     if raw is None:
         raise ArtifactError(f"'{path}' is a safetensors file but has no frugalvision metadata; it is not a model file.")
-    meta = json.loads(raw)
-    if meta.get("format") != FORMAT or int(meta.get("format_version", 0)) > FORMAT_VERSION:
+    try:
+        meta = json.loads(raw)
+    except ValueError as exc:
+        raise ArtifactError(f"'{path}' has frugalvision metadata that is not valid JSON ({exc}); the file was "
+                            f"damaged or edited. Train the model again.") from None
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"'{path}' has frugalvision metadata that is not a JSON object; it is not a model file.")
+    version = meta.get("format_version", 0)
+    if meta.get("format") != FORMAT or not isinstance(version, int) or version > FORMAT_VERSION:
         raise ArtifactError(
             f"'{path}' has format {meta.get('format')!r} version {meta.get('format_version')}; this frugalvision "
             f"reads '{FORMAT}' up to version {FORMAT_VERSION}. Upgrade frugalvision: pip install -U frugalvision"
@@ -80,3 +89,175 @@ def _jsonable(o):
     if hasattr(o, "tolist"):
         return o.tolist()
     return str(o)
+
+
+# -- typed metadata -----------------------------------------------------------------------------
+# The JSON stored in a model file, as plain dataclasses: read and checked once, in ``ModelInfo.from_json``,
+# so nothing downstream meets a missing key or a head whose shape disagrees with its classes.
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """Which network made the embeddings, and which weights: embeddings only mean something for these."""
+
+    name: str
+    weights_id: str
+    embed_dim: int
+    timm_name: str = ""
+    weights_source: str = ""
+    weights_file: str | None = None
+    cam_layer: str = ""
+    pooled_is_plain_avg: bool = True
+    license: str = ""
+    base_weights_id: str | None = None  # a fine-tuned backbone: the weights it started from
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How pixels become the network's input; it belongs to the weights."""
+
+    input_size: int
+    mean: tuple
+    std: tuple
+    interpolation: str = "bicubic"
+    crop_pct: float = 1.0
+
+    def to_dict(self) -> dict:
+        return {"input_size": self.input_size, "mean": list(self.mean), "std": list(self.std),
+                "interpolation": self.interpolation, "crop_pct": self.crop_pct}
+
+
+@dataclass(frozen=True)
+class HeadInfo:
+    type: str
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class ModelInfo:
+    """Everything a model file says besides its tensors.
+
+    ``training`` and ``finetune`` are summaries written for people and reports (free-form, never
+    needed to predict); every field needed to predict is typed and checked on load.
+    """
+
+    classes: list
+    backbone: BackboneInfo
+    preprocessing: Preprocessing
+    head: HeadInfo
+    temperature: float | None = None
+    training: dict = field(default_factory=dict)
+    finetune: dict | None = None
+    versions: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        out = {"classes": [str(c) for c in self.classes], "backbone": asdict(self.backbone),
+               "preprocessing": self.preprocessing.to_dict(), "head": asdict(self.head),
+               "temperature": self.temperature, "training": self.training, "versions": self.versions}
+        if self.finetune is not None:
+            out["finetune"] = self.finetune
+        return out
+
+    @classmethod
+    def from_json(cls, meta, *, source: str = "model file", tensors: dict | None = None) -> "ModelInfo":
+        """Check ``meta`` (and, when given, that the head tensors fit the classes); ArtifactError says what is wrong."""
+        problems: list[str] = []
+        if not isinstance(meta, dict):
+            raise _bad(source, [f"its metadata is a {type(meta).__name__}, not a JSON object"])
+        classes = meta.get("classes")
+        if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
+            problems.append("'classes' must be a list of at least 2 class names")
+        elif len(set(classes)) != len(classes):
+            problems.append("'classes' has repeated names")
+        backbone = _typed(BackboneInfo, meta.get("backbone"), "backbone", problems)
+        pre = _typed(Preprocessing, meta.get("preprocessing"), "preprocessing", problems)
+        head = _typed(HeadInfo, meta.get("head"), "head", problems)
+        if head is not None and head.type not in _head_kinds():
+            problems.append(f"head type {head.type!r} is unknown to this frugalvision version "
+                            f"(known: {', '.join(_head_kinds())})")
+        temperature = meta.get("temperature")
+        if temperature is not None and not (isinstance(temperature, (int, float)) and temperature > 0):
+            problems.append(f"'temperature' must be a positive number or null, got {temperature!r}")
+        for name in ("training", "versions"):
+            if meta.get(name) is not None and not isinstance(meta.get(name), dict):
+                problems.append(f"'{name}' must be a JSON object")
+        if not problems and tensors is not None:
+            problems += _shape_problems(head, backbone, len(classes), tensors)
+        if problems:
+            raise _bad(source, problems)
+        return cls(classes=list(classes), backbone=backbone, preprocessing=pre, head=head,
+                   temperature=float(temperature) if temperature is not None else None,
+                   training=meta.get("training") or {}, finetune=meta.get("finetune"),
+                   versions=meta.get("versions") or {})
+
+
+def _head_kinds() -> tuple:
+    from .heads import HEAD_KINDS
+
+    return HEAD_KINDS
+
+
+def _typed(kind, value, name: str, problems: list):
+    """``kind(**value)`` with every field's type checked, or None after adding what is wrong to ``problems``."""
+    if not isinstance(value, dict):
+        problems.append(f"'{name}' is missing or not a JSON object")
+        return None
+    known = {f.name: f for f in fields(kind)}
+    required = [n for n, f in known.items() if f.default is MISSING and f.default_factory is MISSING]
+    missing = [n for n in required if n not in value]
+    if missing:
+        problems.append(f"'{name}' lacks {', '.join(repr(m) for m in missing)}")
+        return None
+    kw = {}
+    for n, f in known.items():
+        if n not in value:
+            continue
+        v = value[n]
+        ok = _check_type(f.type, v)
+        if not ok:
+            problems.append(f"'{name}.{n}' has the wrong type ({type(v).__name__}: {v!r:.60})")
+            return None
+        kw[n] = tuple(v) if isinstance(v, list) and f.type == "tuple" else v
+    return kind(**kw)
+
+
+_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "tuple": (list, tuple),
+          "dict": (dict,), "str | None": (str, type(None)), "float | None": (int, float, type(None))}
+
+
+def _check_type(annotation: str, value) -> bool:
+    allowed = _TYPES.get(str(annotation))
+    if allowed is None:
+        return True
+    if isinstance(value, bool) and bool not in allowed:
+        return False
+    if annotation == "tuple":
+        return len(value) == 3 and all(isinstance(x, (int, float)) for x in value)
+    if not isinstance(value, allowed):
+        return False
+    return value > 0 if annotation == "int" else True
+
+
+def _shape_problems(head: HeadInfo, backbone: BackboneInfo, n_classes: int, tensors: dict) -> list[str]:
+    from .heads._base import MLP_STATE
+
+    needed = ("coef", "intercept") if head.type == "LinearHead" else MLP_STATE
+    missing = [k for k in needed if f"head.{k}" not in tensors]
+    if missing:
+        return [f"the {head.type} tensors {', '.join(missing)} are missing"]
+    out = f"head.{'coef' if head.type == 'LinearHead' else 'w2'}"
+    first = f"head.{'coef' if head.type == 'LinearHead' else 'w1'}"
+    rows, width = tensors[out].shape[0], tensors[first].shape[-1]
+    problems = []
+    if rows != n_classes:
+        problems.append(f"the head scores {rows} classes but 'classes' names {n_classes}")
+    if width != backbone.embed_dim:
+        problems.append(f"the head reads {width}-wide embeddings but backbone {backbone.name!r} gives "
+                        f"{backbone.embed_dim}")
+    return problems
+
+
+def _bad(source, problems: list[str]) -> ArtifactError:
+    return ArtifactError(
+        f"'{source}' is not a usable frugalvision model: " + "; ".join(problems) + ". It was probably edited "
+        "or written by another program; train it again with 'frugalvision train DATA --out DIR'.")

@@ -1,16 +1,20 @@
 """Export a trained model as one ONNX graph that runs with onnxruntime alone.
 
+The graph is the backbone graph that frugalvision itself runs (the same file ONNX Runtime executes for
+``predict``; see :mod:`frugalvision.features.engine`) with the head appended by the ``onnx`` package's
+``helper``: no torch, and the exported probabilities are the ones ``predict`` gives.
+
 Input ``images``: uint8 RGB, ``N×S×S×3`` (S stated in the metadata, ``input_size``; the caller
 centre-crops the largest square and resizes it to S, as frugalvision does). Inside the graph:
 resize to the network's size (when S differs), normalisation, backbone, head, temperature.
-Outputs: ``probabilities`` (N×K) and ``cams`` (N×K×h×w, every class's exact CAM; linear heads).
+Outputs: ``probabilities`` (N×K) and ``cams`` (N×K×h×w, every class's exact CAM; linear heads on
+average-pooled features) or ``features`` (N×C×h×w, the last feature map, for other heads).
 Class names and preprocessing are stored in the ONNX metadata (``frugalvision`` key, JSON).
 """
 
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,62 +24,107 @@ from ._io import atomic_writer, refuse_overwrite
 __all__ = ["export_onnx_model", "read_onnx_metadata"]
 
 
-def export_onnx_model(model, out, *, input_size: int | None = None, overwrite: bool = False, opset: int = 17) -> Path:
+def export_onnx_model(model, out, *, input_size: int | None = None, overwrite: bool = False,
+                      cache_dir=None) -> Path:
     """Write ``out`` (.onnx). Returns the path. See the module docstring for the graph's contract."""
     import onnx
-    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    from .inference import map_support
 
     out = Path(out)
     refuse_overwrite(out, overwrite, "ONNX file")
-    bb = model.backbone()
-    size = int(input_size or model.spec.input_size)
-    net_size = model.spec.input_size
-    head = model.head.torch_module()
-    linear = hasattr(model.head, "coef_")
-    coef = torch.as_tensor(model.head.coef_, dtype=torch.float32) if linear else None
+    proto = onnx.load(str(model.backbone_graph(cache_dir=cache_dir)))
+    g = proto.graph
+    net_size = model.info.preprocessing.input_size
+    size = int(input_size or net_size)
+    if size < 1:
+        raise ValueError(f"input_size must be a positive number of pixels, got {size}.")
+    cam = map_support(model, "cam").available
     temperature = float(model.temperature)
+    inits, nodes = [], []
 
-    class Exported(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.bb, self.head = bb, head
+    def const(name, array, dtype=np.float32):
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(array, dtype=dtype), name=f"fv_{name}"))
+        return f"fv_{name}"
 
-        def forward(self, images):
-            x = images.permute(0, 3, 1, 2).to(torch.float32)
-            if size != net_size:
-                x = torch.nn.functional.interpolate(x, size=(net_size, net_size), mode="bilinear",
-                                                    align_corners=False, antialias=False).clamp(0, 255)
-            x = ((x - self.bb.mean) * self.bb.inv_std)
-            fmap = self.bb.model.forward_features(x)
-            logits = self.head(self.bb.model.forward_head(fmap, pre_logits=True))
-            probs = torch.softmax(logits / temperature, dim=1)
-            if coef is None:
-                return probs, fmap
-            return probs, torch.einsum("kc,nchw->nkhw", coef, fmap)
-
+    # Resize in front of the backbone: its input is uint8 NHWC at the network's size.
+    (image_input,) = [i for i in g.input if i.name == "images"]
+    if size != net_size:
+        for node in g.node:
+            node.input[:] = ["fv_net_images" if x == "images" else x for x in node.input]
+        nodes += [
+            helper.make_node("Cast", ["images"], ["fv_f"], to=TensorProto.FLOAT),
+            helper.make_node("Transpose", ["fv_f"], ["fv_nchw"], perm=[0, 3, 1, 2]),
+            helper.make_node("Shape", ["fv_nchw"], ["fv_shape"]),
+            helper.make_node("Slice", ["fv_shape", const("s0", [0], np.int64), const("s2", [2], np.int64)],
+                             ["fv_nc"]),
+            helper.make_node("Concat", ["fv_nc", const("hw", [net_size, net_size], np.int64)], ["fv_sizes"], axis=0),
+            helper.make_node("Resize", ["fv_nchw", "", "", "fv_sizes"], ["fv_resized"], mode="linear"),
+            helper.make_node("Clip", ["fv_resized", const("lo", 0.0), const("hi", 255.0)], ["fv_clipped"]),
+            helper.make_node("Round", ["fv_clipped"], ["fv_rounded"]),
+            helper.make_node("Transpose", ["fv_rounded"], ["fv_nhwc"], perm=[0, 2, 3, 1]),
+            helper.make_node("Cast", ["fv_nhwc"], ["fv_net_images"], to=TensorProto.UINT8),
+        ]
+        image_input.type.tensor_type.shape.dim[1].dim_value = size
+        image_input.type.tensor_type.shape.dim[2].dim_value = size
+    head_nodes, logits = _head_nodes(model, const, helper)
+    nodes_after = head_nodes + [
+        helper.make_node("Div", [logits, const("temperature", temperature)], ["fv_scaled"]),
+        helper.make_node("Softmax", ["fv_scaled"], ["probabilities"], axis=1),
+    ]
+    if cam:  # CAM_k = Σ_c W[k,c]·A[c]: a MatMul over the channel axis of the NHWC view
+        nodes_after += [
+            helper.make_node("Transpose", ["features"], ["fv_fmap_nhwc"], perm=[0, 2, 3, 1]),
+            helper.make_node("MatMul", ["fv_fmap_nhwc", const("coef_t", model.head.coef_.T)], ["fv_cams_nhwk"]),
+            helper.make_node("Transpose", ["fv_cams_nhwk"], ["cams"], perm=[0, 3, 1, 2]),
+        ]
+    body = list(g.node)
+    del g.node[:]
+    g.node.extend(nodes + body + nodes_after)  # the resize runs first
+    g.initializer.extend(inits)
+    feat_out = [o for o in g.output if o.name == "features"][0]
+    del g.output[:]
+    k = len(model.classes)
+    g.output.append(helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", k]))
+    if cam:
+        dims = [d.dim_value or None for d in feat_out.type.tensor_type.shape.dim]
+        g.output.append(helper.make_tensor_value_info("cams", TensorProto.FLOAT, ["batch", k, *dims[2:]]))
+    else:
+        g.output.append(feat_out)
+    onnx.checker.check_model(proto)
     meta = {"classes": model.classes, "input_size": size, "network_input_size": net_size,
             "input": "uint8 RGB N x input_size x input_size x 3: centre square of the image resized to input_size",
             "preprocessing": model.preprocessing, "temperature": temperature,
-            "backbone": model.meta["backbone"]["name"], "weights_id": model.meta["backbone"]["weights_id"],
+            "backbone": model.info.backbone.name, "weights_id": model.info.backbone.weights_id,
             "outputs": {"probabilities": "N x K softmax(logits / temperature)",
-                        "cams": "N x K x h x w exact class activation maps" if linear else None,
-                        "features": None if linear else "N x C x h x w last feature map"},
-            "versions": model.meta.get("versions")}
-    example = torch.zeros((1, size, size, 3), dtype=torch.uint8)
-    names = ["probabilities", "cams" if linear else "features"]
-    tmp = out.with_name(out.name + ".partial")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Exported().eval(), (example,), str(tmp), input_names=["images"], output_names=names,
-                          dynamic_axes={"images": {0: "batch"}, names[0]: {0: "batch"}, names[1]: {0: "batch"}},
-                          opset_version=opset, dynamo=False)
-    proto = onnx.load(str(tmp))
-    tmp.unlink()
+                        "cams": "N x K x h x w exact class activation maps" if cam else None,
+                        "features": None if cam else "N x C x h x w last feature map"},
+            "versions": model.info.versions}
+    del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key, entry.value = "frugalvision", json.dumps(meta)
     with atomic_writer(out, "wb") as fh:
         fh.write(proto.SerializeToString())
     return out
+
+
+def _head_nodes(model, const, helper):
+    """Nodes from ``embedding`` to the head's logits (the forward passes of ``heads/_base.py``)."""
+    head = model.head
+    if hasattr(head, "coef_"):
+        return [helper.make_node("MatMul", ["embedding", const("w", head.coef_.T)], ["fv_wx"]),
+                helper.make_node("Add", ["fv_wx", const("b", head.intercept_)], ["fv_logits"])], "fv_logits"
+    from .heads._base import MLP_STATE
+
+    w1, b1, w2, b2, mean, scale = (np.asarray(v, np.float32) for v in (head.get_state()[k] for k in MLP_STATE))
+    return [helper.make_node("Sub", ["embedding", const("mean", mean)], ["fv_c"]),
+            helper.make_node("Div", ["fv_c", const("scale", scale)], ["fv_z"]),
+            helper.make_node("MatMul", ["fv_z", const("w1", w1.T)], ["fv_h0"]),
+            helper.make_node("Add", ["fv_h0", const("b1", b1)], ["fv_h1"]),
+            helper.make_node("Relu", ["fv_h1"], ["fv_h"]),
+            helper.make_node("MatMul", ["fv_h", const("w2", w2.T)], ["fv_o"]),
+            helper.make_node("Add", ["fv_o", const("b2", b2)], ["fv_logits"])], "fv_logits"
 
 
 def read_onnx_metadata(path) -> dict:

@@ -7,16 +7,17 @@ be embedded (cached embeddings need no network), and it is saved as one
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .artifact import load_artifact, save_artifact, versions
+from .artifact import HeadInfo, ModelInfo, load_artifact, save_artifact, versions
 from .backbones.registry import get_spec
 from .config import cache_root
 from .exceptions import ArtifactError
-from .heads import HEAD_KINDS, head_class, head_type
+from .heads import head_class, head_type
 
 __all__ = ["Model", "load_model"]
 
@@ -30,19 +31,23 @@ class Model:
         Fitted head (``LinearHead``) on embeddings.
     classes : list of str
     spec : BackboneSpec
-    meta : dict
-        Everything stored with the model: backbone, weights identity, preprocessing,
-        versions, training summary, temperature.
+    info : ModelInfo
+        Everything stored with the model, typed: backbone and weights identity, preprocessing,
+        head, temperature, versions, training summary.
     path : Path or None
         Where the model was loaded from / saved to; its folder holds ``split.csv``.
     """
 
-    def __init__(self, head, meta: dict, backbone_tensors: dict | None = None, path=None):
+    def __init__(self, head, info: ModelInfo | dict, backbone_tensors: dict | None = None, path=None):
         self.head = head
-        self.meta = meta
+        if isinstance(info, dict):  # a freshly trained model: its head fills in what the dict leaves out
+            info = ModelInfo.from_json({**info, "classes": [str(c) for c in head.classes_],
+                                        "head": {"type": head_type(head), "params": {}}}, source="new model")
+        self.info = info
         self.backbone_tensors = backbone_tensors or {}
         self.path = Path(path) if path else None
         self._extractor = None
+        self._predictor = None
 
     # -- identity -----------------------------------------------------------------------------
     @property
@@ -51,51 +56,60 @@ class Model:
 
     @property
     def spec(self):
-        return get_spec(self.meta["backbone"]["name"])
+        return get_spec(self.info.backbone.name)
+
+    @property
+    def meta(self) -> dict:
+        """The stored metadata as its JSON form (a copy: change ``info`` instead)."""
+        return self.info.to_json()
 
     @property
     def preprocessing(self) -> dict:
-        return self.meta["preprocessing"]
+        return self.info.preprocessing.to_dict()
 
     @property
     def temperature(self) -> float:
-        return float(self.meta.get("temperature") or 1.0)
+        return float(self.info.temperature or 1.0)
 
     @property
     def run_dir(self) -> Path | None:
         return self.path.parent if self.path else None
 
     def __repr__(self) -> str:
-        return (f"Model(backbone={self.meta['backbone']['name']!r}, classes={self.classes}, "
+        return (f"Model(backbone={self.info.backbone.name!r}, classes={self.classes}, "
                 f"head={head_type(self.head)})")
 
     # -- persistence --------------------------------------------------------------------------
     def save(self, path, *, overwrite: bool = False) -> Path:
         tensors = {f"head.{k}": v for k, v in self.head.get_state().items()}
         tensors.update({f"backbone.{k}": v for k, v in self.backbone_tensors.items()})
-        meta = {**self.meta, "classes": self.classes, "versions": versions(),
-                "head": {"type": head_type(self.head), "params": self.head.get_params()}}
-        self.path = save_artifact(path, tensors, meta, overwrite=overwrite)
-        self.meta = meta
+        info = replace(self.info, classes=self.classes, versions=versions(),
+                       head=HeadInfo(type=head_type(self.head), params=self.head.get_params()))
+        self.path = save_artifact(path, tensors, info.to_json(), overwrite=overwrite)
+        self.info = info
         return self.path
 
     @classmethod
     def load(cls, path, *, inference_only: bool = False) -> "Model":
         """Read a model file; ``inference_only`` gives a numpy head that never imports scikit-learn."""
-        tensors, meta = load_artifact(path)
-        kind = meta["head"]["type"]
-        if kind not in HEAD_KINDS:
-            raise ArtifactError(f"Model head type {kind!r} is unknown to this frugalvision version.")
-        head_tensors = {k[5:]: v for k, v in tensors.items() if k.startswith("head.")}
-        if inference_only:
-            from .heads.inference import InferenceHead
-
-            head = InferenceHead(kind, meta["head"]["params"], head_tensors, meta["classes"])
-        else:
-            head = head_class(kind).from_state(meta["head"]["params"], head_tensors, meta["classes"])
-        bb = {k[9:]: v for k, v in tensors.items() if k.startswith("backbone.")}
         p = Path(path)
-        return cls(head, meta, bb, p / "model.safetensors" if p.is_dir() else p)
+        p = p / "model.safetensors" if p.is_dir() else p
+        tensors, meta = load_artifact(p)
+        info = ModelInfo.from_json(meta, source=str(p), tensors=tensors)
+        kind, params = info.head.type, info.head.params
+        head_tensors = {k[5:]: v for k, v in tensors.items() if k.startswith("head.")}
+        try:
+            if inference_only:
+                from .heads.inference import InferenceHead
+
+                head = InferenceHead(kind, params, head_tensors, info.classes)
+            else:
+                head = head_class(kind).from_state(params, head_tensors, info.classes)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ArtifactError(f"'{p}' is not a usable frugalvision model: its {kind} parameters {params} "
+                                f"cannot be applied ({exc}). Train the model again.") from None
+        bb = {k[9:]: v for k, v in tensors.items() if k.startswith("backbone.")}
+        return cls(head, info, bb, p)
 
     # -- embedding ----------------------------------------------------------------------------
     def extractor(self, *, cache_dir=None, engine="auto", progress: bool = True):
@@ -104,18 +118,18 @@ class Model:
 
         key = (str(cache_dir), engine)
         if self._extractor is None or self._extractor[0] != key:
-            b = self.meta["backbone"]
+            b = self.info.backbone
             eng = engine
             if self.backbone_tensors:  # fine-tuned weights are not the registry's: run them directly
                 from .features.engine import make_engine
 
                 eng = make_engine(backbone=self.backbone(), engine="torch" if engine == "auto" else engine,
                                   onnx_dir=Path(cache_root(cache_dir)) / "onnx")
-            ex = Extractor(b["name"], weights=b.get("weights_file"), engine=eng, cache_dir=cache_dir,
-                           crop_pct=self.preprocessing["crop_pct"], progress=progress)
-            if ex.weights_id != b["weights_id"]:
+            ex = Extractor(b.name, weights=b.weights_file, engine=eng, cache_dir=cache_dir,
+                           crop_pct=self.info.preprocessing.crop_pct, progress=progress)
+            if ex.weights_id != b.weights_id:
                 raise ArtifactError(
-                    f"This model was trained on backbone weights {b['weights_id']!r} but the weights available here "
+                    f"This model was trained on backbone weights {b.weights_id!r} but the weights available here "
                     f"are {ex.weights_id!r}. Install the same weights (or pass the same --weights file) so that "
                     f"embeddings mean the same thing."
                 )
@@ -124,17 +138,28 @@ class Model:
         ex.progress = progress
         return ex
 
+    def backbone_graph(self, *, cache_dir=None) -> Path:
+        """The ONNX file of this model's backbone (uint8 NHWC ``images`` -> ``features``, ``embedding``):
+        the graph ONNX Runtime runs for this model, exported once and cached."""
+        from .features.engine import make_engine
+
+        onnx_dir = Path(cache_root(cache_dir)) / "onnx"
+        b = self.info.backbone
+        if self.backbone_tensors:
+            return make_engine(backbone=self.backbone(), engine="onnx", onnx_dir=onnx_dir, threads=1).path
+        return make_engine(b.name, weights=b.weights_file, engine="onnx", onnx_dir=onnx_dir, threads=1).path
+
     def backbone(self):
         """The PyTorch backbone (with fine-tuned weights when the model has them)."""
         import torch
 
         from .backbones.build import build_backbone
 
-        b = self.meta["backbone"]
-        bb = build_backbone(b["name"], b.get("weights_file"), pretrained=not self.backbone_tensors)
+        b = self.info.backbone
+        bb = build_backbone(b.name, b.weights_file, pretrained=not self.backbone_tensors)
         if self.backbone_tensors:
             bb.model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in self.backbone_tensors.items()})
-            bb.weights_id = b["weights_id"]
+            bb.weights_id = b.weights_id
         return bb.eval()
 
     def embed(self, paths, **kw):
@@ -161,10 +186,17 @@ class Model:
         return write_report(self, out, **kw)
 
     # -- prediction ---------------------------------------------------------------------------
-    def predict_proba_embeddings(self, X: np.ndarray) -> np.ndarray:
-        from .heads import softmax
+    def predictor(self, *, engine: str = "auto", cache_dir=None):
+        """The :class:`~frugalvision.inference.Predictor` of this model: decoded pixels -> probabilities and maps."""
+        from .inference import Predictor
 
-        return softmax(self.head.logits(X) / self.temperature)
+        return Predictor(self, self.extractor(engine=engine, cache_dir=cache_dir, progress=False).engine)
+
+    def predict_proba_embeddings(self, X: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities of embeddings (the head step of :mod:`frugalvision.inference`)."""
+        from .inference import probabilities
+
+        return probabilities(self, X)[1]
 
     def predict(self, paths, *, top_k: int = 2, progress: bool = True, **kw) -> pd.DataFrame:
         """Predict labels for image files or folders.
@@ -179,7 +211,7 @@ class Model:
 
         files = list_image_files(paths)
         emb = self.embed(files, progress=progress, **kw)
-        probs = self.predict_proba_embeddings(emb.X) if len(emb.X) else np.zeros((0, len(self.classes)))
+        probs = self.predict_proba_embeddings(emb.X)
         return predictions_table(emb, probs, self.classes, top_k)
 
 

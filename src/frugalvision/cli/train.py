@@ -72,7 +72,7 @@ def print_training(model, seconds: float) -> None:
         typer.secho(f"Skipped {s['n_skipped']} unreadable files (see skipped.csv):", fg="yellow")
         for row in s["skipped"][:10]:
             typer.echo(f"  {row['path']}: {row['reason']}")
-    settings = model.meta["training"]["settings"]
+    settings = model.info.training["settings"]
     if settings["head"] == "linear":
         typer.echo(f"Head: linear, C={s['C']:g}" + (" (chosen on validation log-loss)" if s.get("C_search") else ""))
     else:

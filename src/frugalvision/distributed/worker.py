@@ -44,21 +44,24 @@ def _read_source(path: str):
         return DecodedInput(None, error=f"cannot read from object store ({type(exc).__name__}: {exc})")
 
 
-def label_images(model, engine, decoder, paths: list[str], *, top_k: int = 2, embeddings: bool = False,
+def label_images(predictor, decoder, paths: list[str], *, top_k: int = 2, embeddings: bool = False,
                  cams=None, batch_size: int = 16):
-    """Label images in mini-batches. Returns ``(table, explanations_by_index)``.
+    """Label images in mini-batches through the model's :class:`~frugalvision.inference.Predictor`.
 
-    ``table`` has the local ``predict`` columns (path, label, probability, top-k pairs, error) plus
-    ``probabilities`` (all classes, model order) and ``embedding`` when asked. ``cams`` is None or
-    ``(class_selector, method)``; then, per readable image, its :class:`~frugalvision.explain.Explanation`
-    and its bytes when it came from an object store (the panel draws it without reading it again).
+    Returns ``(table, explanations_by_index)``. ``table`` has the local ``predict`` columns (path, label,
+    probability, top-k pairs, error) plus ``probabilities`` (all classes, model order) and ``embedding`` when
+    asked. ``cams`` is None or ``(class_selector, method)``; then, per readable image, its
+    :class:`~frugalvision.explain.Explanation` and its bytes when it came from an object store (the panel
+    draws it without reading it again).
     """
-    from ..explain import explain_decoded
+    from ..explain import explanations_of
     from ..model import predictions_table
 
-    dim = model.spec.embed_dim
+    model = predictor.model
+    dim = model.info.backbone.embed_dim
     ok = np.zeros(len(paths), bool)
     emb = np.zeros((len(paths), dim), np.float32)
+    probs = np.zeros((len(paths), len(model.classes)))
     failures, expl = [], {}
     for s in range(0, len(paths), batch_size):
         chunk = paths[s:s + batch_size]
@@ -69,18 +72,15 @@ def label_images(model, engine, decoder, paths: list[str], *, top_k: int = 2, em
         if not good:
             continue
         if cams is not None:
-            es, e = explain_decoded(model, engine, chunk, decoded, cls=cams[0], method=cams[1])
+            es, res = explanations_of(predictor, chunk, decoded, cls=cams[0], method=cams[1])
             expl.update({s + i: (x, sources[i] if isinstance(sources[i], bytes) else None) for i, x in zip(good, es)})
         else:
-            e = engine.run(np.stack([decoded[i].array for i in good]))[1]
+            res = predictor.run(np.stack([decoded[i].array for i in good]))
         idx = [s + i for i in good]
-        emb[idx], ok[idx] = e, True
-    probs = model.predict_proba_embeddings(emb[ok]) if ok.any() else np.zeros((0, len(model.classes)))
-    table = predictions_table(SimpleNamespace(paths=list(paths), ok=ok, failures=failures), probs, model.classes,
-                              top_k)
-    all_p = [None] * len(paths)
-    for j, i in enumerate(np.flatnonzero(ok)):
-        all_p[i] = probs[j].astype(np.float32)
+        emb[idx], probs[idx], ok[idx] = res.embeddings, res.probabilities, True
+    table = predictions_table(SimpleNamespace(paths=list(paths), ok=ok, failures=failures), probs[ok],
+                              model.classes, top_k)
+    all_p = [probs[i].astype(np.float32) if ok[i] else None for i in range(len(paths))]
     arrow = pa.Table.from_pandas(table, preserve_index=False)
     arrow = arrow.append_column("probabilities", pa.array(all_p, type=pa.list_(pa.float32())))
     if embeddings:
@@ -104,7 +104,7 @@ class ShardWorker:
         self.model = load_model(model_path, inference_only=True)  # no scikit-learn import: faster actor start
         ex = self.model.extractor(engine=engine, cache_dir=cache_dir, progress=False)
         ex.threads = threads  # the actor's CPUs, not the machine's
-        self.engine, self.decoder = ex.engine, ex.decoder()
+        self.predictor, self.decoder = self.model.predictor(engine=engine, cache_dir=cache_dir), ex.decoder()
         self.out, self.top_k, self.embeddings, self.cams, self.batch_size = out, top_k, embeddings, cams, batch_size
 
     def __call__(self, batch: dict) -> dict:
@@ -121,7 +121,7 @@ class ShardWorker:
         from ..explain import render_panel
 
         paths = read_shard_paths(self.out, shard)
-        table, expl = label_images(self.model, self.engine, self.decoder, paths, top_k=self.top_k,
+        table, expl = label_images(self.predictor, self.decoder, paths, top_k=self.top_k,
                                    embeddings=self.embeddings, cams=self.cams, batch_size=self.batch_size)
         if self.cams is not None:
             names = [None] * len(paths)

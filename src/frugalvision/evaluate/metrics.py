@@ -12,8 +12,12 @@ from sklearn import metrics as skm
 __all__ = ["headline_metrics", "per_class_table", "expected_calibration_error", "reliability_table"]
 
 
-def headline_metrics(y_true, y_pred, proba, classes, *, ks=(1, 2, 3)) -> dict:
-    """Accuracy, balanced accuracy, macro/weighted P/R/F1, top-k accuracy, log-loss."""
+def headline_metrics(y_true, y_pred, proba, classes, *, ks=(2, 3)) -> dict:
+    """Accuracy, balanced accuracy, macro/weighted P/R/F1, top-k accuracy, ROC AUC, log-loss.
+
+    Top-k accuracy is given only for ``1 < k < n_classes`` (with 2 classes "top-2" is always 100 %); ROC AUC
+    (one-vs-rest, macro) only when every class occurs in ``y_true``.
+    """
     y_true = np.asarray(y_true)
     labels = list(classes)
     out = {
@@ -26,8 +30,14 @@ def headline_metrics(y_true, y_pred, proba, classes, *, ks=(1, 2, 3)) -> dict:
         out[avg] = {"precision": float(p), "recall": float(r), "f1": float(f)}
     present = np.isin(y_true, labels)
     for k in ks:
-        if k < len(labels):
+        if 1 < k < len(labels):
             out[f"top{k}_accuracy"] = float(skm.top_k_accuracy_score(y_true[present], proba[present], k=k, labels=labels))
+    if set(labels) <= set(y_true[present]):
+        if len(labels) == 2:  # scikit-learn's binary form: the score of the second class
+            out["roc_auc"] = float(skm.roc_auc_score(y_true[present] == labels[1], proba[present, 1]))
+        else:
+            out["roc_auc"] = float(skm.roc_auc_score(y_true[present], proba[present], labels=labels,
+                                                     multi_class="ovr", average="macro"))
     out["log_loss"] = float(skm.log_loss(y_true[present], proba[present], labels=labels))
     return out
 

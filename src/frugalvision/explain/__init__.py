@@ -14,25 +14,24 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.decode import decode_for_input, load_rgb
-from ..exceptions import DataError, ImageDecodeError
-from ..heads import head_type
+from ..data.decode import load_rgb
+from ..exceptions import ImageDecodeError
+from ..inference import METHODS, Predictor, map_support, resolve_classes
 from .cam import class_activation_maps
-from .gradcam import GRADIENT_METHODS, gradient_cams
 from .overlay import normalise_map, overlay, to_image_coordinates
 
 __all__ = ["METHODS", "Explanation", "display_image", "explain_image", "explain_images", "resolve_classes", "render_panel",
-           "write_explanations", "class_activation_maps"]
-
-METHODS = ("auto", "cam", *GRADIENT_METHODS)
+           "write_explanations", "class_activation_maps", "explanations_of"]
 
 
-def resolve_method(model, method: str) -> str:
-    """'auto': exact CAM for a linear head on average-pooled features, else Grad-CAM."""
-    if method != "auto":
-        return method
-    linear = hasattr(model.head, "coef_") and model.meta["backbone"].get("pooled_is_plain_avg", True)
-    return "cam" if linear else "gradcam"
+def checked_method(model, method: str) -> str:
+    """The concrete method this model gives maps with ('auto' resolved), or a DataError saying why none."""
+    from ..exceptions import DataError
+
+    support = map_support(model, method)
+    if not support.available:
+        raise DataError(f"No maps for this model with method '{method}': {support.reason}.")
+    return support.method
 
 
 @dataclass
@@ -69,102 +68,46 @@ class Explanation:
         return normalise_map(to_image_coordinates(self.maps[i], self.box, size or self.size))
 
 
-def resolve_classes(spec, proba: np.ndarray, classes: list, true_label=None) -> list[int]:
-    """Class indices for ``'top1'``, ``'top2'`` (top-1 and 2nd), ``'topK'``, ``'all'``, ``'true'``, a name, or a list."""
-    if isinstance(spec, (list, tuple)):
-        out = []
-        for s in spec:
-            out.extend(i for i in resolve_classes(s, proba, classes, true_label) if i not in out)
-        return out
-    order = list(np.argsort(-proba))
-    if isinstance(spec, (int, np.integer)):
-        if not 0 <= spec < len(classes):
-            raise DataError(f"Class index {spec} is out of range for {len(classes)} classes.")
-        return [int(spec)]
-    s = str(spec)
-    if s == "all":
-        return list(range(len(classes)))
-    if s == "true":
-        if true_label is None:
-            raise DataError("cls='true' needs the image's true label (labels=...).")
-        return [classes.index(str(true_label))]
-    if s.startswith("top") and s[3:].isdigit():
-        k = int(s[3:])
-        return [int(i) for i in order[:max(1, min(k, len(classes)))]]
-    if s == "second":
-        return [int(order[1])]
-    if s in classes:
-        return [classes.index(s)]
-    raise DataError(f"Unknown class selector '{s}'. Use top1, top2, topK, all, true, or a class name: {classes}.")
-
-
-def checked_method(model, method: str) -> str:
-    """The concrete method for this model ('auto' resolved), or a DataError saying why it can't work."""
-    if method not in METHODS:
-        raise DataError(f"Unknown method '{method}'. Choose one of {', '.join(METHODS)}.")
-    method = resolve_method(model, method)
-    if method == "cam" and not model.meta["backbone"].get("pooled_is_plain_avg", True):
-        raise DataError(f"Exact CAM needs an average-pooled embedding; backbone '{model.spec.name}' is not. "
-                        f"Use method='gradcam'.")
-    if method == "cam" and not hasattr(model.head, "coef_"):
-        raise DataError(f"Exact CAM needs a linear head; this model's head is {head_type(model.head)}. "
-                        f"Use method='gradcam' (--method gradcam).")
-    return method
-
-
 def explain_images(model, paths, *, cls="top2", method: str = "auto", labels=None, engine: str = "auto",
                    cache_dir=None, batch_size: int = 16) -> tuple[list[Explanation], list[tuple[str, str]]]:
     """Explanations for many images (one backbone pass each) and the files that failed."""
-    method = checked_method(model, method)
+    checked_method(model, method)
     ex = model.extractor(engine=engine, cache_dir=cache_dir, progress=False)
-    pre = ex.preprocessing
+    predictor = Predictor(model, ex.engine)
+    decode = ex.decoder()
     out, failed = [], []
     paths = [str(p) for p in paths]
     labels = list(labels) if labels is not None else [None] * len(paths)
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
-        decoded = [decode_for_input(p, pre["input_size"], pre["crop_pct"], pre["interpolation"]) for p in chunk]
+        decoded = [decode(p) for p in chunk]
         failed.extend((chunk[i], d.error) for i, d in enumerate(decoded) if d.array is None)
-        out.extend(explain_decoded(model, ex.engine, chunk, decoded, cls=cls, method=method,
+        out.extend(explanations_of(predictor, chunk, decoded, cls=cls, method=method,
                                    labels=labels[start:start + batch_size])[0])
     return out, failed
 
 
-def explain_decoded(model, engine, paths, decoded, *, cls="top2", method: str = "cam", labels=None):
-    """One backbone pass over already-decoded images: ``(explanations, embeddings)`` of the readable ones.
+def explanations_of(predictor: Predictor, paths, decoded, *, cls="top2", method: str = "auto", labels=None):
+    """One pass of the inference path over already-decoded images: ``(explanations, outputs)`` of the readable ones.
 
-    ``method`` is resolved ("cam" or a Grad-CAM variant); ``decoded`` holds :class:`DecodedInput` s.
+    ``decoded`` holds :class:`DecodedInput` s; ``outputs`` is the :class:`~frugalvision.inference.Outputs` of the
+    readable images, in order.
     """
+    model = predictor.model
     classes = model.classes
     labels = list(labels) if labels is not None else [None] * len(paths)
     good = [i for i, d in enumerate(decoded) if d.array is not None]
-    if not good:
-        return [], np.zeros((0, model.spec.embed_dim), np.float32)
-    arrays = np.stack([decoded[i].array for i in good])
-    fmaps, emb = engine.run(arrays, maps=True)
-    proba = model.predict_proba_embeddings(emb)
-    picks = [resolve_classes(cls, proba[j], classes, labels[i]) for j, i in enumerate(good)]
-    width = max(len(p) for p in picks)
-    padded = [p + [p[-1]] * (width - len(p)) for p in picks]
-    if method == "cam":
-        allmaps = class_activation_maps(fmaps, model.head.coef_)
-        maps = np.stack([allmaps[j, padded[j]] for j in range(len(good))])
-    else:
-        maps = gradient_cams(_torch_backbone(model), model.head, arrays, padded, method)
+    arrays = (np.stack([decoded[i].array for i in good]) if good else
+              np.zeros((0, model.info.preprocessing.input_size, model.info.preprocessing.input_size, 3), np.uint8))
+    res = predictor.run(arrays, classes=cls, method=method, labels=[labels[i] for i in good])
     out = []
     for j, i in enumerate(good):
-        k = len(picks[j])
+        k = len(res.map_classes[j])
         out.append(Explanation(
-            path=str(paths[i]), class_names=[classes[c] for c in picks[j]], maps=maps[j, :k],
-            probabilities={c: float(p) for c, p in zip(classes, proba[j])}, box=decoded[i].box,
-            size=decoded[i].size, method=method, input=arrays[j]))
-    return out, emb
-
-
-def _torch_backbone(model):
-    if getattr(model, "_torch_backbone", None) is None:
-        model._torch_backbone = model.backbone()
-    return model._torch_backbone
+            path=str(paths[i]), class_names=[classes[c] for c in res.map_classes[j]], maps=res.maps[j, :k],
+            probabilities={c: float(p) for c, p in zip(classes, res.probabilities[j])}, box=decoded[i].box,
+            size=decoded[i].size, method=res.method, input=arrays[j]))
+    return out, res
 
 
 def explain_image(model, path, *, cls="top1", method: str = "auto", label=None, **kw) -> np.ndarray:

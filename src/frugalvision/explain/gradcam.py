@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["GRADIENT_METHODS", "gradient_cams"]
+from ..inference import GRADIENT_METHODS
 
-GRADIENT_METHODS = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "layercam": "LayerCAM",
-                    "scorecam": "ScoreCAM"}
+__all__ = ["GRADIENT_METHODS", "gradient_cams"]
 
 
 def _classifier(backbone, head_module):

@@ -280,7 +280,7 @@ def finetune(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, stages="la
                         "trainable": split.trainable_names + split.tail_names,
                         "seconds": time.perf_counter() - t0}
     model = Model(lin, meta, backbone_tensors=tensors)
-    model.meta["temperature"] = temperature
+    model.info.temperature = temperature
     # Validation predictions of the selected weights (td.X holds the frozen network's embeddings).
     model.training_ = _summary(td, lin, data, val_pred=np.asarray(classes)[val_logits.argmax(axis=1)])
     model.data_ = td
@@ -289,7 +289,7 @@ def finetune(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, stages="la
         model.save(out / "model.safetensors", overwrite=overwrite)
         td.table.to_csv(out / "split.csv", index=False)
         td.skipped.to_csv(out / "skipped.csv", index=False)
-        write_json(out / "training.json", {**model.meta["training"], "finetune": meta["finetune"]})
+        write_json(out / "training.json", {**model.info.training, "finetune": meta["finetune"]})
     return model
 
 

@@ -70,7 +70,11 @@ def build_sections(model, ev, *, explain: bool = True, n_mistakes: int = 8, n_ty
     sections["unsure"] = _gallery_rows(unsure)
     sections["typical"] = {}
     sections["faithfulness"] = None
-    if explain:
+    from ..inference import map_support
+
+    support = map_support(model)
+    sections["maps_note"] = support.reason
+    if explain and support.available:
         _attach_panels(model, sections, mistakes, unsure, ev, n_typical, engine, cache_dir)
         if faithfulness:
             sections["faithfulness"] = _faithfulness(model, ev, faithfulness_per_class, engine, cache_dir)
@@ -115,10 +119,10 @@ def _faithfulness(model, ev, per_class, engine, cache_dir) -> dict:
     from ..explain import explain_images
     from ..explain.faithfulness import deletion_insertion
 
-    ex = model.extractor(engine=engine, cache_dir=cache_dir, progress=False)
+    predictor = model.predictor(engine=engine, cache_dir=cache_dir)
 
     def prob_fn(arrays):
-        return model.predict_proba_embeddings(ex.run_arrays(arrays)[1])
+        return np.concatenate([predictor.run(arrays[i:i + 32]).probabilities for i in range(0, len(arrays), 32)])
 
     p = ev.predictions
     rows = []
@@ -135,9 +139,9 @@ def _faithfulness(model, ev, per_class, engine, cache_dir) -> dict:
         rows.append({"class": c, "n": len(expl),
                      "deletion_auc": float(r["deletion_auc"].mean()), "deletion_random_auc": float(r["deletion_random_auc"].mean()),
                      "insertion_auc": float(r["insertion_auc"].mean()), "insertion_random_auc": float(r["insertion_random_auc"].mean())})
-    from ..explain import resolve_method
+    from ..inference import map_support
 
-    return {"rows": rows, "method": resolve_method(model, "auto"), "steps": 8}
+    return {"rows": rows, "method": map_support(model).method, "steps": 8}
 
 
 def _data_section(model, ev, balance_png) -> dict:

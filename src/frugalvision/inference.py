@@ -1,0 +1,209 @@
+"""The one inference path: decoded images -> embeddings -> probabilities, and the maps valid for this model.
+
+Every consumer predicts through here: ``Model.predict`` and ``evaluate`` (embeddings from the cache,
+then :func:`probabilities`), ``explain`` and the report, the web app, the Ray worker (all through
+:meth:`Predictor.run`), and the ONNX export (which composes the same backbone graph with the head, see
+:mod:`frugalvision.export`). Which maps a model can give is decided in one place, :func:`map_support`:
+exact CAM for a linear head on average-pooled features, a Grad-CAM method for any other head (it needs
+torch and a known feature layer), or none, with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .exceptions import DataError
+
+__all__ = ["GRADIENT_METHODS", "METHODS", "MapSupport", "Outputs", "Predictor", "map_support", "probabilities", "resolve_classes"]
+
+#: Gradient methods, by their class name in the ``grad-cam`` package (see ``explain/gradcam.py``).
+GRADIENT_METHODS = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "layercam": "LayerCAM",
+                    "scorecam": "ScoreCAM"}
+#: Explanation methods (``--method``); ``auto`` picks the best one this model supports.
+METHODS = ("auto", "cam", *GRADIENT_METHODS)
+
+
+@dataclass(frozen=True)
+class MapSupport:
+    """Which maps a model gives: ``method`` ('cam', a Grad-CAM method) or None, and why."""
+
+    method: str | None
+    reason: str
+
+    @property
+    def available(self) -> bool:
+        return self.method is not None
+
+
+def _exact_cam_problem(model) -> str | None:
+    if not model.info.backbone.pooled_is_plain_avg:
+        return (f"exact CAM needs an embedding that is the plain average of the last feature map; backbone "
+                f"'{model.info.backbone.name}' pools differently")
+    if not hasattr(model.head, "coef_"):
+        return f"exact CAM needs a linear head; this model's head is {model.info.head.type}"
+    return None
+
+
+def _gradient_problem(model) -> str | None:
+    if not model.info.backbone.cam_layer:
+        return f"backbone '{model.info.backbone.name}' has no known feature layer to explain"
+    try:
+        import pytorch_grad_cam  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError:
+        return "Grad-CAM needs PyTorch and grad-cam: pip install 'frugalvision[torch]'"
+    return None
+
+
+def map_support(model, method: str = "auto") -> MapSupport:
+    """The map method this model supports for ``method`` ('auto' resolved), or None with the reason.
+
+    Raises DataError only for a name that is not a method at all.
+    """
+    if method not in METHODS:
+        raise DataError(f"Unknown method '{method}'. Choose one of {', '.join(METHODS)}.")
+    cam_problem = _exact_cam_problem(model)
+    if method == "cam" or (method == "auto" and cam_problem is None):
+        if cam_problem:
+            return MapSupport(None, cam_problem + "; use --method gradcam")
+        return MapSupport("cam", "exact class activation maps (CAM)")
+    grad = "gradcam" if method == "auto" else method
+    problem = _gradient_problem(model)
+    if problem:
+        return MapSupport(None, problem)
+    return MapSupport(grad, f"{grad} maps")
+
+
+def probabilities(model, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(logits, calibrated probabilities)`` of embeddings ``X``: the head, then the softmax temperature."""
+    from .heads import softmax
+
+    X = np.asarray(X)
+    if len(X) == 0:
+        k = len(model.classes)
+        return np.zeros((0, k)), np.zeros((0, k))
+    logits = model.head.logits(X)
+    return logits, softmax(logits / model.temperature)
+
+
+def resolve_classes(spec, proba: np.ndarray, classes: list, true_label=None) -> list[int]:
+    """Class indices for ``'top1'``, ``'top2'`` (top-1 and 2nd), ``'topK'``, ``'all'``, ``'true'``, a name, or a list."""
+    if isinstance(spec, (list, tuple)):
+        out = []
+        for s in spec:
+            out.extend(i for i in resolve_classes(s, proba, classes, true_label) if i not in out)
+        return out
+    order = list(np.argsort(-proba))
+    if isinstance(spec, (int, np.integer)):
+        if not 0 <= spec < len(classes):
+            raise DataError(f"Class index {spec} is out of range for {len(classes)} classes.")
+        return [int(spec)]
+    s = str(spec)
+    if s == "all":
+        return list(range(len(classes)))
+    if s == "true":
+        if true_label is None:
+            raise DataError("cls='true' needs the image's true label (labels=...).")
+        if str(true_label) not in classes:
+            raise DataError(f"True label {true_label!r} is not a class of this model ({classes}).")
+        return [classes.index(str(true_label))]
+    if s in classes:  # a class named like a selector ('top2', 'all') is still that class
+        return [classes.index(s)]
+    if s.startswith("top") and s[3:].isdigit():
+        k = int(s[3:])
+        return [int(i) for i in order[:max(1, min(k, len(classes)))]]
+    if s == "second":
+        return [int(order[1])]
+    raise DataError(f"Unknown class selector '{s}'. Use top1, top2, topK, all, true, or a class name: {classes}.")
+
+
+@dataclass
+class Outputs:
+    """What the model says about a batch of decoded images.
+
+    Attributes
+    ----------
+    embeddings : ndarray (n, D)
+    logits, probabilities : ndarray (n, K)
+        ``probabilities`` are calibrated (temperature applied).
+    maps : ndarray (n, r, h, w) or None
+        Maps of the classes in ``map_classes`` (raw CAM: signed logit contributions; Grad-CAM: [0, 1]).
+    map_classes : list of list of int, or None
+        Per image, the explained class indices (``r`` = the longest list; shorter lists are padded
+        by repeating their last class).
+    maps_note : str
+        The method used, or why there are no maps.
+    """
+
+    embeddings: np.ndarray
+    logits: np.ndarray
+    probabilities: np.ndarray
+    maps: np.ndarray | None = None
+    map_classes: list | None = None
+    method: str | None = None
+    maps_note: str = ""
+
+
+class Predictor:
+    """A model bound to a backbone engine: ``run(images)`` is the one way to predict on decoded pixels.
+
+    Parameters
+    ----------
+    model : Model
+    engine : Engine, optional
+        A backbone engine (``features.engine``); default: the model's extractor engine (ONNX Runtime).
+    """
+
+    def __init__(self, model, engine=None):
+        self.model = model
+        self._engine = engine
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            self._engine = self.model.extractor(progress=False).engine
+        return self._engine
+
+    def run(self, images: np.ndarray, *, classes=None, method: str = "auto", labels=None,
+            strict: bool = True) -> Outputs:
+        """Predict on uint8 NHWC images of the model's input size.
+
+        ``classes`` (a selector, see :func:`resolve_classes`) asks for maps of those classes. When this model
+        cannot give maps for ``method``: ``strict`` raises DataError with the reason, else ``maps`` is None
+        and ``maps_note`` says why.
+        """
+        model = self.model
+        support = map_support(model, method) if classes is not None else MapSupport(None, "no maps asked")
+        if classes is not None and not support.available and strict:
+            raise DataError(f"No maps for this model: {support.reason}.")
+        want_fmaps = support.method == "cam"
+        fmaps, emb = self.engine.run(np.ascontiguousarray(images), maps=want_fmaps)
+        logits, proba = probabilities(model, emb)
+        out = Outputs(embeddings=emb, logits=logits, probabilities=proba, method=support.method,
+                      maps_note=support.reason)
+        if not support.available or len(images) == 0:
+            return out
+        labels = list(labels) if labels is not None else [None] * len(images)
+        picks = [resolve_classes(classes, proba[j], model.classes, labels[j]) for j in range(len(images))]
+        width = max(len(p) for p in picks)
+        padded = [p + [p[-1]] * (width - len(p)) for p in picks]
+        if support.method == "cam":
+            from .explain.cam import class_activation_maps
+
+            allmaps = class_activation_maps(fmaps, model.head.coef_)
+            out.maps = np.stack([allmaps[j, padded[j]] for j in range(len(images))])
+        else:
+            from .explain.gradcam import gradient_cams
+
+            out.maps = gradient_cams(self._torch_backbone(), model.head, images, padded, support.method,
+                                     cam_layer=model.info.backbone.cam_layer)
+        out.map_classes = picks
+        return out
+
+    def _torch_backbone(self):
+        # Grad-CAM needs gradients, so it runs the PyTorch network (built once per model).
+        if getattr(self.model, "_torch_backbone", None) is None:
+            self.model._torch_backbone = self.model.backbone()
+        return self.model._torch_backbone
