@@ -55,7 +55,7 @@ def test_audit_finds_the_planted_problems_and_changes_nothing(messy, tmp_path):
     m = m.set_index(m["path"].str.rsplit("/", n=1).str[1])
     assert m.loc["exact_copy.png", "status"] == "exclude" and "exact duplicate" in m.loc["exact_copy.png", "reason"]
     for name in ("resized_copy.jpg", "cropped_copy.png"):
-        assert m.loc[name, "group"] != "" and m.loc[name, "group"] == m.loc["circle_00.png", "group"], name
+        assert m.loc[name, "duplicate_group"] != "" and m.loc[name, "duplicate_group"] == m.loc["circle_00.png", "duplicate_group"], name
     assert m.loc["circle_00.png", "status"] != "exclude"  # the largest copy is the one kept
     assert "near-duplicate of" in m.loc["resized_copy.jpg", "reason"]
     assert res.summary["findings"]["leaks"] >= 1
@@ -73,7 +73,7 @@ def test_audit_finds_the_planted_problems_and_changes_nothing(messy, tmp_path):
     model = fv.train(tmp_path / "prep" / "manifest.csv", progress=False, out=tmp_path / "run")
     used = set(model.data_.table["path"])
     assert not any(p.endswith("exact_copy.png") or p.endswith("broken.png") for p in used)
-    assert model.data_.table.groupby("group")["split"].nunique().drop("", errors="ignore").max() <= 1
+    assert model.data_.table.groupby("duplicate_group")["split"].nunique().drop("", errors="ignore").max() <= 1
     html = model.report(tmp_path / "run" / "report.html", explain=False, progress=False).read_text()
     assert 'id="data-audit"' in html and "label issues" in html
 

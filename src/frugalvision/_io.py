@@ -17,7 +17,8 @@ from typing import Any, Iterator
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
-__all__ = ["atomic_writer", "write_bytes", "write_text", "write_json", "read_json", "refuse_overwrite"]
+__all__ = ["atomic_writer", "write_bytes", "write_text", "write_json", "read_json", "refuse_overwrite", "run_folder",
+           "remove_stale_temporaries"]
 
 
 @contextlib.contextmanager
@@ -25,7 +26,8 @@ def atomic_writer(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     """Open a temporary file that replaces ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The writer's pid in the name lets remove_stale_temporaries tell a killed writer's leftovers from live ones.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide reports from colleagues
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as fh:
@@ -77,3 +79,55 @@ def refuse_overwrite(path, overwrite: bool, what: str = "file") -> None:
             f"{what.capitalize()} '{p}' already exists and frugalvision never overwrites your files "
             f"without asking. Choose another path, or pass overwrite=True (--overwrite on the command line)."
         )
+
+
+def remove_stale_temporaries(folder) -> int:
+    """Delete the temporary files of writers that were killed (their pid is gone); returns how many."""
+    import re
+
+    removed = 0
+    for p in Path(folder).glob(".*.tmp") if Path(folder).is_dir() else ():
+        m = re.search(r"\.(\d+)-[^.]*\.tmp$", p.name)
+        if m and not _alive(int(m.group(1))):
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def run_folder(folder, files, *, overwrite: bool = False):
+    """Hold ``folder`` for one run: an exclusive lock (released even if the process is killed) and, unless
+    ``overwrite``, a refusal before any work if one of ``files`` is already there."""
+    from .exceptions import DataError
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"'{folder}' is a file; --out takes a folder for the run's files.")
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".frugalvision.lock", os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # Windows: no advisory locks; runs are not guarded there
+            pass
+        except BlockingIOError:
+            raise DataError(f"Another frugalvision run is writing to '{folder}' right now. Wait for it to finish, "
+                            f"or choose another --out folder.") from None
+        for name in files:
+            refuse_overwrite(folder / name, overwrite, "run file")
+        yield folder
+    finally:
+        os.close(fd)  # closing releases the lock

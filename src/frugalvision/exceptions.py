@@ -12,6 +12,7 @@ __all__ = [
     "ImageDecodeError",
     "NotFittedError",
     "ArtifactError",
+    "DataWarning",
 ]
 
 
@@ -49,3 +50,7 @@ class NotFittedError(FrugalVisionError, ValueError, AttributeError):
 
 class ArtifactError(FrugalVisionError, ValueError):
     """A model file is missing, corrupt, or does not match this installation."""
+
+
+class DataWarning(UserWarning):
+    """Something in the data was skipped or changed and the run goes on (the CLI prints it as one line)."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ._io import refuse_overwrite, write_json
+from ._io import run_folder, write_json, write_text
 from .backbones.registry import DEFAULT_BACKBONE
 from .data.discover import discover
 from .data.split import assign_splits
@@ -52,10 +53,13 @@ def embed_dataset(data, extractor: Extractor, *, split_file=None, val_size=0.15,
     X = emb.X
     # assign_splits sorts by path; keep X aligned by carrying the row number.
     good["_row"] = np.arange(len(good))
-    # A 'group' column (near-duplicates found by prepare) keeps each group inside one split.
-    good = assign_splits(good, val_size=val_size, test_size=test_size, seed=seed, group_col="group")
+    # Copies of one image (same content) and near-duplicate groups found by prepare stay inside one split,
+    # so that no test image is also a training image.
+    dup = good["duplicate_group"].astype(str) if "duplicate_group" in good.columns else pd.Series("", index=good.index)
+    good["_together"] = dup.where(dup != "", "content:" + good["hash"].astype(str))
+    good = assign_splits(good, val_size=val_size, test_size=test_size, seed=seed, group_col="_together")
     X = X[good["_row"].to_numpy()]
-    good = good.drop(columns="_row")
+    good = good.drop(columns=["_row", "_together"])
     return TrainingData(good, X, skipped, extractor)
 
 
@@ -136,66 +140,75 @@ def train(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, out=None, hea
     >>> model.predict(["new/photo.jpg"])  # doctest: +SKIP
     """
     C_requested = C
-    if head not in HEADS:
-        raise ValueError(f"Unknown head '{head}'. Choose one of {sorted(HEADS)}.")
-    if out is not None:
-        refuse_overwrite(Path(out) / "model.safetensors", overwrite, "model file")
-    t0 = _dt.datetime.now(_dt.timezone.utc)
-    ex = extractor or Extractor(backbone, weights=weights, engine=engine, cache_dir=cache_dir, crop_pct=crop_pct,
-                                progress=progress)
-    td = embed_dataset(data, ex, split_file=split_file, val_size=val_size, test_size=test_size, seed=seed)
-    X_tr, y_tr, tr_table = td.part("train")
-    if len(np.unique(y_tr)) < 2:
-        raise DataError("The training split has fewer than 2 classes after skipping unreadable files.")
-    n_aug = 0
-    if views:
-        Xa, ya, _ = embed_views(ex, tr_table, augment, views, balance_by_augmentation)
-        X_tr, y_tr, n_aug = np.vstack([X_tr, Xa]), np.concatenate([y_tr, ya]), len(ya)
-    X_va, y_va, _ = td.part("val")
-    params = dict(head_params or {})
-    c_curve = []
-    if head == "linear":
-        C, c_curve = _choose_C(params.pop("C", C), X_tr, y_tr, X_va, y_va, head, class_weight, seed)
-        params = {"C": C, "class_weight": params.pop("class_weight", class_weight), **params}
-    else:
-        params.setdefault("class_weight", class_weight)
-    est = HEADS[head](**params, random_state=seed).fit(X_tr, y_tr)
-    summary = _summary(td, est, data)
-    summary["C"] = params.get("C")
-    summary["C_search"] = c_curve
-    summary["augmentation"] = {"policy": augment if views else None, "views": views,
-                               "balance_by_augmentation": balance_by_augmentation, "augmented_rows": n_aug}
-    temperature = None
-    if calibrate and len(y_va) >= 10:
-        from .evaluate.calibration import fit_temperature
+    if head not in ("linear", "mlp"):
+        raise DataError(f"Unknown head '{head}'. Choose one of linear, mlp.")
+    # One run at a time per folder, and nothing in it replaced unless asked (checked before any work).
+    folder = run_folder(out, RUN_FILES, overwrite=overwrite) if out is not None else contextlib.nullcontext()
+    with folder:
+        t0 = _dt.datetime.now(_dt.timezone.utc)
+        ex = extractor or Extractor(backbone, weights=weights, engine=engine, cache_dir=cache_dir, crop_pct=crop_pct,
+                                    progress=progress)
+        td = embed_dataset(data, ex, split_file=split_file, val_size=val_size, test_size=test_size, seed=seed)
+        X_tr, y_tr, tr_table = td.part("train")
+        if len(np.unique(y_tr)) < 2:
+            raise DataError("The training split has fewer than 2 classes after skipping unreadable files.")
+        n_aug = 0
+        if views:
+            Xa, ya, _ = embed_views(ex, tr_table, augment, views, balance_by_augmentation)
+            X_tr, y_tr, n_aug = np.vstack([X_tr, Xa]), np.concatenate([y_tr, ya]), len(ya)
+        X_va, y_va, _ = td.part("val")
+        params = dict(head_params or {})
+        c_curve = []
+        if head == "linear":
+            C, c_curve = _choose_C(params.pop("C", C), X_tr, y_tr, X_va, y_va, head, class_weight, seed)
+            params = {"C": C, "class_weight": params.pop("class_weight", class_weight), **params}
+        else:
+            params.setdefault("class_weight", class_weight)
+        est = HEADS[head](**params, random_state=seed).fit(X_tr, y_tr)
+        summary = _summary(td, est, data)
+        summary["C"] = params.get("C")
+        summary["C_search"] = c_curve
+        summary["augmentation"] = {"policy": augment if views else None, "views": views,
+                                   "balance_by_augmentation": balance_by_augmentation, "augmented_rows": n_aug}
+        temperature = None
+        if calibrate and len(y_va) >= 10:
+            from .evaluate.calibration import fit_temperature
 
-        classes = list(est.classes_)
-        known = np.isin(y_va, classes)
-        temperature = fit_temperature(est.logits(X_va[known]), [classes.index(c) for c in y_va[known]])
-    meta = {
-        "backbone": {"name": ex.spec.name, "timm_name": ex.spec.timm_name, "weights_id": ex.weights_id,
-                     "weights_source": ex.spec.weights, "weights_file": str(weights) if weights else None,
-                     "embed_dim": ex.spec.embed_dim, "cam_layer": ex.spec.cam_layer,
-                     "pooled_is_plain_avg": ex.spec.pooled_is_plain_avg, "license": ex.spec.license},
-        "preprocessing": ex.preprocessing,
-        "temperature": temperature,
-        "training": {**summary, "started": t0.isoformat(timespec="seconds"),
-                     "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                     "settings": {"head": head, "head_params": params, "C_requested": C_requested,
-                                  "class_weight": class_weight, "views": views,
-                                  "augment": augment if views else None, "val_size": val_size,
-                                  "test_size": test_size, "seed": seed}},
-    }
-    model = Model(est, meta)
-    model.training_ = summary
-    model.data_ = td
-    if out is not None:
-        out = Path(out)
-        model.save(out / "model.safetensors", overwrite=overwrite)
-        td.table.to_csv(out / "split.csv", index=False)
-        td.skipped.to_csv(out / "skipped.csv", index=False)
-        write_json(out / "training.json", model.meta["training"])
-    return model
+            classes = list(est.classes_)
+            known = np.isin(y_va, classes)
+            temperature = fit_temperature(est.logits(X_va[known]), [classes.index(c) for c in y_va[known]])
+        meta = {
+            "backbone": {"name": ex.spec.name, "timm_name": ex.spec.timm_name, "weights_id": ex.weights_id,
+                         "weights_source": ex.spec.weights, "weights_file": str(weights) if weights else None,
+                         "embed_dim": ex.spec.embed_dim, "cam_layer": ex.spec.cam_layer,
+                         "pooled_is_plain_avg": ex.spec.pooled_is_plain_avg, "license": ex.spec.license},
+            "preprocessing": ex.preprocessing,
+            "temperature": temperature,
+            "training": {**summary, "started": t0.isoformat(timespec="seconds"),
+                         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                         "settings": {"head": head, "head_params": params, "C_requested": C_requested,
+                                      "class_weight": class_weight, "views": views,
+                                      "augment": augment if views else None, "val_size": val_size,
+                                      "test_size": test_size, "seed": seed}},
+        }
+        model = Model(est, meta)
+        model.training_ = summary
+        model.data_ = td
+        if out is not None:
+            save_run(model, td, Path(out), overwrite=overwrite)
+        return model
+
+
+#: What ``train`` writes into its ``out`` folder; all of it is checked before any work starts.
+RUN_FILES = ("model.safetensors", "split.csv", "skipped.csv", "training.json")
+
+
+def save_run(model: Model, td: TrainingData, out: Path, *, overwrite: bool, extra_training: dict | None = None):
+    """Write the run folder atomically: the model last, so a folder with a model file is complete."""
+    write_text(out / "split.csv", td.table.to_csv(index=False))
+    write_text(out / "skipped.csv", td.skipped.to_csv(index=False))
+    write_json(out / "training.json", {**model.info.training, **(extra_training or {})})
+    model.save(out / "model.safetensors", overwrite=overwrite)
 
 
 #: Grid for ``C='auto'``; strong regularisation usually wins for linear probes on a few thousand images.
@@ -207,7 +220,7 @@ def _choose_C(C, X_tr, y_tr, X_va, y_va, head, class_weight, seed):
     """``C='auto'``: the grid value with the lowest validation log-loss (the test split is never used)."""
     if C != "auto":
         if not isinstance(C, (int, float)) or C <= 0:
-            raise ValueError(f"C must be a positive number or 'auto', got {C!r}.")
+            raise DataError(f"C must be a positive number or 'auto', got {C!r}.")
         return float(C), []
     known = np.isin(y_va, np.unique(y_tr))
     if known.sum() < 10:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 from dataclasses import asdict, dataclass, field
 
 from ..exceptions import UnknownBackboneError
@@ -190,30 +191,65 @@ def get_spec(name: str) -> BackboneSpec:
     )
 
 
+@functools.lru_cache(maxsize=64)
 def _spec_from_timm(timm_name: str) -> BackboneSpec | None:
-    """Build a spec for any timm model; its preprocessing comes from timm, not copied by hand."""
+    """Build a spec for any timm model; its preprocessing comes from timm, not copied by hand.
+
+    The network is instantiated once on PyTorch's ``meta`` device (shapes only: no weights, no memory)
+    to read its width and find the layer whose output is ``forward_features`` (the CAM layer); the
+    result is cached, so a lookup costs that once per process.
+    """
     import timm  # imported only for names outside the table
+    import torch
 
     if not timm.is_model(timm_name):
         return None
-    model = timm.create_model(timm_name, pretrained=False, num_classes=0)
+    with torch.device("meta"):
+        model = timm.create_model(timm_name, pretrained=False, num_classes=0)
     cfg = timm.data.resolve_model_data_config(model)
+    size = int(cfg["input_size"][-1])
+    cam_layer, fmap_shape = _feature_layer(model, size)
     pool = getattr(model, "global_pool", None)
     pool_type = getattr(pool, "pool_type", "")
     # Plain average pooling right after forward_features makes classic CAM exact.
-    plain = pool_type == "avg" and not hasattr(model, "head_hidden_size") and type(getattr(model, "fc_norm", None)).__name__ in ("Identity", "NoneType")
+    # The embedding is forward_head(pre_logits=True): wider than the map when the head has a hidden layer.
+    embed_dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
+    plain = (len(fmap_shape) == 4 and pool_type == "avg" and embed_dim == fmap_shape[1]
+             and type(getattr(model, "fc_norm", None)).__name__ in ("Identity", "NoneType"))
     return BackboneSpec(
         name=f"timm:{timm_name}",
         timm_name=timm_name,
         weights="timm",
-        embed_dim=int(model.num_features),
-        input_size=int(cfg["input_size"][-1]),
+        embed_dim=embed_dim,
+        input_size=size,
         mean=tuple(float(v) for v in cfg["mean"]),
         std=tuple(float(v) for v in cfg["std"]),
         interpolation=str(cfg.get("interpolation", "bicubic")),
         crop_pct=float(cfg.get("crop_pct", 0.875)),
-        cam_layer="",
+        cam_layer=cam_layer,
         pooled_is_plain_avg=bool(plain),
         license=str(getattr(model, "pretrained_cfg", {}).get("license", "")),
         params_m=round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
     )
+
+
+def _feature_layer(model, size: int) -> tuple[str, tuple]:
+    """``(name, shape)``: the last module to produce ``forward_features``' output (a 4-D map), or ``""``
+    when the network gives tokens rather than a feature map (no CAM layer)."""
+    import torch
+
+    seen, hooks = [], []
+    for name, mod in model.named_modules():
+        if name:
+            hooks.append(mod.register_forward_hook(lambda m, i, o, n=name: seen.append((n, getattr(o, "shape", None)))))
+    try:
+        with torch.device("meta"), torch.no_grad():
+            out = model.forward_features(torch.empty(1, 3, size, size))
+    finally:
+        for h in hooks:
+            h.remove()
+    shape = tuple(out.shape)
+    if len(shape) != 4:
+        return "", shape
+    last = [n for n, s in seen if s is not None and tuple(s) == shape]
+    return (last[-1] if last else ""), shape

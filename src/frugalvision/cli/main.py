@@ -10,10 +10,24 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 import typer
 
 from . import backbones, compare, data, demo, evaluate, explain, export, predict, report, serve, train, tune
+
+_default_show = warnings.showwarning
+
+
+def _show_warning(message, category, *args, **kw):
+    """Data warnings are messages for people (one line), not code locations."""
+    from ..exceptions import DataWarning
+
+    if issubclass(category, DataWarning):
+        typer.secho(f"Warning: {message}", err=True, fg="yellow")
+    else:
+        _default_show(message, category, *args, **kw)
+
 
 app = typer.Typer(
     name="frugalvision",
@@ -31,11 +45,13 @@ def main(argv=None) -> int:
     """Console-script entry point; returns the exit code (0 ok, 1 user error, 2 usage)."""
     from ..exceptions import FrugalVisionError
 
+    warnings.showwarning = _show_warning
     try:
         app(args=argv, standalone_mode=True)
     except SystemExit as exc:
         return int(exc.code or 0)
-    except (FrugalVisionError, FileExistsError, FileNotFoundError) as exc:
+    except (FrugalVisionError, FileExistsError, FileNotFoundError, ValueError) as exc:
+        # ValueError: a bad argument found deep in a library (an unusual C, a split size) is still the user's.
         if os.environ.get("FRUGALVISION_DEBUG"):
             raise
         typer.secho(f"Error: {exc}", err=True, fg="red")

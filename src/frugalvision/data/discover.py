@@ -9,11 +9,12 @@ manifest columns, kept as metadata for subgroup analysis.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import pandas as pd
 
-from ..exceptions import DataError
+from ..exceptions import DataError, DataWarning
 
 __all__ = ["discover", "list_image_files", "IMAGE_SUFFIXES"]
 
@@ -22,6 +23,15 @@ __all__ = ["discover", "list_image_files", "IMAGE_SUFFIXES"]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".jfif", ".ppm", ".pgm"}
 _SPLIT_DIRS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                "test": "test", "testing": "test"}
+
+
+def _absolute(path: Path) -> str:
+    """The absolute, symlink-resolved path; a link loop or a broken link keeps its own path (reading it
+    later reports the reason for that one file instead of stopping the whole scan)."""
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):
+        return os.path.abspath(path)
 
 
 def _visible_files(folder: Path) -> list[Path]:
@@ -39,9 +49,9 @@ def list_image_files(paths) -> list[str]:
     out: list[str] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(str(f.resolve()) for f in _visible_files(p) if f.suffix.lower() in IMAGE_SUFFIXES)
-        elif p.exists():
-            out.append(str(p.resolve()))
+            out.extend(_absolute(f) for f in _visible_files(p) if f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.exists() or p.is_symlink():
+            out.append(_absolute(p))
         else:
             raise DataError(f"'{p}' does not exist. Pass image files or folders that contain images.")
     return out
@@ -50,8 +60,12 @@ def list_image_files(paths) -> list[str]:
 def _class_folders(folder: Path, split: str | None) -> list[dict]:
     rows = []
     for class_dir in sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")):
-        for f in _visible_files(class_dir):
-            rows.append({"path": str(f.resolve()), "label": class_dir.name, "split": split or ""})
+        files = _visible_files(class_dir)
+        if not files:
+            warnings.warn(f"Class folder '{class_dir}' is empty: no class '{class_dir.name}' is learned from it.",
+                          DataWarning, stacklevel=3)
+        for f in files:
+            rows.append({"path": _absolute(f), "label": class_dir.name, "split": split or ""})
     return rows
 
 
@@ -102,9 +116,8 @@ def discover(source, *, require_labels: bool = True) -> pd.DataFrame:
                 f"Every training image needs a label."
             )
         if df["label"].nunique() < 2:
-            raise DataError(
-                f"Found a single class ({df['label'].iloc[0]!r}) in '{src}'. A classifier needs at least 2 classes."
-            )
+            found = f"a single class ({df['label'].iloc[0]!r})" if len(df) else "no usable rows"
+            raise DataError(f"Found {found} in '{src}'. A classifier needs images of at least 2 classes.")
     return df.reset_index(drop=True)
 
 
@@ -113,6 +126,8 @@ def _read_manifest(csv: Path) -> pd.DataFrame:
         df = pd.read_csv(csv, dtype=str, keep_default_na=False)
     except Exception as exc:
         raise DataError(f"Could not read manifest '{csv}' as CSV ({exc}).") from exc
+    if df.empty:
+        raise DataError(f"Manifest '{csv}' has a header but no rows. Add one line 'path,label' per image.")
     cols = {c.lower().strip(): c for c in df.columns}
     if "path" not in cols:
         raise DataError(
@@ -125,8 +140,27 @@ def _read_manifest(csv: Path) -> pd.DataFrame:
     if "status" in df.columns:
         df = df[df["status"].str.lower() != "exclude"]
     base = csv.parent
-    df["path"] = [str((base / p).resolve()) if not os.path.isabs(p) else p for p in df["path"]]
+    df["path"] = [_absolute(base / p) if not os.path.isabs(p) else p for p in df["path"]]
+    df = _without_repeated_paths(df, csv)
     if "split" not in df.columns:
         df["split"] = ""
     df["split"] = df["split"].str.lower().map(lambda s: _SPLIT_DIRS.get(s, ""))
     return df
+
+
+def _without_repeated_paths(df: pd.DataFrame, csv: Path) -> pd.DataFrame:
+    """One row per file: a file listed twice would otherwise land in train and test at once."""
+    repeated = df["path"].duplicated(keep=False)
+    if not repeated.any():
+        return df
+    labels = df[repeated].groupby("path")["label"].agg(lambda s: sorted(set(s)))
+    conflicts = labels[labels.map(len) > 1]
+    if len(conflicts):
+        first = conflicts.index[0]
+        raise DataError(
+            f"Manifest '{csv}' lists {len(conflicts)} files more than once with different labels (first: '{first}' "
+            f"as {', '.join(repr(x) for x in conflicts.iloc[0])}). Keep one row per file with its right label.")
+    n = int(df["path"].duplicated().sum())
+    warnings.warn(f"Manifest '{csv}' lists {labels.size} files more than once; the {n} repeated rows are ignored.",
+                  DataWarning, stacklevel=4)
+    return df.drop_duplicates("path").reset_index(drop=True)

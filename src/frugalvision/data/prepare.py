@@ -5,7 +5,7 @@ Findings, each with a reason a person can act on:
 - unreadable files (why), exact duplicates (same bytes), near-duplicates (perceptual hash from
   ``imagehash`` *and* embedding cosine similarity), grouped, with the copy that is kept;
 - leakage: near-duplicate groups that straddle train and test; the manifest keeps one copy and
-  records a ``group`` column so that ``train`` keeps any group inside one split;
+  records a ``duplicate_group`` column so that ``train`` keeps any group inside one split;
 - class balance: counts, imbalance ratio, a warning with remedies;
 - quality outliers: too dark, too bright, near-constant, blurry and tiny (relative to the data set),
   extreme aspect ratio;
@@ -214,7 +214,7 @@ def prepare(data, out, *, backbone: str = "efficientnet_lite0", engine: str = "a
     pairs = _near_pairs(Xu, ph, max_hamming=max_hamming, min_cos=min_cos, min_cos_alone=min_cos_alone,
                         max_hamming_alone=max_hamming_alone)
     roots = _union_find(len(uniq), [(a, b) for a, b, _ in pairs])
-    df["group"] = ""
+    df["duplicate_group"] = ""
     groups: dict[int, list[int]] = {}
     for k, r in enumerate(roots):
         groups.setdefault(r, []).append(uniq[k])
@@ -226,7 +226,7 @@ def prepare(data, out, *, backbone: str = "efficientnet_lite0", engine: str = "a
         labels = set(df.loc[members, "label"])
         splits = set(df.loc[members, "split"]) - {""}
         for i in members:
-            df.at[i, "group"] = gid
+            df.at[i, "duplicate_group"] = gid
             if i != keep:
                 flag(i, "exclude", f"near-duplicate of {df.at[keep, 'path']}", "near_duplicates")
         if len(labels) > 1:
@@ -292,7 +292,7 @@ def prepare(data, out, *, backbone: str = "efficientnet_lite0", engine: str = "a
                        "outlier_z": outlier_z, "dark": DARK, "bright": BRIGHT},
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "seconds": time.perf_counter() - t0,
     }
-    cols = ["path", "label", "split", "status", "reason", "suggested_label", "group", "hash", "width", "height",
+    cols = ["path", "label", "split", "status", "reason", "suggested_label", "duplicate_group", "hash", "width", "height",
             "brightness", "contrast", "sharpness", "label_quality"]
     extra = [c for c in df.columns if c not in cols and c != "phash"]
     manifest = df[cols + extra]

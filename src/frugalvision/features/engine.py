@@ -152,8 +152,10 @@ def make_engine(backbone_name="efficientnet_lite0", *, weights=None, engine: str
     key = extractor_id(spec, wid, {"input_size": spec.input_size})
     path = Path(onnx_dir or Path(cache_root()) / "onnx") / f"{key}.onnx"
     if not path.exists():
+        from .._io import remove_stale_temporaries
         from ..backbones.build import build_backbone  # torch is imported only when an export is needed
 
+        remove_stale_temporaries(path.parent)  # what an export killed part-way left behind
         bb = backbone if backbone is not None else build_backbone(spec, weights, pretrained=pretrained)
         try:
             export_onnx(bb, path)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import refuse_overwrite, write_json
+from .._io import refuse_overwrite
 from ..backbones.registry import DEFAULT_BACKBONE
 from ..exceptions import DataError
 
@@ -149,7 +149,7 @@ def finetune(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, stages="la
     from ..features.extract import Extractor
     from ..heads import LinearHead
     from ..model import Model
-    from ..training import _summary, embed_dataset, train
+    from ..training import _summary, save_run, train
 
     n_stages = parse_stages(stages)
     if schedule not in ("cosine", "constant"):
@@ -286,10 +286,7 @@ def finetune(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, stages="la
     model.data_ = td
     model.finetune_ = meta["finetune"]
     if out is not None:
-        model.save(out / "model.safetensors", overwrite=overwrite)
-        td.table.to_csv(out / "split.csv", index=False)
-        td.skipped.to_csv(out / "skipped.csv", index=False)
-        write_json(out / "training.json", {**model.info.training, "finetune": meta["finetune"]})
+        save_run(model, td, out, overwrite=overwrite, extra_training={"finetune": meta["finetune"]})
     return model
 
 
