@@ -10,10 +10,19 @@ from importlib import resources
 __all__ = ["render_html", "sections_to_json"]
 
 
-def _img(png: bytes | None, alt: str = "") -> str:
-    if not png:
-        return ""
-    return f'<img alt="{alt}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+def _img(png: bytes | None, alt: str = ""):
+    """An inline ``<img>`` for PNG bytes, as Markup whose ``alt`` is HTML-escaped.
+
+    ``alt`` often carries text from data (class names, column names), so it is passed through
+    ``Markup.format``, which escapes every argument; ``src`` is always a ``data:image/png`` URL built
+    from bytes here, never a string from data.
+    """
+    from markupsafe import Markup
+
+    if not isinstance(png, (bytes, bytearray, memoryview)) or not png:
+        return Markup("")
+    return Markup('<img alt="{}" src="data:image/png;base64,{}">').format(
+        str(alt), base64.b64encode(bytes(png)).decode("ascii"))
 
 
 def pct(x) -> str:
@@ -24,11 +33,12 @@ def pct(x) -> str:
 
 
 def render_html(sections: dict) -> str:
-    from jinja2 import Environment, select_autoescape
-    from markupsafe import Markup
+    from jinja2 import Environment
 
-    env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
-    env.filters["img"] = lambda png, alt="": Markup(_img(png, alt))
+    # Every value comes from data (class names, file names, manifest columns): autoescape everything.
+    # The only Markup is built by ``_img``, which escapes its text argument.
+    env = Environment(autoescape=True)
+    env.filters["img"] = _img
     env.filters["pct"] = pct
     env.filters["f3"] = lambda x: "n/a" if x is None else f"{x:.3f}"
     env.filters["basename"] = lambda p: str(p).replace("\\", "/").rsplit("/", 1)[-1]
