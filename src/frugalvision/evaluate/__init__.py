@@ -52,8 +52,9 @@ def _evaluate_rows(model, table, balance, *, group_by=None, n_boot=1000, seed=0,
                    progress=True, engine="auto", cache_dir=None) -> EvaluationResult:
     emb = model.embed(table["path"].tolist(), progress=progress, engine=engine, cache_dir=cache_dir)
     table = table[emb.ok].reset_index(drop=True)
-    logits = model.head.logits(emb.X)
-    proba = model.predict_proba_embeddings(emb.X)
+    from ..inference import probabilities
+
+    logits, proba = probabilities(model, emb.X)
     result = evaluate_predictions(table, proba, model.classes, group_by=group_by, n_boot=n_boot, seed=seed,
                                   min_group_size=min_group_size, balance=balance,
                                   proba_uncalibrated=_softmax(logits))
