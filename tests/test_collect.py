@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import csv as csvmod
 import io
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
 from frugalvision.cli.main import main
-from frugalvision.data.collect import collect, sniff_image_type
+from frugalvision.data.collect import MAX_REDIRECTS, collect, sniff_image_type
+from frugalvision.data.decode import load_rgb
 
 
 def _img(colour, fmt="JPEG") -> bytes:
@@ -22,13 +30,40 @@ def _img(colour, fmt="JPEG") -> bytes:
 
 
 RED, BLUE = _img((200, 0, 0)), _img((0, 0, 200), "PNG")
+_noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+_buf = io.BytesIO()
+_noise.save(_buf, format="PNG")
+NOISY_PNG = _buf.getvalue()  # incompressible: cutting it removes pixel data, not just the end marker
+PNG_SIG = b"\x89PNG\r\n\x1a\n"
+HTML = b"<html><body>not an image</body></html>"
+
+
+def _numbered(n: int) -> bytes:
+    """A distinct small PNG per n (distinct content, so no two are duplicates)."""
+    return _img((n % 256, (n * 37) % 256, 100), "PNG")
 
 
 class Handler(BaseHTTPRequestHandler):
     hits: dict = {}
+    lock = threading.Lock()
 
     def log_message(self, *a):  # keep test output clean
         pass
+
+    def _redirect(self, location):
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _trickle(self, data: bytes, pause=0.2):
+        """Send ``data`` one byte at a time; bounded, and stops when the client hangs up."""
+        for i in range(len(data)):
+            try:
+                self.wfile.write(data[i:i + 1])
+            except OSError:
+                return
+            time.sleep(pause)
 
     def _send(self, code, body=b"", ctype="image/jpeg", length=None):
         self.send_response(code)
@@ -39,8 +74,44 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def do_GET(self):
-        Handler.hits[self.path] = Handler.hits.get(self.path, 0) + 1
-        if self.path == "/red.jpg":
+        with Handler.lock:
+            Handler.hits[self.path] = Handler.hits.get(self.path, 0) + 1
+        if self.path.startswith(("/n/", "/slow/")):  # /n/<k>.png: distinct images; /slow/: each takes 0.3 s
+            if self.path.startswith("/slow/"):
+                time.sleep(0.3)
+            self._send(200, _numbered(int(self.path.rsplit("/", 1)[1].split(".")[0])), "image/png")
+        elif self.path == "/trickle-body.png":  # headers at once, then a PNG signature + zeros at 5 B/s
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", "128")
+            self.end_headers()
+            self._trickle(PNG_SIG + bytes(120))
+        elif self.path == "/trickle-head.png":  # even the status line and headers arrive at 5 B/s
+            self._trickle(b"HTTP/1.0 200 OK\r\nContent-Type: image/png\r\nX-Padding: " + b"p" * 40 + b"\r\n\r\n")
+        elif self.path == "/trickle-steady.png":  # 20 B/s: steady, but far below any sane minimum rate
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.end_headers()
+            self._trickle(PNG_SIG + bytes(200), pause=0.05)
+        elif self.path == "/to-file":
+            self._redirect("file:///etc/passwd")
+        elif self.path == "/to-data":
+            self._redirect("data:image/png;base64," + __import__("base64").b64encode(BLUE).decode())
+        elif self.path == "/to-ftp":
+            self._redirect("ftp://127.0.0.1/blue.png")
+        elif self.path == "/loop":
+            self._redirect("/loop")
+        elif self.path == "/png-as-html":
+            self._send(200, NOISY_PNG, "text/html; charset=utf-8")
+        elif self.path == "/html-as-png":
+            self._send(200, HTML, "image/png")
+        elif self.path == "/png-junk":
+            self._send(200, PNG_SIG + bytes(range(256)) * 2, "image/png")
+        elif self.path == "/png-cut":
+            self._send(200, NOISY_PNG[: len(NOISY_PNG) // 2], "image/png")
+        elif self.path == "/gif-junk":
+            self._send(200, b"GIF89a" + b"\xff" * 300, "image/gif")
+        elif self.path == "/red.jpg":
             self._send(200, RED)
         elif self.path == "/blue.png":
             self._send(200, BLUE, "image/png")
@@ -70,11 +141,18 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, b"", "text/plain")
 
 
+class QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):  # clients hanging up on tricklers is expected
+        pass
+
+
 @pytest.fixture()
 def server():
     Handler.hits = {}
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    srv = QuietServer(("127.0.0.1", 0), Handler)
+    th = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     th.start()
     yield f"http://127.0.0.1:{srv.server_address[1]}"
     srv.shutdown()
@@ -94,9 +172,9 @@ def test_collect_logs_every_failure_and_resumes(server, tmp_path):
     res = collect(csv, tmp_path / "out", workers=4, retries=2, timeout=0.5, backoff=0.05, max_bytes=1024 * 1024,
                   progress=False)
     log = res.log.set_index(res.log["url"].str.rsplit("/", n=1).str[1])
-    assert log.loc["red.jpg", "status"] == "ok" and log.loc["blue.png", "status"] == "ok"
-    assert log.loc["copy-of-red.jpg", "status"] == "duplicate" or log.loc["red.jpg", "status"] == "duplicate"
-    assert log.loc["moved", "status"] == "duplicate"  # the redirect lands on blue.png's bytes
+    # Same bytes at two URLs: whichever finishes first is kept (rows are logged as they finish).
+    assert sorted(log.loc[["red.jpg", "copy-of-red.jpg"], "status"]) == ["duplicate", "ok"]
+    assert sorted(log.loc[["blue.png", "moved"], "status"]) == ["duplicate", "ok"]  # the redirect lands on blue.png
     assert "HTTP 404" in log.loc["missing.jpg", "reason"]
     assert "content-type is 'text/html'" in log.loc["page.jpg", "reason"]
     assert "not an image" in log.loc["liar.jpg", "reason"]
@@ -113,7 +191,7 @@ def test_collect_logs_every_failure_and_resumes(server, tmp_path):
     again = collect(csv, tmp_path / "out", workers=4, retries=2, timeout=0.5, backoff=0.05,
                     max_bytes=1024 * 1024, progress=False)
     assert again.n_downloaded == 0 and again.n_skipped == 5
-    assert "/red.jpg" not in Handler.hits and "/blue.png" not in Handler.hits
+    assert "/red.jpg" not in Handler.hits and "/blue.png" not in Handler.hits and "/moved" not in Handler.hits
 
 
 def test_collect_cli(server, tmp_path, capsys):
@@ -122,3 +200,175 @@ def test_collect_cli(server, tmp_path, capsys):
     assert main(["collect", str(csv), "--out", str(tmp_path / "o"), "-q"]) == 0
     out = capsys.readouterr().out
     assert "1 downloaded" in out and "1 failed" in out and "HTTP 404" in out
+
+
+# ---------------------------------------------------------------------------- hostile servers
+
+
+def _write_csv(path, rows, extra=None):
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csvmod.writer(fh)
+        w.writerow(["url", "label", *([extra] if extra else [])])
+        w.writerows(rows)
+    return path
+
+
+def _run(server, tmp_path, paths, label="a", **kw):
+    csv = _write_csv(tmp_path / "urls.csv", [(f"{server}{p}", label) for p in paths])
+    kw = {"workers": 4, "retries": 2, "timeout": 2.0, "backoff": 0.05, "progress": False, **kw}
+    res = collect(csv, tmp_path / "out", **kw)
+    return res, res.log.set_index(res.log["url"].str.replace(server, "", regex=False))
+
+
+def _images(out: Path):
+    """Every file under out except our own csv files and the lock (temporaries included)."""
+    return sorted(p for p in out.rglob("*") if p.is_file() and p.name not in ("manifest.csv", "collect_log.csv",
+                                                                            ".frugalvision.lock"))
+
+
+def test_tricklers_are_cut_at_the_deadline(server, tmp_path):
+    # The per-read timeout (5 s) never fires at 5 B/s; only the whole-transfer deadline (2 s) can stop them.
+    t0 = time.monotonic()
+    res, log = _run(server, tmp_path, ["/trickle-body.png", "/trickle-head.png"], timeout=5.0, retries=3,
+                    deadline=2.0, min_rate=0)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 2.0 + 1.0, f"workers held for {elapsed:.1f} s with a 2 s deadline"
+    for path in ("/trickle-body.png", "/trickle-head.png"):
+        assert log.loc[path, "status"] == "failed" and "deadline exceeded" in log.loc[path, "reason"]
+        assert Handler.hits[path] == 1  # the deadline covers retries: none is started after it
+    assert _images(tmp_path / "out") == [] and res.manifest.empty
+
+
+def test_too_slow_average_rate_is_aborted_after_the_grace(server, tmp_path):
+    t0 = time.monotonic()
+    _, log = _run(server, tmp_path, ["/trickle-steady.png"], deadline=30.0, min_rate=1000, rate_grace=0.5)
+    assert time.monotonic() - t0 < 2.5
+    assert log.loc["/trickle-steady.png", "status"] == "failed"
+    reason = log.loc["/trickle-steady.png", "reason"]
+    assert "too slow" in reason and "below the minimum of 1,000 B/s" in reason
+
+
+def test_redirects_only_to_http_and_capped(server, tmp_path):
+    _, log = _run(server, tmp_path, ["/to-file", "/to-data", "/to-ftp", "/loop", "/moved"])
+    assert "redirect to 'file:///etc/passwd' refused" in log.loc["/to-file", "reason"]
+    assert "redirect to 'data:image/png" in log.loc["/to-data", "reason"] and "refused" in log.loc["/to-data", "reason"]
+    assert "redirect to 'ftp://" in log.loc["/to-ftp", "reason"]
+    assert "too many redirects" in log.loc["/loop", "reason"] and Handler.hits["/loop"] == MAX_REDIRECTS + 1
+    for p in ("/to-file", "/to-data", "/to-ftp"):
+        assert log.loc[p, "status"] == "failed" and log.loc[p, "path"] == ""
+    assert log.loc["/moved", "status"] == "ok"  # a relative http redirect is still followed
+    assert len(_images(tmp_path / "out")) == 1 and "root:" not in (tmp_path / "out" / "collect_log.csv").read_text()
+
+
+def test_content_type_lies_are_decided_by_content(server, tmp_path):
+    _, log = _run(server, tmp_path, ["/png-as-html", "/html-as-png"])
+    kept, lie = log.loc["/png-as-html"], log.loc["/html-as-png"]
+    assert kept["status"] == "ok" and kept["path"].endswith(".png")
+    assert "'text/html'" in kept["reason"] and "valid PNG" in kept["reason"]
+    assert lie["status"] == "failed" and "content-type is 'image/png'" in lie["reason"]
+    assert "starts with '<html><body>not '" in lie["reason"] and lie["path"] == ""
+    assert len(_images(tmp_path / "out")) == 1
+
+
+def test_image_must_decode_fully(server, tmp_path):
+    paths = ["/png-junk", "/png-cut", "/gif-junk"]
+    res, log = _run(server, tmp_path, paths)
+    for p in paths:
+        assert log.loc[p, "status"] == "failed", p
+        assert "signature, but the image does not decode" in log.loc[p, "reason"], log.loc[p, "reason"]
+    assert "PNG signature" in log.loc["/png-junk", "reason"] and "truncated" in log.loc["/png-cut", "reason"]
+    assert _images(tmp_path / "out") == [] and res.manifest.empty  # not even a temporary file
+
+
+def test_duplicate_urls_keep_their_rows_and_conflicts_are_reported(server, tmp_path):
+    red, blue = f"{server}/red.jpg", f"{server}/blue.png"
+    csv = _write_csv(tmp_path / "urls.csv", [(red, "a", "s1"), (blue, "b", "s1"), (red, "a", "s2"), (red, "b", "s3")],
+                     extra="source")
+    for run in range(2):  # the second run must keep every row (it used to drop the ok one)
+        res = collect(csv, tmp_path / "out", workers=2, progress=False)
+        manifest = pd.read_csv(tmp_path / "out" / "manifest.csv", dtype=str, keep_default_na=False)
+        assert sorted(zip(manifest["url"], manifest["label"], manifest["source"])) == \
+            sorted([(red, "a", "s1"), (red, "a", "s2"), (blue, "b", "s1")])
+        assert Handler.hits["/red.jpg"] == 1 and Handler.hits["/blue.png"] == 1  # one request per URL, ever
+        log = pd.read_csv(tmp_path / "out" / "collect_log.csv", dtype=str, keep_default_na=False)
+        assert list(log["row"]) == ["1", "2", "3", "4"] and list(log["status"]) == ["ok", "ok", "ok", "conflict"]
+        assert "same URL as row 1" in log.loc[2, "reason"]
+        assert "listed in row 1 with label 'a'" in log.loc[3, "reason"]
+        assert "label 'b' is not used" in log.loc[3, "reason"]
+        assert res.n_downloaded == (2 if run == 0 else 0)
+
+
+HOSTILE_LABELS = ["../escape", "../../etc/cron.d/x", "/abs/x", "", ".", "..", "a\x00b", "x" * 300, "CON", "a/b",
+                  "a_b", "plain", "caf\u00e9 \u202eevil", "  spaced  ", "a\\..\\b"]
+
+
+def test_hostile_labels_stay_inside_out(server, tmp_path):
+    csv = _write_csv(tmp_path / "urls.csv", [(f"{server}/n/{i}.png", lab) for i, lab in enumerate(HOSTILE_LABELS)])
+    out = tmp_path / "out"
+    res = collect(csv, out, workers=4, progress=False)
+    log = res.log
+    assert list(log["status"]) == ["ok"] * len(HOSTILE_LABELS)
+    assert list(log["label"]) == HOSTILE_LABELS  # raw text kept
+    with open(out / "manifest.csv", newline="", encoding="utf-8") as fh:
+        assert [r["label"] for r in csvmod.DictReader(fh)] == HOSTILE_LABELS
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "urls.csv"]  # nothing written outside out
+    root = out.resolve()
+    for rel, folder in zip(log["path"], log["folder"]):
+        f = (out / rel).resolve()
+        assert f.is_file() and f.parent.parent == root and f.parent.name == folder
+        assert 0 < len(folder.encode()) <= 60 and "/" not in folder and "\x00" not in folder
+        assert folder not in (".", "..") and folder.lower() != "con"
+    assert log["folder"].nunique() == len(HOSTILE_LABELS)  # 'a/b' and 'a_b' do not share a folder
+    folders = dict(zip(log["label"], log["folder"]))
+    assert folders["plain"] == "plain" and folders["a_b"] == "a_b"
+    unsafe = log[log["label"] != log["folder"]]
+    assert all("folder '" in r and "is used" in r for r in unsafe["reason"])  # the log says which folder
+
+
+def _log_rows(path: Path):
+    """Complete rows of a log being appended by another process."""
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    return list(csvmod.DictReader(io.StringIO(text[: text.rfind("\n") + 1])))
+
+
+def test_kill_9_mid_run_then_rerun_resumes(server, tmp_path):
+    n = 16
+    rows = [(f"{server}/slow/{i}.png", "ab"[i % 2]) for i in range(n)] + [(f"{server}/slow/0.png", "a")]
+    csv, out = _write_csv(tmp_path / "urls.csv", rows), tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "frugalvision.cli.main", "collect", str(csv), "--out", str(out),
+                             "--workers", "2", "-q"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        t_end = time.monotonic() + 30
+        while len({r["url"] for r in _log_rows(out / "collect_log.csv") if r["status"] == "ok"}) < 3:
+            assert proc.poll() is None, "collect ended before it could be killed"
+            assert time.monotonic() < t_end, "no log row appeared while collect was running"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    before = _log_rows(out / "collect_log.csv")
+    ok_before = {r["url"].replace(server, "") for r in before if r["status"] == "ok"}
+    assert 3 <= len(ok_before) < n  # really killed part-way
+    hits_before = dict(Handler.hits)
+    for f in _images(out):  # every visible file is a whole image
+        if not f.name.startswith("."):
+            load_rgb(f.read_bytes())
+    stale = out / "a" / f".0123456789abcdef.png.{proc.pid}-abcd1234.tmp"  # what a kill during a write leaves
+    stale.parent.mkdir(exist_ok=True)
+    stale.write_bytes(b"\x89PNG half")
+
+    res = collect(csv, out, workers=4, progress=False)
+    for p in ok_before:
+        assert Handler.hits[p] == hits_before[p] == 1, f"{p} was downloaded again"
+    assert all(Handler.hits[f"/slow/{i}.png"] <= 2 for i in range(n))
+    assert res.n_skipped == len(ok_before) and res.n_downloaded == n - len(ok_before)
+    log = pd.read_csv(out / "collect_log.csv", dtype=str, keep_default_na=False)
+    assert list(log["row"]) == [str(i) for i in range(1, n + 2)] and set(log["status"]) == {"ok"}
+    manifest = pd.read_csv(out / "manifest.csv", dtype=str, keep_default_na=False)
+    assert len(manifest) == n + 1 and manifest["path"].nunique() == n
+    assert not stale.exists() and len(_images(out)) == n

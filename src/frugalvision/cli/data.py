@@ -15,22 +15,32 @@ def register(app: typer.Typer) -> None:
     def collect_cmd(
         csv: Path = typer.Argument(..., help="CSV with columns url,label (extra columns are kept)."),
         out: Path = typer.Option(Path("collected"), "--out", "-o", help="Folder for images, manifest.csv, collect_log.csv."),
-        workers: int = typer.Option(8, "--workers", help="Concurrent downloads."),
-        retries: int = typer.Option(3, "--retries", help="Attempts per URL (timeouts, 429, 5xx), with back-off."),
-        timeout: float = typer.Option(15.0, "--timeout", help="Seconds per request."),
-        max_mb: float = typer.Option(20.0, "--max-mb", help="Largest accepted file."),
+        workers: int = typer.Option(8, "--workers", min=1, help="Concurrent downloads."),
+        retries: int = typer.Option(3, "--retries", min=1,
+                                    help="Attempts per URL (timeouts, 429, 5xx), with back-off."),
+        timeout: float = typer.Option(15.0, "--timeout", min=0.1,
+                                      help="Seconds one connect or read may stall before the attempt is retried."),
+        deadline: float = typer.Option(60.0, "--deadline", min=0.1,
+                                       help="Seconds per URL for the whole transfer, all attempts included."),
+        min_rate: float = typer.Option(4.0, "--min-rate", min=0.0,
+                                       help="KB/s an attempt must average after --rate-grace seconds (0: no minimum)."),
+        rate_grace: float = typer.Option(10.0, "--rate-grace", min=0.0,
+                                         help="Seconds from the first byte before --min-rate applies."),
+        max_mb: float = typer.Option(20.0, "--max-mb", min=0.001, help="Largest accepted file."),
         quiet: bool = Quiet,
     ):
         """Download images listed in a CSV; re-running resumes and downloads nothing twice."""
-        from ..data.collect import collect
+        from ..data.collect import collect, printable
 
         res = collect(csv, out, workers=workers, retries=retries, timeout=timeout, max_bytes=int(max_mb * 1024 * 1024),
-                      progress=not quiet)
+                      deadline=deadline, min_rate=min_rate * 1024, rate_grace=rate_grace, progress=not quiet)
         log = res.log
-        typer.echo(f"{res.n_downloaded} downloaded, {res.n_skipped} already there, "
-                   f"{int((log['status'] == 'duplicate').sum())} duplicates, {int((log['status'] == 'failed').sum())} failed")
-        for r in log[log["status"] == "failed"].head(20).itertuples():
-            typer.echo(f"  failed {r.url}: {r.reason}")
+        counts = {s: int((log["status"] == s).sum()) for s in ("duplicate", "conflict", "failed")}
+        typer.echo(f"{res.n_downloaded} downloaded, {res.n_skipped} already there, {counts['duplicate']} duplicates, "
+                   f"{counts['conflict']} label conflicts, {counts['failed']} failed")
+        # URLs and reasons come from strangers: printable() escapes terminal control characters.
+        for r in log[log["status"].isin(["failed", "conflict"])].head(20).itertuples():
+            typer.echo(f"  {r.status} row {r.row} {printable(r.url, 100)}: {r.reason}")
         echo_paths("Wrote:", [out / "manifest.csv", out / "collect_log.csv"])
 
     @app.command("prepare")
