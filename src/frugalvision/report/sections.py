@@ -73,7 +73,7 @@ def build_sections(model, ev, *, explain: bool = True, n_mistakes: int = 8, n_ty
     from ..inference import map_support
 
     support = map_support(model)
-    sections["maps_note"] = support.reason
+    sections["maps_note"] = None if support.available else support.reason
     if explain and support.available:
         _attach_panels(model, sections, mistakes, unsure, ev, n_typical, engine, cache_dir)
         if faithfulness:
