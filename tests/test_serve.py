@@ -27,7 +27,8 @@ def app(trained):
 def client(app):
     from fastapi.testclient import TestClient
 
-    with TestClient(app) as c:
+    # The app answers only allowed Host names; TestClient's default Host is "testserver".
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         yield c
 
 

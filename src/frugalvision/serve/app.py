@@ -1,5 +1,12 @@
 """FastAPI app: GET / (page), POST /predict, POST /explain, GET /health, GET /model, GET /report.
 
+Hardened against hostile clients (see the module docstrings of :mod:`.upload`, :mod:`.work`, :mod:`.guard`):
+uploads are parsed from the request stream in memory with per-file and per-request limits for every
+transfer encoding (nothing is written to disk); CPU work runs on a bounded worker pool (503 +
+Retry-After when full); a Host allow-list and an Origin check stop DNS rebinding and cross-site
+posts; every response carries a Content-Security-Policy and the usual security headers; /docs is off
+unless asked for, and then it is a self-contained page.
+
 No `from __future__ import annotations` here: FastAPI reads the route signatures at runtime.
 """
 
@@ -14,18 +21,30 @@ import numpy as np
 
 from ..data.decode import decode_for_input
 from ..exceptions import ImageDecodeError
+from .errors import RequestRejected, size_text
 
-__all__ = ["Limits", "create_app", "analyze"]
+__all__ = ["Limits", "analyze", "create_app"]
+
+MB = 1024 * 1024
 
 
 @dataclass(frozen=True)
 class Limits:
     """Safety limits of the server."""
 
-    max_upload_bytes: int = 20 * 1024 * 1024   # per file
+    max_upload_bytes: int = 20 * MB            # per file
     max_pixels: int = 40_000_000               # per image, judged from the header before decoding
     max_files: int = 16                        # per request
     top_k: int = 3
+    max_request_bytes: int | None = None    # whole body; None: max_files * max_upload_bytes + 1 MB
+    max_buffered_bytes: int | None = None   # uploads of all requests held in memory; None: max(512 MB, request)
+    upload_idle_timeout: float = 30.0          # seconds without a byte of the body -> 408
+
+    def __post_init__(self):
+        if self.max_request_bytes is None:
+            object.__setattr__(self, "max_request_bytes", self.max_files * self.max_upload_bytes + MB)
+        if self.max_buffered_bytes is None:
+            object.__setattr__(self, "max_buffered_bytes", max(512 * MB, self.max_request_bytes))
 
 
 class UploadRejected(Exception):
@@ -53,27 +72,29 @@ def _png_data_url(arr: np.ndarray) -> str:
 
 
 def analyze(model, data: bytes, *, limits: Limits = Limits(), cams: bool = False, lock=None) -> dict:
-    """Labels (and CAM overlays of the top-2 classes) for one uploaded image, from bytes in memory."""
+    """Labels (and map overlays of the top-2 classes) for one uploaded image, from bytes in memory.
+
+    Predicts through the model's one inference path (:class:`~frugalvision.inference.Predictor`). When this
+    model gives no maps, ``cams`` is empty and ``cams_note`` says why; the labels are still answered.
+    """
     from ..explain import display_image
-    from ..explain.cam import class_activation_maps
     from ..explain.overlay import normalise_map, overlay, to_image_coordinates
 
     pre = model.preprocessing
     dec = decode_for_input(data, pre["input_size"], pre["crop_pct"], pre["interpolation"], limits.max_pixels)
     if dec.array is None:
         raise UploadRejected(_status_for(dec.error), dec.error)
-    ex = model.extractor(progress=False)
     with lock or threading.Lock():
-        fmaps, emb = ex.engine.run(dec.array[None], maps=cams)
-    proba = model.predict_proba_embeddings(emb)[0]
+        res = model.predictor().run(dec.array[None], classes="top2" if cams else None, strict=False)
+    proba = res.probabilities[0]
     order = np.argsort(-proba)
     classes = model.classes
     out = {"top": [{"label": classes[i], "probability": round(float(proba[i]), 6)}
                    for i in order[: min(limits.top_k, len(classes))]]}
     if cams:
-        if not hasattr(model.head, "coef_"):
-            raise UploadRejected(400, "This model's head is not linear; exact CAMs are not available.")
-        maps = class_activation_maps(fmaps, model.head.coef_)[0]
+        out["cams"], out["cams_note"] = [], res.maps_note
+        if res.maps is None:
+            return out
         # Decoded again at display size: the network input above must stay identical to /predict's.
         try:
             shown = display_image(data, 384, limits.max_pixels)
@@ -81,50 +102,110 @@ def analyze(model, data: bytes, *, limits: Limits = Limits(), cams: bool = False
             raise UploadRejected(_status_for(exc.reason), exc.reason) from None
         size = (shown.shape[1], shown.shape[0])
         out["image"] = _png_data_url(shown)
-        out["cams"] = []
-        for rank, i in enumerate(order[:2], 1):
-            heat = normalise_map(to_image_coordinates(maps[i], dec.box, size))
+        for rank, (i, m) in enumerate(zip(res.map_classes[0], res.maps[0]), 1):
+            heat = normalise_map(to_image_coordinates(m, dec.box, size))
             out["cams"].append({"rank": rank, "label": classes[i], "probability": round(float(proba[i]), 6),
                                 "overlay": _png_data_url(overlay(shown, heat))})
     return out
 
 
-def create_app(model, *, limits: Limits = Limits(), report_path=None):
-    """The FastAPI application for ``model`` (a loaded :class:`~frugalvision.model.Model`)."""
-    from fastapi import FastAPI, File, HTTPException, Request, UploadFile
-    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+def _form_body(field: str, many: bool, description: str) -> dict:
+    """OpenAPI requestBody of a multipart route whose body is parsed by :func:`.upload.read_uploads`."""
+    item = {"type": "string", "format": "binary"}
+    prop = {"type": "array", "items": item} if many else dict(item)
+    prop["description"] = description
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {
+        "schema": {"type": "object", "required": [field], "properties": {field: prop}}}}}}
+
+
+_TOP = {"type": "array", "items": {"type": "object", "properties": {
+    "label": {"type": "string"}, "probability": {"type": "number"}}}}
+
+
+def _error_responses(limits: Limits, request_bytes: int) -> dict:
+    return {
+        400: {"description": "Empty file, malformed multipart body, no file part, or too many files"},
+        403: {"description": "Cross-origin request from a browser (Origin not allowed or Sec-Fetch-Site: cross-site)"},
+        408: {"description": f"The upload stalled for {limits.upload_idle_timeout:g} s"},
+        413: {"description": f"A file over {size_text(limits.max_upload_bytes)}, an image over "
+                             f"{limits.max_pixels:,} pixels, or a request over {size_text(request_bytes)}"},
+        415: {"description": "Not an image (content is sniffed, the extension is ignored), or not multipart/form-data"},
+        422: {"description": "Truncated or corrupt image"},
+        503: {"description": "Busy: the work queue or the upload memory is full; retry after the Retry-After header",
+              "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}},
+    }
+
+
+def create_app(model, *, limits: Limits = Limits(), report_path=None, allowed_hosts=None,
+               workers: int | None = None, queue: int | None = None, api_docs: bool = False):
+    """The FastAPI application for ``model`` (a loaded :class:`~frugalvision.model.Model`).
+
+    ``allowed_hosts``: names the server answers under (default 127.0.0.1, localhost, [::1]; ``"*"`` for any);
+    ``workers`` threads (default: one per core) run the CPU work behind a queue of ``queue`` jobs (default
+    4 per worker); ``api_docs`` serves a self-contained API page at /docs (off by default; /openapi.json is
+    always there).
+    """
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI, HTTPException, Request
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+
+    from .docs import render_docs
+    from .guard import DEFAULT_HOSTS, REPORT_CSP, SecurityGuard
+    from .upload import MemoryBudget, read_uploads
+    from .work import WorkPool
+
+    pool = WorkPool(workers, queue)
+    budget = MemoryBudget(limits.max_buffered_bytes)
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+        pool.shutdown()
 
     app = FastAPI(title="frugalvision", version=str(model.meta.get("versions", {}).get("frugalvision")),
-                  description="Classify images and see the class activation maps of the top-2 classes.")
+                  description="Classify images and see the class activation maps of the top-2 classes.",
+                  docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.add_middleware(SecurityGuard, hosts=list(allowed_hosts or DEFAULT_HOSTS))
+    app.state.pool, app.state.budget = pool, budget
     lock = threading.Lock()
     model.extractor(progress=False).engine  # build/load the engine before the first request
     report = report_path or (model.run_dir / "report.html" if model.run_dir else None)
-
-    async def read_upload(f: UploadFile) -> bytes:
-        data = await f.read(limits.max_upload_bytes + 1)
-        if len(data) > limits.max_upload_bytes:
-            raise UploadRejected(413, f"upload larger than the limit of {limits.max_upload_bytes // (1024 * 1024)} MB")
-        return data
+    static_dir = resources.files("frugalvision.serve").joinpath("static")
+    static = {name: (static_dir.joinpath(name).read_bytes(), media) for name, media in
+              (("app.js", "text/javascript; charset=utf-8"), ("app.css", "text/css; charset=utf-8"),
+               ("favicon.svg", "image/svg+xml"))}
+    index_html = static_dir.joinpath("index.html").read_text(encoding="utf-8")
+    too_large = f"upload larger than the limit of {size_text(limits.max_upload_bytes)}"
+    explain_bytes = min(limits.max_request_bytes, limits.max_upload_bytes + MB)  # one file and its headers
 
     @app.exception_handler(UploadRejected)
     async def rejected(_request: Request, exc: UploadRejected):
         return JSONResponse(status_code=exc.status, content={"detail": exc.message})
 
-    @app.middleware("http")
-    async def cap_request_size(request: Request, call_next):
-        length = request.headers.get("content-length")
-        cap = limits.max_upload_bytes * limits.max_files + 1024 * 1024
-        if length is not None and length.isdigit() and int(length) > cap:
-            return JSONResponse(status_code=413, content={"detail": f"request larger than {cap // (1024 * 1024)} MB"})
-        return await call_next(request)
+    @app.exception_handler(RequestRejected)
+    async def refused(_request: Request, exc: RequestRejected):
+        return JSONResponse(status_code=exc.status, content={"detail": exc.message}, headers=exc.headers)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page():
-        return resources.files("frugalvision.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+    async def page():
+        return index_html
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static_file(name: str):
+        if name not in static:
+            raise HTTPException(404, "Not found")
+        body, media = static[name]
+        return Response(body, media_type=media, headers={"Cache-Control": "no-cache"})
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon():
+        body, media = static["favicon.svg"]
+        return Response(body, media_type=media, headers={"Cache-Control": "max-age=86400"})
 
     @app.get("/health")
-    def health():
-        """Liveness: the model is loaded and the engine answers."""
+    async def health():
+        """Liveness: the model is loaded and the event loop answers (never queued behind uploads)."""
         return {"status": "ok", "classes": len(model.classes)}
 
     @app.get("/model")
@@ -134,34 +215,96 @@ def create_app(model, *, limits: Limits = Limits(), report_path=None):
         return {"classes": model.classes, "backbone": b["name"], "weights_id": b["weights_id"],
                 "preprocessing": model.preprocessing, "temperature": model.temperature,
                 "head": model.meta.get("head"), "limits": limits.__dict__,
+                "workers": pool.workers, "queue": pool.queue,
                 "report": "/report" if report and report.exists() else None}
 
     @app.get("/report", include_in_schema=False)
     def get_report():
         if not report or not report.exists():
             raise HTTPException(404, "This model has no report.html; run 'frugalvision report MODEL'.")
-        return FileResponse(report, media_type="text/html")
+        return FileResponse(report, media_type="text/html", headers={"Content-Security-Policy": REPORT_CSP})
 
-    @app.post("/predict")
-    async def predict(files: list[UploadFile] = File(..., description="One or more images")):
-        """Top-k labels for each uploaded image; per-file errors are reported, not fatal."""
-        if len(files) > limits.max_files:
-            raise HTTPException(400, f"{len(files)} files sent; at most {limits.max_files} per request.")
+    if api_docs:
+        @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+        def docs():
+            return render_docs(app.openapi())
+
+    def one(up) -> dict:
+        """Worker thread: the answer for one file (raises UploadRejected for a bad one)."""
+        if up.too_large:
+            raise UploadRejected(413, too_large)
+        try:
+            return {"filename": up.filename, **analyze(model, up.data, limits=limits, lock=lock)}
+        finally:
+            up.data = None  # answered: let the bytes go before the next image is decoded
+
+    async def predict_all(uploads) -> list:
+        """Each file is its own job: admitted requests take turns image by image on the workers."""
         results = []
-        for f in files:
-            data = await read_upload(f)
-            try:
-                results.append({"filename": f.filename, **analyze(model, data, limits=limits, lock=lock)})
-            except UploadRejected as exc:
-                if len(files) == 1:
-                    raise
-                results.append({"filename": f.filename, "error": exc.message, "status": exc.status})
-        return {"results": results}
+        with pool.admit():
+            for up in uploads:
+                try:
+                    results.append(await pool.run(one, up))
+                except UploadRejected as exc:
+                    if len(uploads) == 1:
+                        raise
+                    results.append({"filename": up.filename, "error": exc.message, "status": exc.status})
+        return results
 
-    @app.post("/explain")
-    async def explain(file: UploadFile = File(..., description="One image")):
-        """Top-k labels and CAM overlays (PNG data URLs) of the top-1 and top-2 classes."""
-        data = await read_upload(file)
-        return {"filename": file.filename, **analyze(model, data, limits=limits, cams=True, lock=lock)}
+    @app.post("/predict", openapi_extra=_form_body("files", True, f"1 to {limits.max_files} images, "
+                                                  f"each up to {size_text(limits.max_upload_bytes)}"),
+              responses={200: {"description": "One result per file, in upload order", "content": {
+                  "application/json": {"schema": {"type": "object", "properties": {"results": {
+                      "type": "array", "items": {"type": "object", "properties": {
+                          "filename": {"type": "string"}, "top": _TOP,
+                          "error": {"type": "string", "description": "only when this file was rejected"},
+                          "status": {"type": "integer", "description": "HTTP status of this file's error"}}}}}}}}},
+                  **_error_responses(limits, limits.max_request_bytes)})
+    async def predict(request: Request):
+        """Top-k labels for each uploaded image (multipart field `files`, repeated).
+
+        In a request with several files, a rejected file (too large, not an image, corrupt) gets `error` and
+        `status` in its entry and the others are answered; a single rejected file answers with that status.
+        """
+        uploads, release = await read_uploads(
+            request, "files", max_files=limits.max_files, max_file_bytes=limits.max_upload_bytes,
+            max_request_bytes=limits.max_request_bytes, budget=budget, idle_timeout=limits.upload_idle_timeout)
+        try:
+            if len(uploads) == 1 and uploads[0].too_large:
+                raise UploadRejected(413, too_large)
+            return {"results": await predict_all(uploads)}
+        finally:
+            release()
+
+    @app.post("/explain", openapi_extra=_form_body("file", False, f"One image up to "
+                                                  f"{size_text(limits.max_upload_bytes)}"),
+              responses={200: {"description": "Labels and map overlays", "content": {"application/json": {"schema": {
+                  "type": "object", "properties": {
+                      "filename": {"type": "string"}, "top": _TOP,
+                      "image": {"type": "string", "description": "the image as a PNG data URL (when maps exist)"},
+                      "cams": {"type": "array", "items": {"type": "object", "properties": {
+                          "rank": {"type": "integer"}, "label": {"type": "string"},
+                          "probability": {"type": "number"},
+                          "overlay": {"type": "string", "description": "PNG data URL"}}}},
+                      "cams_note": {"type": "string", "description": "how the maps were made, or why there are none"},
+                  }}}}}, **_error_responses(limits, explain_bytes)})
+    async def explain(request: Request):
+        """Top-k labels and class activation map overlays (PNG data URLs) of the top-1 and top-2 classes.
+
+        When this model gives no maps, `cams` is empty and `cams_note` says why; the labels are still answered.
+        """
+        uploads, release = await read_uploads(
+            request, "file", max_files=1, max_file_bytes=limits.max_upload_bytes,
+            max_request_bytes=explain_bytes, budget=budget,
+            idle_timeout=limits.upload_idle_timeout, request_too_large=too_large)
+        try:
+            up = uploads[0]
+            if up.too_large:
+                raise UploadRejected(413, too_large)
+            with pool.admit():
+                return await pool.run(lambda: {"filename": up.filename,
+                                               **analyze(model, up.data, limits=limits, cams=True, lock=lock)})
+        finally:
+            release()
 
     return app
