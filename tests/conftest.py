@@ -12,6 +12,17 @@ from PIL import Image, ImageDraw
 SHAPES = ("circle", "square", "triangle")
 
 
+def _has_torch() -> bool:
+    from frugalvision._optional import has_torch
+
+    return has_torch()
+
+
+#: Tests of what only the torch extra gives (fine-tuning, Grad-CAM, timm and ResNet backbones, the export path of
+#: the shipped graphs); the core environment (README install) skips them, the full one runs them.
+needs_torch = pytest.mark.skipif(not _has_torch(), reason="needs the torch extra: pip install -e '.[torch]'")
+
+
 def draw_shape(kind: str, rng: np.random.Generator, size: int = 96) -> Image.Image:
     """A coloured shape on a noisy background; position, size and colours vary."""
     bg = rng.integers(0, 90, size=(size, size, 3), dtype=np.uint8) + rng.integers(0, 60, dtype=np.uint8)

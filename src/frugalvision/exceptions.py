@@ -13,6 +13,7 @@ __all__ = [
     "NotFittedError",
     "ArtifactError",
     "DataWarning",
+    "MissingExtraError",
 ]
 
 
@@ -50,6 +51,10 @@ class NotFittedError(FrugalVisionError, ValueError, AttributeError):
 
 class ArtifactError(FrugalVisionError, ValueError):
     """A model file is missing, corrupt, or does not match this installation."""
+
+
+class MissingExtraError(FrugalVisionError, ImportError):
+    """A feature needs an optional dependency that is not installed; the message names the extra."""
 
 
 class DataWarning(UserWarning):

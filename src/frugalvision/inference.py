@@ -49,11 +49,10 @@ def _exact_cam_problem(model) -> str | None:
 def _gradient_problem(model) -> str | None:
     if not model.info.backbone.cam_layer:
         return f"backbone '{model.info.backbone.name}' has no known feature layer to explain"
-    try:
-        import pytorch_grad_cam  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError:
-        return "Grad-CAM needs PyTorch and grad-cam: pip install 'frugalvision[torch]'"
+    from ._optional import has_torch, installed
+
+    if not has_torch() or not installed("pytorch_grad_cam"):  # checked without importing torch
+        return "Grad-CAM maps need PyTorch: pip install 'frugalvision[torch]'"
     return None
 
 

@@ -151,6 +151,9 @@ class Model:
 
     def backbone(self):
         """The PyTorch backbone (with fine-tuned weights when the model has them)."""
+        from ._optional import require_torch
+
+        require_torch("The PyTorch backbone (Grad-CAM maps, fine-tuned weights)")
         import torch
 
         from .backbones.build import build_backbone

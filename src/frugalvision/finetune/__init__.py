@@ -143,7 +143,11 @@ def finetune(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, stages="la
         Run folder. ``finetune_checkpoint.safetensors`` is written there after every epoch; running
         the same command again resumes from it.
     """
+    from .._optional import require_torch
+
+    require_torch("Fine-tuning")
     import torch
+
     from ..backbones.build import build_backbone
     from ..features.augment import augmented_decoder, view_name
     from ..features.extract import Extractor

