@@ -1,13 +1,13 @@
 """A linear softmax head on cached embeddings, as a scikit-learn estimator.
 
 It standardises the embeddings and fits an L2-regularised multinomial logistic
-regression: scikit-learn's objective, solved in float32 by full-batch L-BFGS
-(``solver='lbfgs'``, ~10x faster on 10k embeddings) or by scikit-learn itself
-(``solver='sklearn'``). It then folds the scaling into ``coef_``/``intercept_``
-so that ``softmax(X @ coef_.T + intercept_)`` on *raw* embeddings is the model.
-That fold is what makes class activation maps exact: because the embedding is the
-spatial mean of the last feature map A, ``coef_[k] @ A[:, i, j]`` is class k's
-evidence at each location.
+regression: scikit-learn's objective, solved by full-batch L-BFGS-B on a float32 loss
+and gradient written out in numpy (``solver='lbfgs'``; scipy's optimiser, no torch) or by
+scikit-learn itself (``solver='sklearn'``, float64: 1.5 s vs 0.9 s at C=0.01 on 10k x 1280
+synthetic embeddings, one core). It then folds the scaling into ``coef_``/``intercept_``
+so that ``softmax(X @ coef_.T + intercept_)`` on *raw* embeddings is the model. That fold
+is what makes class activation maps exact: because the embedding is the spatial mean of
+the last feature map A, ``coef_[k] @ A[:, i, j]`` is class k's evidence at each location.
 """
 
 from __future__ import annotations
@@ -20,15 +20,9 @@ from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._base import SoftmaxHeadMixin, linear_logits, softmax
-from ._torch_fit import fit_softmax
+from ._numpy_fit import fit_softmax
 
 __all__ = ["LinearHead", "softmax"]
-
-
-def _as_float32_tensor(X):
-    import torch
-
-    return torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32))
 
 
 class LinearHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
@@ -42,7 +36,7 @@ class LinearHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
         ``'balanced'`` reweights classes inversely to their frequency.
     max_iter : int, default=2000
     solver : {'lbfgs', 'sklearn'}
-        ``'lbfgs'``: float32 torch L-BFGS on the same objective (fast); ``'sklearn'``:
+        ``'lbfgs'``: float32 L-BFGS-B (scipy) on the same objective (fast); ``'sklearn'``:
         :class:`~sklearn.linear_model.LogisticRegression`.
     tol : float, default=1e-4
         Gradient tolerance of the L-BFGS solver (1e-4 reaches the same accuracy as 1e-6 in half the time).
@@ -106,7 +100,7 @@ class LinearHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
         # One float32 copy of X serves every solve. Heads are solved from small to large C, each C warm-started
         # from the previous one; heads with the same C but different row weights are solved together, and
         # identical problems once (e.g. 'balanced' on exactly balanced classes is the unweighted problem).
-        Xt = _as_float32_tensor(Xs) if fast else None
+        Xt = np.ascontiguousarray(Xs, dtype=np.float32) if fast else None
         by_C: dict = {}
         for i in fast:
             h = heads[i]

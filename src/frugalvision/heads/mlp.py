@@ -1,4 +1,7 @@
-"""A small MLP head (one hidden layer, dropout, weight decay, early stopping) on cached embeddings."""
+"""A small MLP head (one hidden layer, dropout, weight decay, early stopping) on cached embeddings.
+
+Trained in float32 numpy (``_numpy_fit.fit_mlp``); torch is imported only by ``torch_module`` (Grad-CAM).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._torch_fit import fit_mlp
 from ._base import MLP_STATE, SoftmaxHeadMixin, mlp_logits
+from ._numpy_fit import fit_mlp
 
 __all__ = ["MLPHead"]
 
