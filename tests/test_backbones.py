@@ -8,11 +8,18 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 import frugalvision as fv
-from frugalvision.backbones.build import build_backbone, imagenet_classifier, load_state_dict_file
 from frugalvision.data.decode import load_rgb, to_input
+
+from conftest import needs_torch
+
+if needs_torch.args[0]:  # core environment: only the tests that need no torch run here
+    torch = build_backbone = imagenet_classifier = load_state_dict_file = None
+else:
+    import torch
+
+    from frugalvision.backbones.build import build_backbone, imagenet_classifier, load_state_dict_file
 
 
 def test_import_and_listing_do_not_import_torch():
@@ -43,6 +50,7 @@ def test_spec_names_cam_layer_and_preprocessing():
     assert fv.get_spec("efficientnet_lite2").input_size == 260
 
 
+@needs_torch
 def test_lite0_weights_are_really_pretrained_coffee_is_espresso(coffee_jpeg):
     model, names = imagenet_classifier("efficientnet_lite0")
     img = load_rgb(coffee_jpeg)
@@ -54,6 +62,7 @@ def test_lite0_weights_are_really_pretrained_coffee_is_espresso(coffee_jpeg):
     assert float(p.max()) > 0.8
 
 
+@needs_torch
 def test_frozen_backbone_embedding_is_mean_of_cam_layer():
     bb = build_backbone("efficientnet_lite0")
     x = torch.randint(0, 255, (2, 224, 224, 3), dtype=torch.uint8)
@@ -64,6 +73,7 @@ def test_frozen_backbone_embedding_is_mean_of_cam_layer():
     assert not any(p.requires_grad for p in bb.parameters())
 
 
+@needs_torch
 def test_missing_weights_offline_gives_an_actionable_paragraph(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(fv.WeightsUnavailableError) as err:
@@ -73,6 +83,7 @@ def test_missing_weights_offline_gives_an_actionable_paragraph(monkeypatch):
     assert "Traceback" not in msg
 
 
+@needs_torch
 def test_unreachable_hub_fails_at_once_without_retrying(monkeypatch):
     """No HF_HUB_OFFLINE set, but no network: only the local cache is tried, no download attempt."""
     import huggingface_hub.file_download as fd
@@ -90,6 +101,7 @@ def test_unreachable_hub_fails_at_once_without_retrying(monkeypatch):
         build_backbone("resnet18")
 
 
+@needs_torch
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
 def test_local_weights_file_is_loaded(tmp_path, suffix):
     import timm
@@ -113,6 +125,7 @@ class _Evil:
         return (print, ("pwned",))
 
 
+@needs_torch
 def test_pickled_code_in_weights_is_refused(tmp_path):
     path = tmp_path / "evil.pth"
     with open(path, "wb") as fh:
@@ -121,6 +134,7 @@ def test_pickled_code_in_weights_is_refused(tmp_path):
         load_state_dict_file(path)
 
 
+@needs_torch
 def test_weights_of_another_architecture_are_rejected(tmp_path):
     from safetensors.torch import save_file
 

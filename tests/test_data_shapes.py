@@ -21,7 +21,7 @@ from frugalvision.exceptions import DataError, DataWarning
 
 from attack_corpus import HOSTILE_NAMES, safe_dirname
 from browser import launch
-from conftest import draw_shape
+from conftest import draw_shape, needs_torch
 
 KINDS = ("circle", "square", "triangle")
 
@@ -146,6 +146,7 @@ def test_two_classes_with_a_subgroup_column_run_everywhere(two_class, tmp_path, 
     assert main(["compare-models", run, str(other)]) == 0
 
 
+@needs_torch
 def test_two_classes_with_an_mlp_head_explain_with_gradcam(two_class, tmp_path, browser):
     model = run_everything(two_class, tmp_path / "run", browser, group_by="site", head="mlp")
     from frugalvision.inference import map_support
@@ -196,7 +197,7 @@ def test_labels_and_group_values_with_spaces_unicode_quotes_and_markup(tmp_path,
 
 def test_a_class_with_three_images_and_a_class_with_no_test_image(tmp_path, browser):
     data = make_manifest(tmp_path / "data", {"many": 20, "some": 14, "three": 3}, seed=11)
-    model = run_everything(data, tmp_path / "run", browser, group_by="site")
+    run_everything(data, tmp_path / "run", browser, group_by="site")
     split = pd.read_csv(tmp_path / "run" / "split.csv", keep_default_na=False)
     assert (split["label"] == "three").sum() == 3
     # With only two 'rare' images, one lands in train and one in val: no test image for it, and evaluation says so.
@@ -217,6 +218,7 @@ def test_greyscale_images_and_one_very_large_image(tmp_path, browser):
     assert model.predict([big], progress=False)["error"].iloc[0] == ""
 
 
+@needs_torch
 def test_a_timm_backbone_with_local_random_weights(two_class, tmp_path, browser):
     """An offline user's timm model (weights from a local file): explain and report use Grad-CAM on its layer."""
     import timm

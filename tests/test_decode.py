@@ -12,6 +12,8 @@ from PIL import Image
 from frugalvision import ImageDecodeError
 from frugalvision.data.decode import crop_box, decode_for_input, load_rgb, to_input
 
+from conftest import needs_torch
+
 
 def _png_bytes(img: Image.Image) -> bytes:
     buf = io.BytesIO()
@@ -144,6 +146,7 @@ def test_crop_box_and_resize_are_consistent():
     assert arr.shape == (224, 224, 3) and frac == (0.25, 0.0, 0.75, 1.0)
 
 
+@needs_torch
 def test_draft_decoding_keeps_the_prediction(tmp_path, coffee_jpeg):
     """Reduced-scale JPEG decoding gives the same label and nearly the same embedding."""
     from frugalvision.backbones.build import imagenet_classifier

@@ -13,6 +13,8 @@ from frugalvision.explain import explain_images, resolve_classes
 from frugalvision.explain.faithfulness import deletion_insertion
 from frugalvision.explain.overlay import overlay, to_image_coordinates
 
+from conftest import needs_torch
+
 
 @pytest.fixture(scope="module")
 def localisation(tmp_path_factory):
@@ -83,6 +85,7 @@ def _top_corr(model, paths, method, ranks):
     return np.array(corr)
 
 
+@needs_torch
 def test_cam_equals_gradcam_for_a_linear_head(trained, shapes_dir):
     """Grad-CAM (pytorch-grad-cam) on GAP + linear head is ReLU(CAM) up to scale, for top-1 and runner-up."""
     model, _ = trained
@@ -91,6 +94,7 @@ def test_cam_equals_gradcam_for_a_linear_head(trained, shapes_dir):
     assert len(corr) >= 8 and corr.min() > 0.99, corr
 
 
+@needs_torch
 @pytest.mark.parametrize("method", ["gradcam++", "layercam"])
 def test_other_gradient_methods_agree_on_the_top_class(trained, shapes_dir, method):
     # They weight activations differently (second-order / element-wise), so only broad agreement is expected.
@@ -100,6 +104,7 @@ def test_other_gradient_methods_agree_on_the_top_class(trained, shapes_dir, meth
     assert corr.mean() > 0.8, corr
 
 
+@needs_torch
 def test_gradient_hooks_are_released(trained, shapes_dir):
     model, _ = trained
     path = str(next(shapes_dir.rglob("*.png")))

@@ -12,7 +12,7 @@ import pytest
 from frugalvision.features import engine as engine_mod
 from frugalvision.features.extract import Extractor
 
-from conftest import make_shapes_dataset
+from conftest import make_shapes_dataset, needs_torch
 
 
 def _files(root):
@@ -102,6 +102,7 @@ def test_interrupted_extraction_resumes(tmp_path, counting):
     np.testing.assert_allclose(resumed.X, fresh.X, atol=1e-4)
 
 
+@needs_torch
 def test_onnx_and_torch_embeddings_agree(tmp_path):
     root = make_shapes_dataset(tmp_path / "d", n_per_class=2, seed=1)
     files = _files(root)
@@ -115,6 +116,7 @@ def test_onnx_and_torch_embeddings_agree(tmp_path):
     assert ma.shape == mb.shape == (1, 1280, 7, 7) and np.abs(ma - mb).max() < 1e-3
 
 
+@needs_torch
 def test_onnx_file_is_reused_without_building_torch(tmp_path, monkeypatch):
     Extractor(engine="onnx", cache_dir=tmp_path, progress=False).engine  # export once
     assert list((tmp_path / "onnx").glob("*.onnx"))

@@ -13,6 +13,10 @@ import pytest
 import frugalvision as fv
 from frugalvision.finetune import finetune, parse_stages
 
+from conftest import needs_torch
+
+pytestmark = needs_torch  # fine-tuning is the torch extra's
+
 _KILL_AFTER_CHECKPOINT = textwrap.dedent("""
     import os, sys
     import frugalvision.finetune as ft

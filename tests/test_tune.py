@@ -98,7 +98,8 @@ def test_compare_backbones_lists_unavailable_ones_with_the_reason(shapes_dir, tm
     table = pd.read_csv(tmp_path / "cmp" / "comparison.csv", keep_default_na=False).set_index("backbone")
     assert float(table.loc["efficientnet_lite0", "test_accuracy"]) > 0.5
     assert float(table.loc["efficientnet_lite0", "ms_per_image"]) > 0
-    assert "No pretrained weights" in table.loc["resnet18", "error"]
+    # Offline with torch: no weights to download; in the core install: the torch extra is missing.
+    assert any(r in table.loc["resnet18", "error"] for r in ("No pretrained weights", "needs PyTorch"))
     assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 10_000
 
 

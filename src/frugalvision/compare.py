@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .backbones.registry import get_spec, list_backbones
-from .exceptions import WeightsUnavailableError
+from .exceptions import MissingExtraError, WeightsUnavailableError
 
 __all__ = ["compare_backbones", "comparison_png"]
 
@@ -41,7 +41,7 @@ def compare_backbones(data, *, backbones=None, n_timing: int = 64, engine: str =
             row.update(test_accuracy=ev.headline["accuracy"], ci_low=ev.accuracy_ci[0], ci_high=ev.accuracy_ci[1],
                        val_accuracy=model.training_["validation"].get("accuracy"))
             row.update(_timing(ex, model.data_.table["path"].tolist()[:n_timing]))
-        except WeightsUnavailableError as exc:
+        except (WeightsUnavailableError, MissingExtraError) as exc:
             row["error"] = str(exc).split(". ")[0] + "."
         rows.append(row)
     return pd.DataFrame(rows)
