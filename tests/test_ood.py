@@ -7,7 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from frugalvision.ood import METHODS, OODState, fit_ood, ood_score, threshold_for_accept_rate
+from frugalvision.ood import (
+    METHODS,
+    OODState,
+    fit_ood,
+    ood_score,
+    threshold_for_accept_rate,
+)
 
 D, C = 48, 3
 
@@ -38,9 +44,10 @@ def data():
     pairs = rng.integers(0, C, (300, 2))
     pairs[:, 1] = (pairs[:, 0] + 1) % C
     X_mid = ((centres[pairs[:, 0]] + centres[pairs[:, 1]]) / 2 + rng.standard_normal((300, D))).astype(np.float32)
-    lg = lambda X: X @ coef.T + intercept  # noqa: E731
-    return dict(X_tr=X_tr, y_tr=y_tr, L_tr=lg(X_tr), X_val=X_val, L_val=lg(X_val), X_te=X_te, L_te=lg(X_te),
-                X_far=X_far, L_far=lg(X_far), X_mid=X_mid, L_mid=lg(X_mid), coef=coef, intercept=intercept)
+    lg = lambda X: X @ coef.T + intercept
+    return {"X_tr": X_tr, "y_tr": y_tr, "L_tr": lg(X_tr), "X_val": X_val, "L_val": lg(X_val), "X_te": X_te,
+            "L_te": lg(X_te), "X_far": X_far, "L_far": lg(X_far), "X_mid": X_mid, "L_mid": lg(X_mid), "coef": coef,
+            "intercept": intercept}
 
 
 CONFIGS = [
@@ -49,6 +56,8 @@ CONFIGS = [
     {"method": "knn", "k": 5, "normalize": "l2"}, {"method": "knn", "k": 5, "normalize": "std_l2"},
     {"method": "knn", "k": 5, "normalize": "whiten_l2", "n_components": 8},
     {"method": "vim", "n_components": 8}, {"method": "knn_energy", "k": 5, "weight": 0.5},
+    {"method": "knn", "k": 5, "normalize": "center_l2"},
+    {"method": "knn_vim", "k": 5, "normalize": "center_l2", "vim_components": 8},
     {},  # the defaults
 ]
 

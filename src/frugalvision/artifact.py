@@ -149,13 +149,16 @@ class ModelInfo:
     training: dict = field(default_factory=dict)
     finetune: dict | None = None
     versions: dict = field(default_factory=dict)
+    operating_point: dict | None = None  # decision.OperatingPoint.to_json()
+    reject: dict | None = None           # the "none of these" score: method, parameters, threshold
 
     def to_json(self) -> dict:
         out = {"classes": [str(c) for c in self.classes], "backbone": asdict(self.backbone),
                "preprocessing": self.preprocessing.to_dict(), "head": asdict(self.head),
                "temperature": self.temperature, "training": self.training, "versions": self.versions}
-        if self.finetune is not None:
-            out["finetune"] = self.finetune
+        for name in ("finetune", "operating_point", "reject"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
         return out
 
     @classmethod
@@ -178,9 +181,16 @@ class ModelInfo:
         temperature = meta.get("temperature")
         if temperature is not None and not (isinstance(temperature, (int, float)) and temperature > 0):
             problems.append(f"'temperature' must be a positive number or null, got {temperature!r}")
-        for name in ("training", "versions"):
+        for name in ("training", "versions", "operating_point", "reject"):
             if meta.get(name) is not None and not isinstance(meta.get(name), dict):
                 problems.append(f"'{name}' must be a JSON object")
+        if not problems and isinstance(meta.get("operating_point"), dict):
+            from .decision import OperatingPoint
+
+            try:
+                OperatingPoint.from_json(meta["operating_point"], classes)
+            except (ValueError, TypeError, AttributeError) as exc:
+                problems.append(f"'operating_point' cannot be used ({exc})")
         if not problems and tensors is not None:
             problems += _shape_problems(head, backbone, len(classes), tensors)
         if problems:
@@ -188,7 +198,8 @@ class ModelInfo:
         return cls(classes=list(classes), backbone=backbone, preprocessing=pre, head=head,
                    temperature=float(temperature) if temperature is not None else None,
                    training=meta.get("training") or {}, finetune=meta.get("finetune"),
-                   versions=meta.get("versions") or {})
+                   versions=meta.get("versions") or {}, operating_point=meta.get("operating_point"),
+                   reject=meta.get("reject"))
 
 
 def _head_kinds() -> tuple:

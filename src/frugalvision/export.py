@@ -45,7 +45,7 @@ def export_onnx_model(model, out, *, input_size: int | None = None, overwrite: b
     inits, nodes = [], []
 
     def const(name, array, dtype=np.float32):
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(array, dtype=dtype), name=f"fv_{name}"))
+        inits.append(numpy_helper.from_array(np.array(array, dtype=dtype), name=f"fv_{name}"))  # 0-d stays 0-d
         return f"fv_{name}"
 
     # Resize in front of the backbone: its input is uint8 NHWC at the network's size.
@@ -73,6 +73,8 @@ def export_onnx_model(model, out, *, input_size: int | None = None, overwrite: b
         helper.make_node("Div", [logits, const("temperature", temperature)], ["fv_scaled"]),
         helper.make_node("Softmax", ["fv_scaled"], ["probabilities"], axis=1),
     ]
+    score = _ood_nodes(model, const, helper, nodes_after)
+    nodes_after += _decision_nodes(model, const, helper, score)
     if cam:  # CAM_k = Σ_c W[k,c]·A[c]: a MatMul over the channel axis of the NHWC view
         nodes_after += [
             helper.make_node("Transpose", ["features"], ["fv_fmap_nhwc"], perm=[0, 2, 3, 1]),
@@ -87,6 +89,9 @@ def export_onnx_model(model, out, *, input_size: int | None = None, overwrite: b
     del g.output[:]
     k = len(model.classes)
     g.output.append(helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", k]))
+    g.output.append(helper.make_tensor_value_info("decision", TensorProto.INT64, ["batch"]))
+    if score is not None:
+        g.output.append(helper.make_tensor_value_info("ood_score", TensorProto.FLOAT, ["batch"]))
     if cam:
         dims = [d.dim_value or None for d in feat_out.type.tensor_type.shape.dim]
         g.output.append(helper.make_tensor_value_info("cams", TensorProto.FLOAT, ["batch", k, *dims[2:]]))
@@ -97,7 +102,11 @@ def export_onnx_model(model, out, *, input_size: int | None = None, overwrite: b
             "input": "uint8 RGB N x input_size x input_size x 3: centre square of the image resized to input_size",
             "preprocessing": model.preprocessing, "temperature": temperature,
             "backbone": model.info.backbone.name, "weights_id": model.info.backbone.weights_id,
+            "operating_point": model.info.operating_point, "reject": _reject_meta(model),
             "outputs": {"probabilities": "N x K softmax(logits / temperature)",
+                        "decision": "N class indices into 'classes' under the operating point; -1 = unknown "
+                                    "('none of these': ood_score above reject.threshold)",
+                        "ood_score": "N unusualness scores (higher = more unusual)" if score else None,
                         "cams": "N x K x h x w exact class activation maps" if cam else None,
                         "features": None if cam else "N x C x h x w last feature map"},
             "versions": model.info.versions}
@@ -125,6 +134,108 @@ def _head_nodes(model, const, helper):
             helper.make_node("Relu", ["fv_h1"], ["fv_h"]),
             helper.make_node("MatMul", ["fv_h", const("w2", w2.T)], ["fv_o"]),
             helper.make_node("Add", ["fv_o", const("b2", b2)], ["fv_logits"])], "fv_logits"
+
+
+def _reject_meta(model):
+    r = model.info.reject
+    return None if r is None else {"method": model.ood_state.method, "threshold": r.get("threshold"),
+                                   "accept_rate": r.get("accept_rate")}
+
+
+def _ood_nodes(model, const, helper, nodes: list):
+    """Append the "none of these" score (``ood_score``) computed as :func:`frugalvision.ood.ood_score` does;
+    returns its name, or None when the model has no score."""
+    state = model.ood_state
+    if state is None:
+        return None
+    a, h = state.arrays, state.hyper
+    if state.method == "energy" or state.method == "msp":
+        nodes.append(helper.make_node("ReduceLogSumExp", ["fv_logits"], ["fv_lse"], axes=[1], keepdims=0))
+        if state.method == "energy":
+            nodes.append(helper.make_node("Neg", ["fv_lse"], ["ood_score"]))
+        else:  # -max softmax = -exp(max z - logsumexp z)
+            nodes += [helper.make_node("ReduceMax", ["fv_logits"], ["fv_zmax"], axes=[1], keepdims=0),
+                      helper.make_node("Sub", ["fv_zmax", "fv_lse"], ["fv_lmsp"]),
+                      helper.make_node("Exp", ["fv_lmsp"], ["fv_msp"]),
+                      helper.make_node("Neg", ["fv_msp"], ["ood_score"])]
+        return "ood_score"
+    if state.method not in ("knn", "knn_vim"):
+        from .exceptions import DataError
+
+        raise DataError(f"The exported graph cannot compute the '{state.method}' none-of-these score yet; retrain "
+                        f"with the default score, or with --no-reject.")
+    x = "embedding"
+    if "proj" in a:
+        nodes += [helper.make_node("MatMul", [x, const("ood_proj", a["proj"])], ["fv_op"]),
+                  helper.make_node("Sub", ["fv_op", const("ood_offset", a["offset"])], ["fv_ox"])]
+        x = "fv_ox"
+    elif "center" in a:
+        nodes.append(helper.make_node("Sub", [x, const("ood_center", a["center"])], ["fv_ox"]))
+        x = "fv_ox"
+    bank = np.asarray(a["bank"], np.float32)
+    k = max(1, min(int(h["k"]), len(bank)))
+    knn = "ood_score" if state.method == "knn" else "fv_knn"
+    nodes += [  # squared distance to the k-th nearest unit bank row: 2 - 2 cos
+        helper.make_node("ReduceL2", [x], ["fv_norm"], axes=[1], keepdims=1),  # opset 17: axes is an attribute
+        helper.make_node("Max", ["fv_norm", const("eps", 1e-12)], ["fv_normc"]),
+        helper.make_node("Div", [x, "fv_normc"], ["fv_unit"]),
+        helper.make_node("MatMul", ["fv_unit", const("ood_bank_t", bank.T)], ["fv_sims"]),
+        helper.make_node("TopK", ["fv_sims", const("k", [k], np.int64)], ["fv_top", "fv_topi"], axis=1),
+        helper.make_node("Gather", ["fv_top", const("kth_index", k - 1, np.int64)], ["fv_kth"], axis=1),
+        helper.make_node("Mul", ["fv_kth", const("two", 2.0)], ["fv_2kth"]),
+        helper.make_node("Sub", [const("two_", 2.0), "fv_2kth"], ["fv_d"]),
+        helper.make_node("Max", ["fv_d", const("zero", 0.0)], [knn]),
+    ]
+    if state.method == "knn":
+        return "ood_score"
+    # knn_vim: max(z(knn), z(vim)); vim = alpha * |residual outside the principal subspace| - logsumexp(logits)
+    nodes += [
+        helper.make_node("Sub", ["embedding", const("vim_origin", a["origin"])], ["fv_c"]),
+        helper.make_node("MatMul", ["fv_c", const("vim_basis", a["basis"])], ["fv_p"]),
+        helper.make_node("ReduceSumSquare", ["fv_c"], ["fv_cc"], axes=[1], keepdims=0),
+        helper.make_node("ReduceSumSquare", ["fv_p"], ["fv_pp"], axes=[1], keepdims=0),
+        helper.make_node("Sub", ["fv_cc", "fv_pp"], ["fv_rr"]),
+        helper.make_node("Max", ["fv_rr", const("zero_r", 0.0)], ["fv_rr0"]),
+        helper.make_node("Sqrt", ["fv_rr0"], ["fv_res"]),
+        helper.make_node("Mul", ["fv_res", const("vim_alpha", h["alpha"])], ["fv_ares"]),
+        helper.make_node("ReduceLogSumExp", ["fv_logits"], ["fv_lse_v"], axes=[1], keepdims=0),
+        helper.make_node("Sub", ["fv_ares", "fv_lse_v"], ["fv_vim"]),
+        helper.make_node("Sub", ["fv_knn", const("knn_mu", h["knn_mu"])], ["fv_kc"]),
+        helper.make_node("Div", ["fv_kc", const("knn_sd", h["knn_sd"])], ["fv_kz"]),
+        helper.make_node("Sub", ["fv_vim", const("vim_mu", h["vim_mu"])], ["fv_vc"]),
+        helper.make_node("Div", ["fv_vc", const("vim_sd", h["vim_sd"])], ["fv_vz"]),
+        helper.make_node("Max", ["fv_kz", "fv_vz"], ["ood_score"]),
+    ]
+    return "ood_score"
+
+
+def _decision_nodes(model, const, helper, score) -> list:
+    """``decision``: :func:`frugalvision.decision.decide`'s formula on ``probabilities``, then -1 where the
+    none-of-these score passes the model's threshold."""
+    from .decision import score_vectors
+
+    r, p = score_vectors(model.operating_point, model.classes)
+    nodes = [
+        helper.make_node("GreaterOrEqual", ["probabilities", const("rthr", r)], ["fv_hit"]),
+        helper.make_node("Div", ["probabilities", const("rthr_", r)], ["fv_ratio"]),
+        helper.make_node("Add", ["fv_ratio", const("one", 1.0)], ["fv_boost"]),
+        helper.make_node("Where", ["fv_hit", "fv_boost", "probabilities"], ["fv_a1"]),
+        helper.make_node("Less", ["probabilities", const("pthr", p)], ["fv_gated"]),
+        helper.make_node("Where", ["fv_gated", const("minus_one", -1.0), "fv_a1"], ["fv_a"]),
+        helper.make_node("ArgMax", ["fv_a"], ["fv_pick"], axis=1, keepdims=0),
+        helper.make_node("ArgMax", ["probabilities"], ["fv_argmax"], axis=1, keepdims=0),
+        helper.make_node("ReduceMax", ["fv_a"], ["fv_amax"], axes=[1], keepdims=0),
+        helper.make_node("Less", ["fv_amax", const("zero_", 0.0)], ["fv_stuck"]),
+        helper.make_node("Where", ["fv_stuck", "fv_argmax", "fv_pick"], ["fv_decided"]),
+    ]
+    threshold = (model.info.reject or {}).get("threshold")
+    if score is None or threshold is None:
+        nodes.append(helper.make_node("Identity", ["fv_decided"], ["decision"]))
+        return nodes
+    return nodes + [
+        helper.make_node("Greater", [score, const("ood_threshold", threshold)], ["fv_reject"]),
+        helper.make_node("Where", ["fv_reject", const("unknown", -1, np.int64), "fv_decided"], ["decision"]),
+    ]
 
 
 def read_onnx_metadata(path) -> dict:

@@ -16,7 +16,7 @@ import numpy as np
 
 from .exceptions import DataError
 
-__all__ = ["GRADIENT_METHODS", "METHODS", "MapSupport", "Outputs", "Predictor", "map_support", "probabilities", "resolve_classes"]
+__all__ = ["UNKNOWN", "decisions", "label_names", "GRADIENT_METHODS", "METHODS", "MapSupport", "Outputs", "Predictor", "map_support", "probabilities", "resolve_classes"]
 
 #: Gradient methods, by their class name in the ``grad-cam`` package (see ``explain/gradcam.py``).
 GRADIENT_METHODS = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "layercam": "LayerCAM",
@@ -87,6 +87,43 @@ def probabilities(model, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return logits, softmax(logits / model.temperature)
 
 
+def decisions(model, proba: np.ndarray, embeddings: np.ndarray, logits: np.ndarray):
+    """``(labels, ood_scores)``: class indices under the model's operating point, -1 for images the
+    "none of these" score rejects; ``ood_scores`` is None when the model has no such score."""
+    from .decision import decide
+
+    labels = decide(proba, model.operating_point, model.classes) if len(proba) else np.zeros(0, int)
+    scores = None
+    if model.ood_state is not None and len(proba):
+        from .ood import ood_score
+
+        scores = ood_score(model.ood_state, np.asarray(embeddings, np.float32), np.asarray(logits, np.float32))
+        threshold = (model.info.reject or {}).get("threshold")
+        if threshold is not None:
+            labels = np.where(scores > threshold, -1, labels)
+    return labels, scores
+
+
+def label_names(model, labels: np.ndarray) -> list[str]:
+    """Class names for decided indices; -1 is :data:`UNKNOWN`."""
+    return [UNKNOWN if i < 0 else model.classes[i] for i in labels]
+
+
+def unusualness(model, X, logits, proba) -> tuple[np.ndarray, str]:
+    """Per image, higher = more unusual: the model's "none of these" score, or 1 - max probability when it
+    has none. Returns ``(scores, name of the score)``."""
+    if model.ood_state is not None:
+        from .ood import ood_score
+
+        return ood_score(model.ood_state, np.asarray(X, np.float32), np.asarray(logits, np.float32)), \
+            f"none-of-these score ({model.ood_state.method})"
+    return 1.0 - np.asarray(proba).max(axis=1, initial=0), "1 - top probability"
+
+
+#: The label of an image the "none of these" score rejects.
+UNKNOWN = "unknown"
+
+
 def resolve_classes(spec, proba: np.ndarray, classes: list, true_label=None) -> list[int]:
     """Class indices for ``'top1'``, ``'top2'`` (top-1 and 2nd), ``'topK'``, ``'all'``, ``'true'``, a name, or a list."""
     if isinstance(spec, (list, tuple)):
@@ -134,11 +171,18 @@ class Outputs:
         by repeating their last class).
     maps_note : str
         The method used, or why there are no maps.
+    labels : ndarray (n,) of int
+        The decision: a class index under the model's operating point, or -1 ("unknown") when the
+        "none of these" score rejects the image.
+    ood_scores : ndarray (n,) or None
+        Higher = more unusual for this model; None when the model has no such score.
     """
 
     embeddings: np.ndarray
     logits: np.ndarray
     probabilities: np.ndarray
+    labels: np.ndarray | None = None
+    ood_scores: np.ndarray | None = None
     maps: np.ndarray | None = None
     map_classes: list | None = None
     method: str | None = None
@@ -180,8 +224,9 @@ class Predictor:
         want_fmaps = support.method == "cam"
         fmaps, emb = self.engine.run(np.ascontiguousarray(images), maps=want_fmaps)
         logits, proba = probabilities(model, emb)
-        out = Outputs(embeddings=emb, logits=logits, probabilities=proba, method=support.method,
-                      maps_note=support.reason)
+        labels, scores = decisions(model, proba, emb, logits)
+        out = Outputs(embeddings=emb, logits=logits, probabilities=proba, labels=labels, ood_scores=scores,
+                      method=support.method, maps_note=support.reason)
         if not support.available or len(images) == 0:
             return out
         labels = list(labels) if labels is not None else [None] * len(images)

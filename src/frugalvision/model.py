@@ -45,6 +45,7 @@ class Model:
                                         "head": {"type": head_type(head), "params": {}}}, source="new model")
         self.info = info
         self.backbone_tensors = backbone_tensors or {}
+        self.ood_state = None  # fitted "none of these" score (frugalvision.ood), saved as ood.* tensors
         self.path = Path(path) if path else None
         self._extractor = None
         self._predictor = None
@@ -83,6 +84,8 @@ class Model:
     def save(self, path, *, overwrite: bool = False) -> Path:
         tensors = {f"head.{k}": v for k, v in self.head.get_state().items()}
         tensors.update({f"backbone.{k}": v for k, v in self.backbone_tensors.items()})
+        if self.ood_state is not None:
+            tensors.update({f"ood.{k}": v for k, v in self.ood_state.to_tensors().items()})
         info = replace(self.info, classes=self.classes, versions=versions(),
                        head=HeadInfo(type=head_type(self.head), params=self.head.get_params()))
         self.path = save_artifact(path, tensors, info.to_json(), overwrite=overwrite)
@@ -109,7 +112,17 @@ class Model:
             raise ArtifactError(f"'{p}' is not a usable frugalvision model: its {kind} parameters {params} "
                                 f"cannot be applied ({exc}). Train the model again.") from None
         bb = {k[9:]: v for k, v in tensors.items() if k.startswith("backbone.")}
-        return cls(head, info, bb, p)
+        model = cls(head, info, bb, p)
+        if info.reject is not None:
+            from .ood import OODState
+
+            try:
+                model.ood_state = OODState.from_state(info.reject["params"],
+                                                      {k[4:]: v for k, v in tensors.items() if k.startswith("ood.")})
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ArtifactError(f"'{p}' is not a usable frugalvision model: its 'none of these' score cannot "
+                                    f"be read ({exc}). Train the model again.") from None
+        return model
 
     # -- embedding ----------------------------------------------------------------------------
     def extractor(self, *, cache_dir=None, engine="auto", progress: bool = True):
@@ -212,27 +225,49 @@ class Model:
         """
         from .data.discover import list_image_files
 
+        from .inference import decisions, probabilities
+
         files = list_image_files(paths)
         emb = self.embed(files, progress=progress, **kw)
-        probs = self.predict_proba_embeddings(emb.X)
-        return predictions_table(emb, probs, self.classes, top_k)
+        logits, probs = probabilities(self, emb.X)
+        labels, scores = decisions(self, probs, emb.X, logits)
+        return predictions_table(emb, probs, self.classes, top_k, labels=labels, ood_scores=scores)
+
+    # -- decisions ----------------------------------------------------------------------------
+    @property
+    def operating_point(self):
+        """The :class:`~frugalvision.decision.OperatingPoint` chosen at train time, or None (arg-max)."""
+        from .decision import OperatingPoint
+
+        op = self.info.operating_point
+        return OperatingPoint.from_json(op, self.classes) if op else None
 
 
-def predictions_table(emb, probs: np.ndarray, classes: list[str], top_k: int = 2) -> pd.DataFrame:
-    """One row per input: top-k labels/probabilities, or the reason it was skipped."""
+def predictions_table(emb, probs: np.ndarray, classes: list[str], top_k: int = 2, *, labels=None,
+                      ood_scores=None) -> pd.DataFrame:
+    """One row per input: the decided label (``unknown`` when rejected) and its probability, the next
+    classes by probability, ``ood_score`` when the model has one, or the reason the file was skipped."""
+    from .inference import UNKNOWN
+
     top_k = max(1, min(int(top_k), len(classes)))
     order = np.argsort(-probs, axis=1)[:, :top_k]
+    labels = order[:, 0] if labels is None else np.asarray(labels)
     reasons = dict(emb.failures)
-    cols = {"path": emb.paths}
-    rows_ok = np.flatnonzero(emb.ok)
-    for r in range(top_k):
-        name_l = "label" if r == 0 else f"top{r + 1}_label"
-        name_p = "probability" if r == 0 else f"top{r + 1}_probability"
-        lab = np.full(len(emb.paths), "", dtype=object)
-        pr = np.full(len(emb.paths), np.nan)
+    n, rows_ok = len(emb.paths), np.flatnonzero(emb.ok)
+    at = np.arange(len(rows_ok))
+    lab, pr = np.full(n, "", dtype=object), np.full(n, np.nan)
+    lab[rows_ok] = [UNKNOWN if i < 0 else classes[i] for i in labels]
+    pr[rows_ok] = np.where(labels < 0, probs.max(axis=1, initial=0), probs[at, np.maximum(labels, 0)])
+    cols = {"path": emb.paths, "label": lab, "probability": pr}
+    for r in range(1, top_k):
+        lab, pr = np.full(n, "", dtype=object), np.full(n, np.nan)
         lab[rows_ok] = [classes[i] for i in order[:, r]]
-        pr[rows_ok] = probs[np.arange(len(rows_ok)), order[:, r]]
-        cols[name_l], cols[name_p] = lab, pr
+        pr[rows_ok] = probs[at, order[:, r]]
+        cols[f"top{r + 1}_label"], cols[f"top{r + 1}_probability"] = lab, pr
+    if ood_scores is not None:
+        sc = np.full(n, np.nan)
+        sc[rows_ok] = ood_scores
+        cols["ood_score"] = sc
     cols["error"] = [reasons.get(p, "") for p in emb.paths]
     return pd.DataFrame(cols)
 

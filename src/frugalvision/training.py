@@ -91,7 +91,8 @@ def train(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, out=None, hea
           head_params: dict | None = None, views: int = 0, augment: str = "default",
           balance_by_augmentation: bool = False, C="auto", class_weight=None, val_size: float = 0.15, test_size: float = 0.15, seed: int = 0,
           engine: str = "auto", cache_dir=None, crop_pct: float | None = None, split_file=None,
-          calibrate: bool = True, progress: bool = True, overwrite: bool = False,
+          calibrate: bool = True, targets=None, reject: bool = True, accept_rate: float = 0.95,
+          progress: bool = True, overwrite: bool = False,
           extractor: Extractor | None = None) -> Model:
     """Train a classifier on a folder of class sub-folders or a CSV manifest.
 
@@ -126,6 +127,15 @@ def train(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, out=None, hea
     engine : {'auto', 'onnx', 'torch'}
     calibrate : bool
         Fit a softmax temperature on the validation split so probabilities mean what they say.
+    targets : list of str, optional
+        Operating points, e.g. ``["defective:recall>=0.9"]``: per-class thresholds chosen on the validation
+        split (see :mod:`frugalvision.decision`); predictions then follow them instead of the arg-max.
+    reject : bool
+        Fit the "none of these" score (:mod:`frugalvision.ood`) and label images beyond its threshold
+        ``unknown``.
+    accept_rate : float
+        Share of in-distribution validation images the reject threshold keeps (0.95: 5 % of normal images
+        are expected to come out ``unknown``).
     cache_dir : path, optional
         Embedding cache root (default ``~/.cache/frugalvision``).
 
@@ -177,6 +187,8 @@ def train(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, out=None, hea
             classes = list(est.classes_)
             known = np.isin(y_va, classes)
             temperature = fit_temperature(est.logits(X_va[known]), [classes.index(c) for c in y_va[known]])
+        decisions = _decision_meta(est, temperature, X_tr[:len(tr_table)], y_tr[:len(tr_table)], X_va, y_va,
+                                   targets=targets, reject=reject, accept_rate=accept_rate)
         meta = {
             "backbone": {"name": ex.spec.name, "timm_name": ex.spec.timm_name, "weights_id": ex.weights_id,
                          "weights_source": ex.spec.weights, "weights_file": str(weights) if weights else None,
@@ -190,13 +202,48 @@ def train(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, out=None, hea
                                       "class_weight": class_weight, "views": views,
                                       "augment": augment if views else None, "val_size": val_size,
                                       "test_size": test_size, "seed": seed}},
+            "operating_point": decisions["operating_point"],
+            "reject": decisions["reject"],
         }
         model = Model(est, meta)
+        model.ood_state = decisions["ood_state"]
         model.training_ = summary
         model.data_ = td
         if out is not None:
             save_run(model, td, Path(out), overwrite=overwrite)
         return model
+
+
+def _decision_meta(est, temperature, X_tr, y_tr, X_va, y_va, *, targets, reject: bool, accept_rate: float) -> dict:
+    """The operating point (targets met on validation) and the fitted "none of these" score with its threshold.
+
+    ``X_tr`` holds the clean training embeddings only (augmented views are not what predict will see).
+    """
+    from .heads import softmax
+
+    if not 0 < accept_rate <= 1:
+        raise DataError(f"accept_rate must be in (0, 1], got {accept_rate!r}: the share of normal images to keep.")
+    classes = [str(c) for c in est.classes_]
+    known = np.isin(y_va, classes)
+    t = temperature or 1.0
+    out = {"operating_point": None, "reject": None, "ood_state": None}
+    if targets:
+        from .decision import choose_operating_point
+
+        proba_va = softmax(est.logits(X_va[known]) / t)
+        out["operating_point"] = choose_operating_point(proba_va, y_va[known], classes, list(targets)).to_json()
+    if reject:
+        from .ood import fit_ood, ood_score, threshold_for_accept_rate
+
+        state = fit_ood(X_tr, y_tr, est.logits(X_tr))
+        threshold = None
+        if known.sum():
+            scores = ood_score(state, X_va[known], est.logits(X_va[known]))
+            threshold = float(threshold_for_accept_rate(scores, accept_rate))
+        out["ood_state"] = state
+        out["reject"] = {"params": state.params(), "threshold": threshold, "accept_rate": accept_rate,
+                         "n_validation": int(known.sum())}
+    return out
 
 
 #: What ``train`` writes into its ``out`` folder; all of it is checked before any work starts.

@@ -20,6 +20,7 @@ def register(app: typer.Typer) -> None:
         n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the confidence intervals."),
         seed: int = typer.Option(0, help="Bootstrap seed."),
         min_group_size: int = typer.Option(30, "--min-group-size", help="Groups with fewer test images are flagged, not judged."),
+        unknown: Optional[Path] = typer.Option(None, "--unknown", help="Folder of images of none of the classes: how well are they told apart (AUROC, FPR at 95 % TPR, accuracy-coverage)?"),
         engine: str = Engine, cache_dir: Optional[Path] = CacheDir, quiet: bool = Quiet, overwrite: bool = Overwrite,
     ):
         """Evaluate on the held-out split (or any labelled data): per-class metrics with 95 % CIs."""
@@ -27,7 +28,7 @@ def register(app: typer.Typer) -> None:
 
         m = load_model(model)
         result = m.evaluate(data, group_by=group_by or None, n_boot=n_boot, seed=seed, min_group_size=min_group_size, progress=not quiet,
-                            engine=engine, cache_dir=cache_dir)
+                            engine=engine, cache_dir=cache_dir, unknown=unknown)
         typer.echo(result.summary())
         target = out or (m.run_dir / "evaluation")
         echo_paths("Wrote:", result.save(target, overwrite=overwrite))

@@ -28,6 +28,9 @@ def register(app: typer.Typer) -> None:
         val_size: float = typer.Option(0.15, help="Validation fraction (stratified, seeded)."),
         test_size: float = typer.Option(0.15, help="Test fraction when the data has no test/ folder."),
         seed: int = typer.Option(0, help="Seed for the split."),
+        target: Optional[list[str]] = typer.Option(None, "--target", help="Operating point, e.g. 'defective:recall>=0.9' or 'ok:precision>=0.95' (repeatable); thresholds are chosen on the validation split."),
+        accept_rate: float = typer.Option(0.95, "--accept-rate", help="Share of normal (validation) images the 'none of these' threshold keeps; the rest of what looks unusual is labelled 'unknown'."),
+        no_reject: bool = typer.Option(False, "--no-reject", help="Never label an image 'unknown' (no 'none of these' score)."),
         engine: str = Engine, cache_dir: Optional[Path] = CacheDir, quiet: bool = Quiet, overwrite: bool = Overwrite,
     ):
         """Train a classifier from a folder of labelled images (embeddings are cached)."""
@@ -57,6 +60,7 @@ def register(app: typer.Typer) -> None:
         model = train(data, backbone=backbone, weights=weights, out=out, C=C_value, class_weight=class_weight,
                       head=head, views=views, augment=augment or "default", balance_by_augmentation=balance_by_augmentation,
                       val_size=val_size, test_size=test_size, seed=seed, engine=engine, cache_dir=cache_dir,
+                      targets=target, reject=not no_reject, accept_rate=accept_rate,
                       progress=not quiet, overwrite=overwrite)
         print_training(model, time.perf_counter() - t)
         echo_paths("Wrote:", [out / n for n in ("model.safetensors", "split.csv", "skipped.csv", "training.json")])
@@ -80,6 +84,14 @@ def print_training(model, seconds: float) -> None:
     if s.get("augmentation", {}).get("augmented_rows"):
         a = s["augmentation"]
         typer.echo(f"Augmentation: {a['policy']}, {a['views']} views/image -> {a['augmented_rows']} extra training rows")
+    op = model.info.operating_point
+    for goal, got in (op or {}).get("validation", {}).items():
+        typer.echo(f"Operating point {goal}: threshold {got['threshold']:.3f}, reached {fmt_pct(got['value'])} on "
+                   f"{got['n']} validation images")
+    rej = model.info.reject
+    if rej and rej.get("threshold") is not None:
+        typer.echo(f"'None of these': images scoring above {rej['threshold']:.3f} are labelled unknown (keeps "
+                   f"{fmt_pct(rej['accept_rate'])} of normal validation images; --no-reject turns it off)")
     v = s.get("validation") or {}
     if v:
         typer.echo(f"Validation accuracy {fmt_pct(v['accuracy'])}")

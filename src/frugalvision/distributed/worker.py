@@ -62,6 +62,7 @@ def label_images(predictor, decoder, paths: list[str], *, top_k: int = 2, embedd
     ok = np.zeros(len(paths), bool)
     emb = np.zeros((len(paths), dim), np.float32)
     probs = np.zeros((len(paths), len(model.classes)))
+    labels, scores = np.zeros(len(paths), int), np.full(len(paths), np.nan)
     failures, expl = [], {}
     for s in range(0, len(paths), batch_size):
         chunk = paths[s:s + batch_size]
@@ -77,9 +78,12 @@ def label_images(predictor, decoder, paths: list[str], *, top_k: int = 2, embedd
         else:
             res = predictor.run(np.stack([decoded[i].array for i in good]))
         idx = [s + i for i in good]
-        emb[idx], probs[idx], ok[idx] = res.embeddings, res.probabilities, True
+        emb[idx], probs[idx], labels[idx], ok[idx] = res.embeddings, res.probabilities, res.labels, True
+        if res.ood_scores is not None:
+            scores[idx] = res.ood_scores
     table = predictions_table(SimpleNamespace(paths=list(paths), ok=ok, failures=failures), probs[ok],
-                              model.classes, top_k)
+                              model.classes, top_k, labels=labels[ok],
+                              ood_scores=scores[ok] if model.ood_state is not None else None)
     all_p = [probs[i].astype(np.float32) if ok[i] else None for i in range(len(paths))]
     arrow = pa.Table.from_pandas(table, preserve_index=False)
     arrow = arrow.append_column("probabilities", pa.array(all_p, type=pa.list_(pa.float32())))

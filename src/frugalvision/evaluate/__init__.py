@@ -20,7 +20,7 @@ _BASE_COLUMNS = {"path", "label", "split", "hash", "status", "reason"}
 
 def evaluate(model, data=None, *, group_by=None, split: str = "test", n_boot: int = 1000, seed: int = 0,
              min_group_size: int = MIN_GROUP_SIZE, progress: bool = True, engine: str = "auto",
-             cache_dir=None) -> EvaluationResult:
+             cache_dir=None, unknown=None) -> EvaluationResult:
     """Evaluate ``model`` on its held-out split, or on any labelled folder/CSV.
 
     Parameters
@@ -32,10 +32,14 @@ def evaluate(model, data=None, *, group_by=None, split: str = "test", n_boot: in
         Manifest columns to audit by (e.g. ``source``, ``country``).
     n_boot : int
         Bootstrap resamples for confidence intervals (seeded by ``seed``).
+    unknown : path, optional
+        Images of none of the classes (a folder or files): how well the "none of these" score tells them
+        from the evaluated images (AUROC, FPR at 95 % TPR, share rejected, accuracy-coverage with them).
     """
     table, balance = _rows(model, data, split)
     return _evaluate_rows(model, table, balance, group_by=group_by, n_boot=n_boot, seed=seed,
-                          min_group_size=min_group_size, progress=progress, engine=engine, cache_dir=cache_dir)
+                          min_group_size=min_group_size, progress=progress, engine=engine, cache_dir=cache_dir,
+                          unknown=unknown)
 
 
 def _rows(model, data, split: str):
@@ -49,17 +53,66 @@ def _rows(model, data, split: str):
 
 
 def _evaluate_rows(model, table, balance, *, group_by=None, n_boot=1000, seed=0, min_group_size=MIN_GROUP_SIZE,
-                   progress=True, engine="auto", cache_dir=None) -> EvaluationResult:
+                   progress=True, engine="auto", cache_dir=None, unknown=None) -> EvaluationResult:
+    from ..decision import decide
+    from ..inference import probabilities, unusualness
+
     emb = model.embed(table["path"].tolist(), progress=progress, engine=engine, cache_dir=cache_dir)
     table = table[emb.ok].reset_index(drop=True)
-    from ..inference import probabilities
-
     logits, proba = probabilities(model, emb.X)
+    op = model.operating_point
     result = evaluate_predictions(table, proba, model.classes, group_by=group_by, n_boot=n_boot, seed=seed,
                                   min_group_size=min_group_size, balance=balance,
-                                  proba_uncalibrated=_softmax(logits))
+                                  proba_uncalibrated=_softmax(logits), decided=decide(proba, op, model.classes))
     result.skipped = [{"path": p, "reason": r} for p, r in emb.failures]
+    scores, score_name = unusualness(model, emb.X, logits, proba)
+    threshold = (model.info.reject or {}).get("threshold")
+    result.open_world.update(_open_world(result, op, scores, score_name, threshold, n_boot, seed))
+    if unknown is not None:
+        result.open_world["unknown"] = _unknown(model, unknown, scores, threshold, result, n_boot, seed,
+                                                progress=progress, engine=engine, cache_dir=cache_dir)
     return result
+
+
+def _open_world(result, op, scores, score_name, threshold, n_boot, seed) -> dict:
+    from .open_world import class_curves, operating_point_report, selective_curve
+
+    p = result.predictions
+    y = p["true"].to_numpy()
+    proba = np.stack([p[f"p_{c}"] for c in result.classes], 1) if len(p) else np.zeros((0, len(result.classes)))
+    idx = bootstrap_indices(len(p), min(n_boot, 400), seed)
+    out = {"unusualness_score": score_name,
+           "curves": class_curves(y, proba, result.classes, idx),
+           "operating_point": operating_point_report(op, y, p["pred"].to_numpy(), result.classes, idx),
+           "selective": selective_curve(p["correct"].to_numpy(), -scores, idx)}
+    if threshold is not None and len(p):
+        kept = scores <= threshold
+        out["rejection"] = {"threshold": threshold, "rejected_share": float(1 - kept.mean()),
+                            "accuracy_on_kept": float(p["correct"].to_numpy()[kept].mean()) if kept.any() else None,
+                            "n": int(len(p))}
+    return out
+
+
+def _unknown(model, unknown, scores_known, threshold, result, n_boot, seed, **kw) -> dict:
+    """Images of none of the classes against the evaluated ones."""
+    from ..data.discover import list_image_files
+    from ..inference import probabilities, unusualness
+    from .open_world import selective_curve, unknown_detection
+
+    emb = model.embed(list_image_files(unknown), **kw)
+    if not emb.ok.any():
+        from ..exceptions import DataError
+
+        raise DataError(f"None of the --unknown images under '{unknown}' could be read.")
+    logits, proba = probabilities(model, emb.X)
+    scores_unknown, _ = unusualness(model, emb.X, logits, proba)
+    det = unknown_detection(scores_known, scores_unknown, threshold, n_boot=min(n_boot, 400), seed=seed)
+    # Accuracy-coverage with them mixed in: an unknown image kept is a mistake whatever its label.
+    correct = np.r_[result.predictions["correct"].to_numpy(), np.zeros(len(scores_unknown), bool)]
+    idx = bootstrap_indices(len(correct), min(n_boot, 400), seed)
+    det["selective_with_unknown"] = selective_curve(correct, -np.r_[scores_known, scores_unknown], idx)
+    det["skipped"] = len(emb.failures)
+    return det
 
 
 def _softmax(z):
@@ -99,7 +152,7 @@ def _held_out(model, split: str):
 
 def evaluate_predictions(table: pd.DataFrame, proba: np.ndarray, classes, *, group_by=None, n_boot: int = 1000,
                          seed: int = 0, min_group_size: int = MIN_GROUP_SIZE, balance=None,
-                         proba_uncalibrated=None) -> EvaluationResult:
+                         proba_uncalibrated=None, decided=None) -> EvaluationResult:
     """Every metric from a table (``path``, ``label``, metadata) and its class probabilities."""
     classes = [str(c) for c in classes]
     y = table["label"].astype(str).to_numpy()
@@ -109,7 +162,9 @@ def evaluate_predictions(table: pd.DataFrame, proba: np.ndarray, classes, *, gro
 
         raise DataError(f"Labels {unknown} are not classes of this model ({classes}); evaluate on the same classes.")
     order = np.argsort(-proba, axis=1)
-    pred = np.asarray(classes)[order[:, 0]]
+    # The model's decision (its operating point when it has one), else the arg-max.
+    pred_idx = order[:, 0] if decided is None else np.asarray(decided, int)
+    pred = np.asarray(classes)[pred_idx]
     head = headline_metrics(y, pred, proba, classes)
     idx = bootstrap_indices(len(y), n_boot, seed)
     correct = pred == y
@@ -125,11 +180,12 @@ def evaluate_predictions(table: pd.DataFrame, proba: np.ndarray, classes, *, gro
     pairs.sort(key=lambda p: (-p["count"], -p["rate"]))
     preds = pd.DataFrame({
         "path": table["path"].to_numpy(), "true": y, "pred": pred,
-        "probability": proba[np.arange(len(y)), order[:, 0]],
+        "probability": proba[np.arange(len(y)), pred_idx],
         "top2": np.asarray(classes)[order[:, 1]] if len(classes) > 1 else "",
         "top2_probability": proba[np.arange(len(y)), order[:, 1]] if len(classes) > 1 else np.nan,
         "p_true": proba[np.arange(len(y)), [classes.index(t) for t in y]],
         "correct": correct,
+        **{f"p_{c}": proba[:, k] for k, c in enumerate(classes)},
     })
     extra = [c for c in table.columns if c not in _BASE_COLUMNS]
     for c in extra:

@@ -50,6 +50,7 @@ class EvaluationResult:
     groups: dict = field(default_factory=dict)
     skipped: list = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    open_world: dict = field(default_factory=dict)  # operating point, ROC/PR per class, selective, unknown
 
     # -- reading ------------------------------------------------------------------------------
     def mistakes(self, n: int = 12) -> pd.DataFrame:
@@ -78,6 +79,7 @@ class EvaluationResult:
                        for col, g in self.groups.items()},
             "calibration": self.calibration,
             "reliability": self.reliability.to_dict("records"),
+            "open_world": self.open_world,
             "balance": {str(k): {str(c): int(v) for c, v in col.items()} for k, col in self.balance.items()},
             "skipped": self.skipped,
             "settings": self.settings,
@@ -111,6 +113,26 @@ class EvaluationResult:
                              f"{100 * gg['ci_low']:.1f}-{100 * gg['ci_high']:.1f})")
             if a["too_small"]:
                 lines.append(f"By {col}: too small to judge (< {a['min_group_size']} images): {', '.join(a['too_small'])}")
+        ow = self.open_world
+        for r in ow.get("operating_point", []):
+            lo, hi = r["value_ci"]
+            lines.append(f"Operating point {r['target']}: {r['verdict']} ({_pc(r['value'])}, 95 % CI {_pc(lo)}-{_pc(hi)}). "
+                         + r["in_words"])
+        rej = ow.get("rejection")
+        if rej:
+            lines.append(f"'None of these': {_pc(rej['rejected_share'])} of these images labelled unknown; accuracy on "
+                         f"the others {_pc(rej['accuracy_on_kept'])}")
+        sel = {r["coverage"]: r for r in ow.get("selective", [])}
+        if 0.9 in sel and 1.0 in sel:
+            lines.append(f"Keeping only the 90 % most usual images: accuracy {_pc(sel[0.9]['accuracy'])} "
+                         f"(all: {_pc(sel[1.0]['accuracy'])})")
+        u = ow.get("unknown")
+        if u:
+            lo, hi = u["auroc_ci"]
+            lines.append(f"Unknown images ({u['n_unknown']}): AUROC {u['auroc']:.3f} (95 % CI {lo:.3f}-{hi:.3f}), "
+                         f"{_pc(u['fpr_at_95_tpr'])} still accepted when 95 % of known images are"
+                         + (f"; at the model's threshold {_pc(u['unknown_rejected'])} rejected" if "unknown_rejected" in u
+                            else ""))
         if self.skipped:
             lines.append(f"Skipped {len(self.skipped)} unreadable files.")
         return "\n".join(lines)
@@ -140,3 +162,7 @@ class EvaluationResult:
             write_text(gp, a["table"].to_csv(index=False, float_format="%.5f"))
             written.append(gp)
         return written
+
+
+def _pc(x) -> str:
+    return "n/a" if x is None or x != x else f"{100 * x:.1f} %"

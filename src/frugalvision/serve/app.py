@@ -89,7 +89,11 @@ def analyze(model, data: bytes, *, limits: Limits = Limits(), cams: bool = False
     proba = res.probabilities[0]
     order = np.argsort(-proba)
     classes = model.classes
-    out = {"top": [{"label": classes[i], "probability": round(float(proba[i]), 6)}
+    decided = int(res.labels[0])
+    out = {"label": "unknown" if decided < 0 else classes[decided],
+           "unknown": decided < 0,  # the "none of these" score rejected the image
+           "ood_score": None if res.ood_scores is None else round(float(res.ood_scores[0]), 6),
+           "top": [{"label": classes[i], "probability": round(float(proba[i]), 6)}
                    for i in order[: min(limits.top_k, len(classes))]]}
     if cams:
         out["cams"], out["cams_note"] = [], res.maps_note

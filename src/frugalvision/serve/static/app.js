@@ -89,7 +89,15 @@ async function analyse(file, card, status) {
       status.replaceWith(text("p", `Rejected (${r.status}): ${data.detail}`, "err"));
       return;
     }
-    const parts = [topTable(data.top)];
+    const parts = [];
+    if (data.unknown) {
+      // The "none of these" score: the image looks unlike every class the model was trained on.
+      parts.push(text("p", `None of these: this image looks unlike the trained classes (unusualness score ` +
+        `${Number(data.ood_score).toFixed(2)}). The closest classes were:`, "unknown"));
+    } else if (data.label && data.top && data.top.length && data.label !== data.top[0].label) {
+      parts.push(text("p", `Decision: ${data.label} (the model's operating point favours it over the top class).`, "note"));
+    }
+    parts.push(topTable(data.top));
     const cams = Array.isArray(data.cams) ? data.cams : [];
     if (cams.length) {
       const row = document.createElement("div");
