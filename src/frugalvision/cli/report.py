@@ -17,6 +17,7 @@ def register(app: typer.Typer) -> None:
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file (default RUN/report.html)."),
         data: Optional[Path] = typer.Option(None, "--data", help="Labelled folder/CSV (default: the model's test split)."),
         group_by: Optional[List[str]] = typer.Option(None, "--group-by", help="Manifest column to audit by (repeatable)."),
+        unknown: Optional[Path] = typer.Option(None, "--unknown", help="Folder of images of none of the classes, to show how well they are rejected."),
         json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report's numbers as JSON here."),
         no_explain: bool = typer.Option(False, "--no-explain", help="Skip CAM panels and faithfulness (faster)."),
         engine: str = Engine, cache_dir: Optional[Path] = CacheDir, quiet: bool = Quiet, overwrite: bool = Overwrite,
@@ -26,7 +27,7 @@ def register(app: typer.Typer) -> None:
 
         m = load_model(model)
         target = out or (m.run_dir / "report.html")
-        path = m.report(target, data=data, group_by=group_by or None, explain=not no_explain,
+        path = m.report(target, data=data, group_by=group_by or None, explain=not no_explain, unknown=unknown,
                         faithfulness=not no_explain, json_out=json_out, overwrite=overwrite, progress=not quiet,
                         engine=engine, cache_dir=cache_dir)
         typer.echo(f"Wrote {path}" + (f" and {json_out}" if json_out else ""))

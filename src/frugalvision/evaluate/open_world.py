@@ -18,11 +18,15 @@ COVERAGES = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 
 def _boot(fn, idx, *arrays) -> tuple:
     """Percentile CI of ``fn(*arrays[i])`` over bootstrap index rows ``idx`` (resamples where it fails are skipped)."""
+    import warnings
+
     vals = []
     for row in idx:
         try:
-            v = fn(*(a[row] for a in arrays))
-        except ValueError:  # a resample with one class only
+            with warnings.catch_warnings():  # a resample may hold one class only: skipped, not worth a warning
+                warnings.simplefilter("ignore")
+                v = fn(*(a[row] for a in arrays))
+        except ValueError:
             continue
         if v is not None and np.isfinite(v):
             vals.append(v)

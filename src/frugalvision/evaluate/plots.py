@@ -7,7 +7,7 @@ import textwrap
 
 import numpy as np
 
-__all__ = ["confusion_png", "reliability_png", "balance_png", "bar_png"]
+__all__ = ["confusion_png", "reliability_png", "balance_png", "bar_png", "curves_png", "coverage_png"]
 
 
 def _plt():
@@ -101,4 +101,50 @@ def bar_png(names, values, lows=None, highs=None, *, xlabel="", title="") -> byt
     ax.set_xlabel(xlabel)
     if title:
         ax.set_title(title)
+    return _png(fig)
+
+
+def curves_png(curves: list[dict], marks: dict | None = None) -> bytes | None:
+    """ROC and precision-recall curves per class (one-vs-rest); ``marks``: class -> (recall, precision, fpr)
+    of the operating point, drawn as a dot."""
+    rows = [c for c in curves if c.get("roc")]
+    if not rows:
+        return None
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.2), layout="constrained")
+    for c in rows[:12]:
+        name = _wrap(c["class"], 24)
+        a1.plot(c["roc"]["fpr"], c["roc"]["tpr"], label=f"{name} (AUC {c['roc_auc']:.3f})")
+        a2.plot(c["pr"]["recall"], c["pr"]["precision"], label=f"{name} (AP {c['average_precision']:.3f})")
+    for cls, (rec, prec, fpr) in (marks or {}).items():
+        a1.plot([fpr], [rec], "ko")
+        a2.plot([rec], [prec], "ko")
+    a1.plot([0, 1], [0, 1], color="#bbb", lw=1, ls="--")
+    a1.set(xlabel="false alarm rate (other classes taken for it)", ylabel="recall (share of the class found)",
+           title="ROC per class")
+    a2.set(xlabel="recall (share of the class found)", ylabel="precision (share right when it says so)",
+           title="Precision-recall per class", ylim=(0, 1.02))
+    for a in (a1, a2):
+        a.legend(fontsize=7, loc="lower right")
+    return _png(fig)
+
+
+def coverage_png(selective: list[dict], with_unknown: list[dict] | None = None) -> bytes | None:
+    """Accuracy on the images kept vs the share kept (most usual first), with CIs."""
+    if not selective:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), layout="constrained")
+    for rows, label in ((selective, "test images"), (with_unknown, "test + unknown images")):
+        if not rows:
+            continue
+        cov = [r["coverage"] for r in rows]
+        acc = [r["accuracy"] for r in rows]
+        lo = [r["accuracy_ci"][0] for r in rows]
+        hi = [r["accuracy_ci"][1] for r in rows]
+        ax.plot(cov, acc, marker="o", label=label)
+        ax.fill_between(cov, lo, hi, alpha=0.2)
+    ax.set(xlabel="share of images kept (the most usual first)", ylabel="accuracy on the images kept",
+           title="Accuracy vs coverage")
+    ax.legend(fontsize=8)
     return _png(fig)

@@ -13,7 +13,8 @@ __all__ = ["write_report", "build_sections", "render_html", "sections_to_json"]
 
 def write_report(model, out, *, evaluation=None, data=None, group_by=None, explain: bool = True,
                  faithfulness: bool = True, n_mistakes: int = 8, n_typical: int = 3, json_out=None,
-                 overwrite: bool = False, progress: bool = True, engine: str = "auto", cache_dir=None) -> Path:
+                 overwrite: bool = False, progress: bool = True, engine: str = "auto", cache_dir=None,
+                 unknown=None) -> Path:
     """Evaluate (unless ``evaluation`` is given) and write ``out`` (HTML) and optionally ``json_out``.
 
     The HTML embeds every image, needs no network, and opens in any browser.
@@ -22,7 +23,8 @@ def write_report(model, out, *, evaluation=None, data=None, group_by=None, expla
     refuse_overwrite(out, overwrite, "report")
     if json_out is not None:
         refuse_overwrite(json_out, overwrite, "report JSON")
-    ev = evaluation or model.evaluate(data, group_by=group_by, progress=progress, engine=engine, cache_dir=cache_dir)
+    ev = evaluation or model.evaluate(data, group_by=group_by, progress=progress, engine=engine, cache_dir=cache_dir,
+                                      unknown=unknown)
     sections = build_sections(model, ev, explain=explain, faithfulness=faithfulness, n_mistakes=n_mistakes,
                               n_typical=n_typical, engine=engine, cache_dir=cache_dir)
     write_text(out, render_html(sections))

@@ -62,6 +62,7 @@ def build_sections(model, ev, *, explain: bool = True, n_mistakes: int = 8, n_ty
         "data": _data_section(model, ev, balance_png),
         "model_card": _model_card(meta),
         "audit": _audit_section(meta),
+        "open_world": _open_world_section(ev),
         "settings": ev.settings,
     }
     mistakes = ev.mistakes(n_mistakes)
@@ -185,3 +186,24 @@ def _model_card(meta: dict) -> dict:
         "C_chosen": t.get("C"), "trained": t.get("finished"), "versions": meta.get("versions"),
         "finetune": meta.get("finetune"),
     }
+
+
+def _open_world_section(ev) -> dict:
+    """Operating point in words, per-class ROC/PR, accuracy-coverage and unknown images, as the report shows them."""
+    from ..evaluate.plots import coverage_png, curves_png
+
+    ow = ev.open_world
+    pc = ev.per_class.set_index("class")
+    marks = {}
+    for r in ow.get("operating_point", []):
+        cls = r["target"].split(":", 1)[0]
+        if cls in pc.index:
+            marks[cls] = (float(pc.loc[cls, "recall"]), float(pc.loc[cls, "precision"]), r["false_alarm_rate"])
+    unknown = ow.get("unknown")
+    return {"operating_point": ow.get("operating_point", []), "rejection": ow.get("rejection"),
+            "score": ow.get("unusualness_score"), "unknown": unknown,
+            "curves": [{k: v for k, v in c.items() if k not in ("roc", "pr")} for c in ow.get("curves", [])],
+            "curves_png": curves_png(ow.get("curves", []), marks),
+            "coverage": ow.get("selective", []),
+            "coverage_png": coverage_png(ow.get("selective", []),
+                                         unknown.get("selective_with_unknown") if unknown else None)}
