@@ -190,21 +190,21 @@ def _ood_nodes(model, const, helper, nodes: list):
         return "ood_score"
     # knn_vim: max(z(knn), z(vim)); vim = alpha * |residual outside the principal subspace| - logsumexp(logits)
     nodes += [
-        helper.make_node("Sub", ["embedding", const("vim_origin", a["origin"])], ["fv_c"]),
-        helper.make_node("MatMul", ["fv_c", const("vim_basis", a["basis"])], ["fv_p"]),
-        helper.make_node("ReduceSumSquare", ["fv_c"], ["fv_cc"], axes=[1], keepdims=0),
-        helper.make_node("ReduceSumSquare", ["fv_p"], ["fv_pp"], axes=[1], keepdims=0),
-        helper.make_node("Sub", ["fv_cc", "fv_pp"], ["fv_rr"]),
-        helper.make_node("Max", ["fv_rr", const("zero_r", 0.0)], ["fv_rr0"]),
-        helper.make_node("Sqrt", ["fv_rr0"], ["fv_res"]),
-        helper.make_node("Mul", ["fv_res", const("vim_alpha", h["alpha"])], ["fv_ares"]),
-        helper.make_node("ReduceLogSumExp", ["fv_logits"], ["fv_lse_v"], axes=[1], keepdims=0),
-        helper.make_node("Sub", ["fv_ares", "fv_lse_v"], ["fv_vim"]),
-        helper.make_node("Sub", ["fv_knn", const("knn_mu", h["knn_mu"])], ["fv_kc"]),
-        helper.make_node("Div", ["fv_kc", const("knn_sd", h["knn_sd"])], ["fv_kz"]),
-        helper.make_node("Sub", ["fv_vim", const("vim_mu", h["vim_mu"])], ["fv_vc"]),
-        helper.make_node("Div", ["fv_vc", const("vim_sd", h["vim_sd"])], ["fv_vz"]),
-        helper.make_node("Max", ["fv_kz", "fv_vz"], ["ood_score"]),
+        helper.make_node("Sub", ["embedding", const("vim_origin", a["origin"])], ["fv_v_c"]),
+        helper.make_node("MatMul", ["fv_v_c", const("vim_basis", a["basis"])], ["fv_v_p"]),
+        helper.make_node("ReduceSumSquare", ["fv_v_c"], ["fv_v_cc"], axes=[1], keepdims=0),
+        helper.make_node("ReduceSumSquare", ["fv_v_p"], ["fv_v_pp"], axes=[1], keepdims=0),
+        helper.make_node("Sub", ["fv_v_cc", "fv_v_pp"], ["fv_v_rr"]),
+        helper.make_node("Max", ["fv_v_rr", const("zero_r", 0.0)], ["fv_v_rr0"]),
+        helper.make_node("Sqrt", ["fv_v_rr0"], ["fv_v_res"]),
+        helper.make_node("Mul", ["fv_v_res", const("vim_alpha", h["alpha"])], ["fv_v_ares"]),
+        helper.make_node("ReduceLogSumExp", ["fv_logits"], ["fv_v_lse_v"], axes=[1], keepdims=0),
+        helper.make_node("Sub", ["fv_v_ares", "fv_v_lse_v"], ["fv_v_vim"]),
+        helper.make_node("Sub", ["fv_knn", const("knn_mu", h["knn_mu"])], ["fv_v_kc"]),
+        helper.make_node("Div", ["fv_v_kc", const("knn_sd", h["knn_sd"])], ["fv_v_kz"]),
+        helper.make_node("Sub", ["fv_v_vim", const("vim_mu", h["vim_mu"])], ["fv_v_vc"]),
+        helper.make_node("Div", ["fv_v_vc", const("vim_sd", h["vim_sd"])], ["fv_v_vz"]),
+        helper.make_node("Max", ["fv_v_kz", "fv_v_vz"], ["ood_score"]),
     ]
     return "ood_score"
 
