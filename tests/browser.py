@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import threading
+import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -18,3 +22,30 @@ def launch(p):
             pytest.fail(f"Chromium not found at {CHROMIUM}; CI must install Debian's chromium package.")
         pytest.skip("Debian chromium is not installed (apt-get install chromium)")
     return p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serving(app):
+    """``app`` on uvicorn in a daemon thread on 127.0.0.1; yields the port."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            time.sleep(0.05)
+        assert server.started, "uvicorn did not start"
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import io
-import socket
-import threading
-import time
 import zlib
 
-import numpy as np
 import pytest
 from PIL import Image
 
-from browser import launch
+from browser import launch, serving
 
 
 @pytest.fixture(scope="module")
@@ -105,39 +101,20 @@ def test_concurrent_requests_do_not_mix_results(client, shapes_dir):
             assert top == expected[k]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_browser_upload_shows_labels_and_both_cams(app, tmp_path, coffee_jpeg):
-    import uvicorn
     from playwright.sync_api import sync_playwright
 
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        for _ in range(100):
-            if server.started:
-                break
-            time.sleep(0.1)
-        with sync_playwright() as p:
-            browser = launch(p)
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.set_input_files("#files", str(coffee_jpeg))
-            page.wait_for_selector("figure >> nth=2", timeout=30_000)
-            labels = page.locator("td.label").all_inner_texts()
-            assert len(labels) == 3 and set(labels) <= {"circle", "square", "triangle"}
-            captions = page.locator("figcaption").all_inner_texts()
-            assert captions[1].startswith("CAM top-1") and captions[2].startswith("CAM top-2")
-            loaded = page.evaluate("Array.from(document.querySelectorAll('figure img')).filter(i => i.naturalWidth > 0).length")
-            assert loaded == 3
-            page.screenshot(path=str(tmp_path / "serve.png"), full_page=True)
-            browser.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serving(app) as port, sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.set_input_files("#files", str(coffee_jpeg))
+        page.wait_for_selector("figure >> nth=2", timeout=30_000)
+        labels = page.locator("td.label").all_inner_texts()
+        assert len(labels) == 3 and set(labels) <= {"circle", "square", "triangle"}
+        captions = page.locator("figcaption").all_inner_texts()
+        assert captions[1].startswith("CAM top-1") and captions[2].startswith("CAM top-2")
+        loaded = page.evaluate("Array.from(document.querySelectorAll('figure img')).filter(i => i.naturalWidth > 0).length")
+        assert loaded == 3
+        page.screenshot(path=str(tmp_path / "serve.png"), full_page=True)
+        browser.close()

@@ -15,7 +15,6 @@ import socket
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ import pytest
 from PIL import Image
 
 from attack_corpus import HOSTILE_NAMES, safe_dirname
-from browser import launch
+from browser import launch, serving
 
 MB = 1024 * 1024
 BOUNDARY = "fvboundary7Ma4YWxkTrZu0gW"
@@ -31,33 +30,6 @@ CTYPE = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
 
 
 # -- helpers -------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serving(app):
-    """``app`` on uvicorn in a daemon thread; yields the port."""
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        for _ in range(200):
-            if server.started:
-                break
-            time.sleep(0.05)
-        assert server.started, "uvicorn did not start"
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 def part(field: str, filename: str, data: bytes = b"", ctype: str = "image/png") -> bytes:
     """The head of one multipart part followed by ``data`` (the caller adds the closing CRLF)."""
     return (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
