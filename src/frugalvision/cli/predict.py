@@ -51,6 +51,10 @@ def register(app: typer.Typer) -> None:
         else:
             write_text(out, csv)
             typer.echo(f"Wrote {len(table)} predictions to {out}")
+        unknown = int((table["label"] == "unknown").sum())
+        if unknown:
+            typer.echo(f"{unknown} images look like none of the classes (label 'unknown', see ood_score); "
+                       f"train with --no-reject to always get a class.", err=True)
         bad = table[table["error"] != ""]
         if len(bad):
             typer.secho(f"{len(bad)} files could not be read:", fg="yellow", err=True)
