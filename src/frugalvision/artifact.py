@@ -110,6 +110,7 @@ class BackboneInfo:
     pooled_is_plain_avg: bool = True
     license: str = ""
     base_weights_id: str | None = None  # a fine-tuned backbone: the weights it started from
+    precision: str = "fp32"  # 'int8': the shipped quantized graph made the embeddings
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,8 @@ class ModelInfo:
         backbone = _typed(BackboneInfo, meta.get("backbone"), "backbone", problems)
         pre = _typed(Preprocessing, meta.get("preprocessing"), "preprocessing", problems)
         head = _typed(HeadInfo, meta.get("head"), "head", problems)
+        if backbone is not None and backbone.precision not in ("fp32", "int8"):
+            problems.append(f"'backbone.precision' must be fp32 or int8, got {backbone.precision!r}")
         if head is not None and head.type not in _head_kinds():
             problems.append(f"head type {head.type!r} is unknown to this frugalvision version "
                             f"(known: {', '.join(_head_kinds())})")

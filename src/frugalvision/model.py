@@ -139,7 +139,7 @@ class Model:
                 eng = make_engine(backbone=self.backbone(), engine="torch" if engine == "auto" else engine,
                                   onnx_dir=Path(cache_root(cache_dir)) / "onnx")
             ex = Extractor(b.name, weights=b.weights_file, engine=eng, cache_dir=cache_dir,
-                           crop_pct=self.info.preprocessing.crop_pct, progress=progress)
+                           crop_pct=self.info.preprocessing.crop_pct, progress=progress, precision=b.precision)
             if ex.weights_id != b.weights_id:
                 raise ArtifactError(
                     f"This model was trained on backbone weights {b.weights_id!r} but the weights available here "
@@ -160,7 +160,8 @@ class Model:
         b = self.info.backbone
         if self.backbone_tensors:
             return make_engine(backbone=self.backbone(), engine="onnx", onnx_dir=onnx_dir, threads=1).path
-        return make_engine(b.name, weights=b.weights_file, engine="onnx", onnx_dir=onnx_dir, threads=1).path
+        return make_engine(b.name, weights=b.weights_file, engine="onnx", onnx_dir=onnx_dir, threads=1,
+                           precision=b.precision).path
 
     def backbone(self):
         """The PyTorch backbone (with fine-tuned weights when the model has them)."""

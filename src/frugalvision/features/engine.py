@@ -118,7 +118,8 @@ def export_onnx(backbone, path) -> Path:
 
 
 def make_engine(backbone_name="efficientnet_lite0", *, weights=None, engine: str = "auto",
-                onnx_dir=None, backbone=None, threads: int | None = None, pretrained: bool = True) -> Engine:
+                onnx_dir=None, backbone=None, threads: int | None = None, pretrained: bool = True,
+                precision: str = "fp32") -> Engine:
     """Build the inference engine for a backbone.
 
     ``engine='auto'`` uses ONNX Runtime when it is installed and the export works, else
@@ -149,6 +150,17 @@ def make_engine(backbone_name="efficientnet_lite0", *, weights=None, engine: str
     from ..backbones.weights import weights_identity
     from ..config import cache_root
 
+    if precision == "int8":  # the shipped quantized graph: its own weights id, so its own cache entries
+        from ..backbones.shipped import int8_graph
+        from ..exceptions import DataError
+
+        if backbone is not None or weights is not None or engine == "torch":
+            raise DataError("int8 runs the shipped quantized graph only: not with --weights, a fine-tuned backbone "
+                            "or --engine torch. Use --precision fp32.")
+        path, info = int8_graph(spec.name)
+        return OnnxEngine(path, spec, info["weights_id"], threads=threads)
+    if precision != "fp32":
+        raise ValueError(f"precision must be 'fp32' or 'int8' here, got {precision!r}.")
     shipped = shipped_graph(spec.name) if backbone is None and weights is None and pretrained else None
     if shipped is not None:  # pretrained graph inside the package: nothing to export, no torch
         return OnnxEngine(shipped[0], spec, shipped[1]["weights_id"], threads=threads)

@@ -78,9 +78,11 @@ class Extractor:
     def __init__(self, backbone: str = DEFAULT_BACKBONE, *, weights=None, engine="auto", cache_dir=None,
                  crop_pct: float | None = None, batch_size: int | None = None, workers: int | None = None,
                  pool: str = "thread",
-                 max_pixels: int = DEFAULT_MAX_PIXELS, threads: int | None = None, progress: bool = True):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, threads: int | None = None, progress: bool = True,
+                 precision: str = "fp32"):
         self.spec = get_spec(backbone)
         self.weights = weights
+        self.precision = precision
         self._engine = engine if isinstance(engine, Engine) else None
         self.engine_name = engine.name if isinstance(engine, Engine) else engine
         self.cache_root = cache_root(cache_dir)
@@ -100,7 +102,12 @@ class Extractor:
         if self._weights_id is None:
             from ..backbones.weights import weights_identity
 
-            self._weights_id = weights_identity(self.spec, self.weights)
+            if self.precision == "int8":  # int8 embeddings are another extractor: never the fp32 cache entries
+                from ..backbones.shipped import int8_graph
+
+                self._weights_id = int8_graph(self.spec.name)[1]["weights_id"]
+            else:
+                self._weights_id = weights_identity(self.spec, self.weights)
         return self._weights_id
 
     @property
@@ -121,7 +128,7 @@ class Extractor:
             # Lanes (see _run_lanes) want single-threaded sessions; ask for them unless told otherwise.
             threads = self.threads or (1 if self.pool == "thread" and self.engine_name != "torch" else None)
             self._engine = make_engine(self.spec, weights=self.weights, engine=self.engine_name,
-                                       onnx_dir=self.cache_root / "onnx", threads=threads)
+                                       onnx_dir=self.cache_root / "onnx", threads=threads, precision=self.precision)
         return self._engine
 
     @property
