@@ -2,7 +2,8 @@
 
 Each shape goes train -> evaluate (by group) -> report (rendered in Chromium: no console error, no
 dialog) -> explain (top-2) -> export (ONNX Runtime equals predict) -> serve (/predict, /explain); the
-two-class manifest also runs compare-models and predict --engine ray. Images are tiny (32-48 px).
+two-class manifest also runs compare-models; every shape ends with predict --engine ray equal to the local
+engine. Images are tiny (32-48 px).
 """
 
 from __future__ import annotations
@@ -52,6 +53,16 @@ def make_manifest(root, counts: dict, *, seed: int = 0, grey: bool = False, extr
 
 
 @pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module: every shape also runs predict --engine ray."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, object_store_memory=150 * 2 ** 20, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
 
@@ -82,9 +93,10 @@ def _one_image(path) -> bytes:
     return buf.getvalue()
 
 
-def run_everything(data, run, browser, *, group_by=None, head="linear", backbone="efficientnet_lite0",
+def run_everything(data, run, browser, ray=None, *, group_by=None, head="linear", backbone="efficientnet_lite0",
                    weights=None):
-    """train -> evaluate -> report in Chromium -> explain -> export == predict -> serve. Returns the model."""
+    """train -> evaluate -> report in Chromium -> explain -> export == predict -> serve -> predict on Ray.
+    Returns the model."""
     import onnxruntime as ort
     from fastapi.testclient import TestClient
 
@@ -122,6 +134,15 @@ def run_everything(data, run, browser, *, group_by=None, head="linear", backbone
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["cams"], body.get("cams_note")  # every model here gives maps (CAM or Grad-CAM)
+
+    if ray is not None:  # the batch engine labels the same files as the local one
+        listing = run / "inputs.csv"
+        pd.DataFrame({"path": files}).to_csv(listing, index=False)
+        assert main(["predict", str(run), str(listing), "--engine", "ray", "--out", str(run / "ray"), "-q"]) == 0
+        got = pd.read_parquet(run / "ray" / "predictions").set_index("path").loc[files]
+        local = model.predict(files, progress=False).set_index("path").loc[files]
+        assert list(got["label"]) == list(local["label"])
+        np.testing.assert_allclose(got["probability"], local["probability"], atol=1e-4)
     return model
 
 
@@ -132,8 +153,8 @@ def two_class(tmp_path_factory):
     return make_manifest(tmp_path_factory.mktemp("two"), {"defective": 16, "functional": 16})
 
 
-def test_two_classes_with_a_subgroup_column_run_everywhere(two_class, tmp_path, browser):
-    model = run_everything(two_class, tmp_path / "run", browser, group_by="site")
+def test_two_classes_with_a_subgroup_column_run_everywhere(two_class, tmp_path, browser, local_ray):
+    model = run_everything(two_class, tmp_path / "run", browser, local_ray, group_by="site")
     ev = model.evaluate(group_by="site", n_boot=50, progress=False)
     assert set(ev.groups["site"]["table"]["group"]) == {"north", "south"}
     assert "roc_auc" in ev.headline and "top2_accuracy" not in ev.headline
@@ -147,57 +168,39 @@ def test_two_classes_with_a_subgroup_column_run_everywhere(two_class, tmp_path, 
 
 
 @needs_torch
-def test_two_classes_with_an_mlp_head_explain_with_gradcam(two_class, tmp_path, browser):
-    model = run_everything(two_class, tmp_path / "run", browser, group_by="site", head="mlp")
+def test_two_classes_with_an_mlp_head_explain_with_gradcam(two_class, tmp_path, browser, local_ray):
+    model = run_everything(two_class, tmp_path / "run", browser, local_ray, group_by="site", head="mlp")
     from frugalvision.inference import map_support
 
     assert map_support(model).method == "gradcam"
 
 
-def test_two_classes_imbalanced_1_to_20(tmp_path, browser):
+def test_two_classes_imbalanced_1_to_20(tmp_path, browser, local_ray):
     data = make_manifest(tmp_path / "data", {"defect": 4, "ok": 80}, seed=3)
-    model = run_everything(data, tmp_path / "run", browser, group_by="site")
+    model = run_everything(data, tmp_path / "run", browser, local_ray, group_by="site")
     counts = model.info.training["counts"]
     assert sum(v.get("defect", 0) for v in counts.values()) == 4
 
 
-def test_two_classes_on_ray_equal_the_local_engine(two_class, tmp_path):
-    ray = pytest.importorskip("ray")
-    fv.train(two_class, out=tmp_path / "run", progress=False)
-    ray.init(num_cpus=2, object_store_memory=150 * 2 ** 20, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
-    try:
-        folder = two_class.parent
-        assert main(["predict", str(tmp_path / "run"), str(folder), "--engine", "ray", "--out",
-                     str(tmp_path / "ray"), "--shard-size", "16", "-q"]) == 0
-    finally:
-        ray.shutdown()
-    got = pd.read_parquet(tmp_path / "ray" / "predictions").set_index("path").sort_index()
-    assert main(["predict", str(tmp_path / "run"), str(folder), "--out", str(tmp_path / "local.csv"), "-q"]) == 0
-    want = pd.read_csv(tmp_path / "local.csv", keep_default_na=False).set_index("path").sort_index()
-    assert list(got.index) == list(want.index) and (got["label"] == want["label"]).all()
-    np.testing.assert_allclose(got["probability"], want["probability"].astype(float), atol=1e-4)
-
-
 # -- many classes, odd names ---------------------------------------------------------------------------------------
 
-def test_forty_classes(tmp_path, browser):
+def test_forty_classes(tmp_path, browser, local_ray):
     data = make_manifest(tmp_path / "data", {f"class {i:02d}": 6 for i in range(40)}, seed=5)
-    model = run_everything(data, tmp_path / "run", browser, group_by="site")
+    model = run_everything(data, tmp_path / "run", browser, local_ray, group_by="site")
     assert len(model.classes) == 40
 
 
-def test_labels_and_group_values_with_spaces_unicode_quotes_and_markup(tmp_path, browser):
+def test_labels_and_group_values_with_spaces_unicode_quotes_and_markup(tmp_path, browser, local_ray):
     names = [HOSTILE_NAMES[0], "caf\u00e9 & \u00fcber", 'say "cheese" <b>']
     data = make_manifest(tmp_path / "data", dict.fromkeys(names, 12), seed=9,
                          extra=lambda c, i: {"shop <&>": ("O'Brien & \"Sons\"", "<i>x</i>")[i % 2]})
-    model = run_everything(data, tmp_path / "run", browser, group_by="shop <&>")
+    model = run_everything(data, tmp_path / "run", browser, local_ray, group_by="shop <&>")
     assert sorted(model.classes) == sorted(names)
 
 
-def test_a_class_with_three_images_and_a_class_with_no_test_image(tmp_path, browser):
+def test_a_class_with_three_images_and_a_class_with_no_test_image(tmp_path, browser, local_ray):
     data = make_manifest(tmp_path / "data", {"many": 20, "some": 14, "three": 3}, seed=11)
-    run_everything(data, tmp_path / "run", browser, group_by="site")
+    run_everything(data, tmp_path / "run", browser, local_ray, group_by="site")
     split = pd.read_csv(tmp_path / "run" / "split.csv", keep_default_na=False)
     assert (split["label"] == "three").sum() == 3
     # With only two 'rare' images, one lands in train and one in val: no test image for it, and evaluation says so.
@@ -208,18 +211,18 @@ def test_a_class_with_three_images_and_a_class_with_no_test_image(tmp_path, brow
     assert ev.per_class.set_index("class").loc["rare", "support"] == 0
 
 
-def test_greyscale_images_and_one_very_large_image(tmp_path, browser):
+def test_greyscale_images_and_one_very_large_image(tmp_path, browser, local_ray):
     data = make_manifest(tmp_path / "data", {"dark": 10, "light": 10}, seed=13, grey=True)
     big = tmp_path / "data" / "c00" / "big.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (4000, 6000, 3), dtype=np.uint8)).save(big, quality=70)
     m = pd.read_csv(data)
     pd.concat([m, pd.DataFrame([{"path": "c00/big.jpg", "label": "dark", "site": "north"}])]).to_csv(data, index=False)
-    model = run_everything(data, tmp_path / "run", browser, group_by="site")
+    model = run_everything(data, tmp_path / "run", browser, local_ray, group_by="site")
     assert model.predict([big], progress=False)["error"].iloc[0] == ""
 
 
 @needs_torch
-def test_a_timm_backbone_with_local_random_weights(two_class, tmp_path, browser):
+def test_a_timm_backbone_with_local_random_weights(two_class, tmp_path, browser, local_ray):
     """An offline user's timm model (weights from a local file): explain and report use Grad-CAM on its layer."""
     import timm
     import torch
@@ -228,7 +231,7 @@ def test_a_timm_backbone_with_local_random_weights(two_class, tmp_path, browser)
     net = timm.create_model("mobilenetv3_small_050", pretrained=False, num_classes=0)
     torch.manual_seed(0)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "w.safetensors"))
-    model = run_everything(two_class, tmp_path / "run", browser, group_by="site",
+    model = run_everything(two_class, tmp_path / "run", browser, local_ray, group_by="site",
                            backbone="timm:mobilenetv3_small_050", weights=tmp_path / "w.safetensors")
     assert model.info.backbone.cam_layer == "blocks"
 
