@@ -224,8 +224,8 @@ class Predictor:
         want_fmaps = support.method == "cam"
         fmaps, emb = self.engine.run(np.ascontiguousarray(images), maps=want_fmaps)
         logits, proba = probabilities(model, emb)
-        labels, scores = decisions(model, proba, emb, logits)
-        out = Outputs(embeddings=emb, logits=logits, probabilities=proba, labels=labels, ood_scores=scores,
+        decided, scores = decisions(model, proba, emb, logits)
+        out = Outputs(embeddings=emb, logits=logits, probabilities=proba, labels=decided, ood_scores=scores,
                       method=support.method, maps_note=support.reason)
         if not support.available or len(images) == 0:
             return out
