@@ -34,13 +34,13 @@ GROUP_VALUES = (HOSTILE_NAMES[4], HOSTILE_NAMES[5], HOSTILE_NAMES[9])
 #: Tags the two templates write; anything else in a page was injected.
 ALLOWED_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "div", "span", "b",
                 "section", "table", "tr", "th", "td", "ul", "li", "img", "details", "summary", "code", "figure",
-                "figcaption"}
+                "figcaption", "a"}  # <a> only as an in-page anchor: its href is checked below
 PNG_SRC = re.compile(r"data:image/png;base64,[A-Za-z0-9+/]+=*")
 CSP_META = re.compile(r'<meta http-equiv="Content-Security-Policy"[^>]*>')
 
 # In the page: elements or attributes that only an injection could have produced.
 INJECTED_JS = """() => {
-  const bad = document.querySelectorAll('script, svg, iframe, object, embed, a, form, base, link, img:not([src^="data:image/png;base64,"])');
+  const bad = document.querySelectorAll('script, svg, iframe, object, embed, a:not([href^="#"]), form, base, link, img:not([src^="data:image/png;base64,"])');
   const handlers = Array.from(document.querySelectorAll('*')).filter(e => Array.from(e.attributes).some(a => a.name.startsWith('on')));
   return bad.length + handlers.length;
 }"""
@@ -62,7 +62,9 @@ def assert_static_html_is_safe(html: str, shown: list[str]) -> None:
     assert parser.tags <= ALLOWED_TAGS, parser.tags - ALLOWED_TAGS
     for tag, name, value in parser.attrs:
         assert not name.startswith("on"), (tag, name, value)
-        assert name not in ("href", "action", "formaction", "srcdoc"), (tag, name, value)
+        assert name not in ("action", "formaction", "srcdoc"), (tag, name, value)
+        if name == "href":  # only in-page anchors to the page's own sections, never a URL from data
+            assert re.fullmatch(r"#[a-z0-9_-]+", value), (tag, value)
         if name == "src":
             assert PNG_SRC.fullmatch(value), (tag, value[:80])
     for payload in ("<img src=x", "<svg", "<script", "</script", "<b>bold"):

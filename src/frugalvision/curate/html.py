@@ -43,11 +43,11 @@ TEMPLATE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 .warn{background:#fff7e6;border-left:4px solid #e69500;padding:.6em 1em}
 table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:.3em .5em}</style></head><body>
 <section id="audit"><h1>Data audit</h1>
-<p>{{ s.n_files }} files from <code>{{ s.source }}</code> audited in {{ "%.1f"|format(s.seconds) }} s:
+<p>{{ s.n_files }} files from <code>{{ s.source }}</code> audited{% if s.seconds is defined %} in {{ "%.1f"|format(s.seconds) }} s{% endif %}:
 <b>{{ s.status.get("keep", 0) }}</b> kept, <b>{{ s.status.get("review", 0) }}</b> to review,
 <b>{{ s.status.get("exclude", 0) }}</b> excluded ({{ "%.1f"|format(100 * s.excluded_share) }} %;
 {{ s.test_rows_excluded }} of them test images). Your files were not modified; <code>manifest.csv</code> lists
-what to keep, review or exclude, and why. Open <code>frugalvision review</code> on this folder to decide.</p>
+what to keep, review or exclude, and why: edit its <code>status</code> and <code>label</code> columns to decide, then train on it.</p>
 <h2>Summary</h2><table><tr><th>issue</th><th>files</th><th>what happens</th></tr>
 {% for k in kinds %}<tr><td><a href="#{{ k }}">{{ titles[k] }}</a></td><td>{{ counts[k] }}</td><td>{{ effect[k] }}</td></tr>
 {% endfor %}</table>
@@ -57,11 +57,11 @@ what to keep, review or exclude, and why. Open <code>frugalvision review</code> 
 {% if groups %}<h2 id="groups">Duplicate groups ({{ groups|length }})</h2>
 <details {% if groups|length <= 30 %}open{% endif %}><summary>{{ groups|length }} groups, copies side by side</summary>
 {% for g in groups %}<div class="group"><div><b>{{ g.title }}</b></div>
-{% for c in g.cards %}<div class="card {{ c.status }}">{{ c.thumb|img(c.label) }}<div>{{ c.label }} · {{ c.split }} · <b>{{ c.status }}</b></div>
+{% for c in g.cards %}<div class="card {{ c.status }}">{% if c.thumb %}{{ c.thumb|img(c.label) }}{% else %}<div>(unreadable)</div>{% endif %}<div>{{ c.label }} · {{ c.split }} · <b>{{ c.status }}</b></div>
 <div class="path">{{ c.path }}</div></div>{% endfor %}</div>{% endfor %}</details>{% endif %}
 {% for k in kinds %}{% if cards[k] %}<h2 id="{{ k }}">{{ titles[k] }} ({{ cards[k]|length }})</h2>
 <details {% if cards[k]|length <= open_limit %}open{% endif %}><summary>{{ cards[k]|length }} images, most severe first</summary>
-<div class="grid">{% for c in cards[k] %}<div class="card {{ c.status }}">{% if c.thumb %}{{ c.thumb|img(c.label) }}{% else %}<div>(no image)</div>{% endif %}
+<div class="grid">{% for c in cards[k] %}<div class="card {{ c.status }}">{% if c.thumb %}{{ c.thumb|img(c.label) }}{% else %}<div>(unreadable)</div>{% endif %}
 <div>{{ c.label }}{% if c.suggested %} → {{ c.suggested }}{% endif %} · <b>{{ c.status }}</b></div>
 <div>{{ c.reason }}</div><div class="path">{{ c.path }}</div></div>{% endfor %}</div></details>{% endif %}{% endfor %}
 </section></body></html>
@@ -100,14 +100,29 @@ def _text(v) -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
 
 
+_REASON_WORDS = (("unreadable", "unreadable"), ("cannot", "unreadable"), ("exact duplicate", "exact_duplicate"),
+                 ("near-duplicate", "near_duplicate"), ("leak", "leak"), ("different labels", "label_conflict"),
+                 ("label error", "label_error"), ("too dark", "too_dark"), ("too bright", "too_bright"),
+                 ("blurry", "blurry"), ("atypical", "atypical"))
+
+
+def _kinds_in(reason: str) -> str:
+    low = reason.lower()
+    return ";".join(dict.fromkeys(kind for word, kind in _REASON_WORDS if word in low))
+
+
 def issue_rows(manifest: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Rows per issue kind, most severe first (then by path)."""
     from .audit import ISSUE_KINDS
 
-    iss = manifest["issues"].fillna("").astype(str).str.split(";")
+    # A manifest from an older prepare (or written by hand) may lack the issue column: read the kinds off the reasons.
+    issues = (manifest["issues"] if "issues" in manifest.columns else
+              manifest.get("reason", pd.Series("", index=manifest.index)).fillna("").astype(str).map(_kinds_in))
+    iss = issues.fillna("").astype(str).str.split(";")
+    sev = manifest.assign(severity=manifest["severity"] if "severity" in manifest.columns else 0)
     out = {}
     for k in ISSUE_KINDS:
-        rows = manifest[iss.map(lambda s, k=k: k in s)]
+        rows = sev[iss.map(lambda s, k=k: k in s)]
         out[k] = rows.sort_values(["severity", "path"], ascending=[False, True], kind="stable")
     return out
 
@@ -118,6 +133,9 @@ def audit_html(manifest: pd.DataFrame, summary: dict) -> str:
     from ..evaluate.plots import balance_png
     from .audit import ISSUE_KINDS
 
+    # Older or hand-made summaries lack the newer figures: derive what can be, leave out the rest.
+    n_excluded = int((manifest.get("status", pd.Series(dtype=str)) == "exclude").sum())
+    summary = {"excluded_share": n_excluded / max(len(manifest), 1), "test_rows_excluded": 0, **summary}
     counts = pd.Series(summary["balance"]["counts"], dtype=int).to_frame("kept images")
     chart = balance_png(counts) if len(counts) else b""
     thumbs: dict[str, bytes] = {}
@@ -128,9 +146,9 @@ def audit_html(manifest: pd.DataFrame, summary: dict) -> str:
         return thumbs[p]
 
     def card(r):
-        return {"thumb": th(r["path"]), "path": _text(r["path"]), "label": _text(r["label"]),
-                "split": _text(r["split"]), "status": _text(r["status"]), "reason": _text(r["reason"]),
-                "suggested": _text(r["suggested_label"])}
+        return {"thumb": th(r["path"]), "path": _text(r["path"]), "label": _text(r.get("label")),
+                "split": _text(r.get("split")), "status": _text(r.get("status")), "reason": _text(r.get("reason")),
+                "suggested": _text(r.get("suggested_label"))}
 
     per = issue_rows(manifest)
     cards = {k: [card(r) for _, r in rows.iterrows()] for k, rows in per.items()}
