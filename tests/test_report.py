@@ -11,15 +11,16 @@ from frugalvision.cli.main import main
 
 from browser import launch
 
-SECTIONS = ["summary", "data", "metrics", "per-class", "confusion", "bias", "calibration", "looks-at", "mistakes",
-            "faithfulness", "model-card"]
+SECTIONS = ["summary", "data", "metrics", "per-class", "learning-curve", "confusion", "bias", "calibration",
+            "looks-at", "mistakes", "faithfulness", "data-map", "model-card"]
 
 
 @pytest.fixture(scope="module")
 def report(trained, tmp_path_factory):
     _, run = trained
     out = tmp_path_factory.mktemp("rep")
-    assert main(["report", str(run), "--out", str(out / "r.html"), "--json", str(out / "r.json"), "-q"]) == 0
+    assert main(["report", str(run), "--out", str(out / "r.html"), "--json", str(out / "r.json"), "-q",
+                 "--goal", "accuracy>=0.5", "--goal", "circle:recall>=0.99"]) == 0
     return out / "r.html", out / "r.json"
 
 
@@ -32,6 +33,17 @@ def test_report_is_self_contained(report):
     data = json.loads(report[1].read_text())
     assert data["headline"]["n"] == 9 and "accuracy_ci" in data["headline"]
     assert data["faithfulness"]["rows"] and data["model_card"]["backbone"] == "efficientnet_lite0"
+    # The verdict comes first, against the goals given on the command line, with 2-4 next steps.
+    v = data["verdict"]
+    assert [g["name"] for g in v["goals"]] == ["accuracy>=0.5", "circle:recall>=0.99"]
+    assert v["overall"] in ("met", "not met", "cannot tell yet") and 2 <= len(v["next_steps"]) <= 4
+    assert html.index('class="verdict') < html.index('class="lead"')
+    for g in v["goals"]:
+        lo, hi = g["ci"]
+        assert lo < hi  # Wilson: never a collapsed interval, even at 100 %
+    assert len(data["learning_curve"]["n_train"]) == 4 and data["data_map"]["n"] == 9
+    assert data["faithfulness"]["sentence"] and "log-loss" in html and "how surprised" in html
+    assert "{'" not in html  # no raw Python dicts in the model card
 
 
 def test_report_renders_in_headless_chromium(report, tmp_path):
@@ -47,6 +59,9 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
         broken = page.evaluate("Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length")
         assert n_images >= 8 and broken == 0
         assert "picks the right category" in page.inner_text("#summary")
+        for width in (1400, 390):  # no horizontal overflow on a desktop or a phone
+            page.set_viewport_size({"width": width, "height": 900})
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         browser.close()
     assert (tmp_path / "report.png").stat().st_size > 50_000

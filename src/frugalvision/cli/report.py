@@ -19,6 +19,8 @@ def register(app: typer.Typer) -> None:
         group_by: Optional[List[str]] = typer.Option(None, "--group-by", help="Manifest column to audit by (repeatable)."),
         unknown: Optional[Path] = typer.Option(None, "--unknown", help="Folder of images of none of the classes, to show how well they are rejected."),
         json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report's numbers as JSON here."),
+        goal: Optional[List[str]] = typer.Option(None, "--goal", help='What "good enough" means, e.g. "accuracy>=0.9" or "defective:recall>=0.9" (repeatable): the summary opens with met / not met / cannot tell yet.'),
+        faithfulness_images: Optional[int] = typer.Option(None, "--faithfulness-images", min=1, help="Correctly classified images per class for the map faithfulness test (default 12; each costs ~0.4 s on a laptop CPU; 50 gives tight intervals)."),
         no_explain: bool = typer.Option(False, "--no-explain", help="Skip CAM panels and faithfulness (faster)."),
         engine: str = Engine, cache_dir: Optional[Path] = CacheDir, quiet: bool = Quiet, overwrite: bool = Overwrite,
     ):
@@ -29,5 +31,6 @@ def register(app: typer.Typer) -> None:
         target = out or (m.run_dir / "report.html")
         path = m.report(target, data=data, group_by=group_by or None, explain=not no_explain, unknown=unknown,
                         faithfulness=not no_explain, json_out=json_out, overwrite=overwrite, progress=not quiet,
-                        engine=engine, cache_dir=cache_dir)
+                        engine=engine, cache_dir=cache_dir, goals=goal or None,
+                        faithfulness_per_class=faithfulness_images)
         typer.echo(f"Wrote {path}" + (f" and {json_out}" if json_out else ""))

@@ -7,7 +7,8 @@ import textwrap
 
 import numpy as np
 
-__all__ = ["confusion_png", "reliability_png", "balance_png", "bar_png", "curves_png", "coverage_png"]
+__all__ = ["confusion_png", "reliability_png", "balance_png", "bar_png", "curves_png", "coverage_png",
+           "learning_curve_png"]
 
 
 def _plt():
@@ -147,4 +148,23 @@ def coverage_png(selective: list[dict], with_unknown: list[dict] | None = None) 
     ax.set(xlabel="share of images kept (the most usual first)", ylabel="accuracy on the images kept",
            title="Accuracy vs coverage")
     ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def learning_curve_png(n_train, series: dict, goals: dict | None = None) -> bytes | None:
+    """Metric vs training images (refits of the head on 25/50/75/100 %); dashed lines at the goals."""
+    if not n_train or not series:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.4), layout="constrained")
+    for i, (name, vals) in enumerate(list(series.items())[:8]):
+        pts = [(n, v) for n, v in zip(n_train, vals) if v is not None]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=_wrap(name, 30), color=f"C{i}")
+            g = (goals or {}).get(name)
+            if g is not None:
+                ax.axhline(g, color=f"C{i}", ls="--", lw=1)
+    ax.set(xlabel="training images used", ylabel="on the test images", title="Learning curve",
+           ylim=(max(0.0, min(v for vs in series.values() for v in vs if v is not None) - 0.1), 1.01))
+    ax.legend(fontsize=8, loc="lower right")
     return _png(fig)

@@ -32,6 +32,13 @@ def pct(x) -> str:
     return f"{100 * x:.1f} %"
 
 
+def pp(x, unit: str = "percentage points") -> str:
+    """A difference of two shares: 0.327 -> '32.7 percentage points' (not '32.7 %'); None/NaN -> 'n/a'."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{100 * x:.1f} {unit}".rstrip()
+
+
 def render_html(sections: dict) -> str:
     from jinja2 import Environment
 
@@ -40,6 +47,7 @@ def render_html(sections: dict) -> str:
     env = Environment(autoescape=True)
     env.filters["img"] = _img
     env.filters["pct"] = pct
+    env.filters["pp"] = pp
     env.filters["f3"] = lambda x: "n/a" if x is None else f"{x:.3f}"
     env.filters["basename"] = lambda p: str(p).replace("\\", "/").rsplit("/", 1)[-1]
     template = resources.files("frugalvision.report").joinpath("templates/report.html").read_text(encoding="utf-8")

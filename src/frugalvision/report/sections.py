@@ -16,9 +16,17 @@ from .render import pct as _pct
 __all__ = ["build_sections"]
 
 
+def accuracy_wilson(ev) -> tuple[float, float]:
+    """Wilson interval of the headline accuracy (does not collapse to 100.0–100.0 at 50 of 50)."""
+    from ..evaluate.bootstrap import wilson_ci
+
+    p = ev.predictions
+    return wilson_ci(int(p["correct"].sum()), len(p))
+
+
 def headline_sentences(ev) -> list[str]:
     h = ev.headline
-    lo, hi = ev.accuracy_ci
+    lo, hi = accuracy_wilson(ev)
     pc = ev.per_class.sort_values("recall", ascending=False)
     s = [f"On {h['n']} test images the model never saw during training, it picks the right category "
          f"{_pct(h['accuracy'])} of the time (95 % confidence interval {_pct(lo)} to {_pct(hi)})."]
@@ -32,19 +40,43 @@ def headline_sentences(ev) -> list[str]:
     return s
 
 
+#: Faithfulness images per class (correctly classified); each costs 19 backbone passes (~0.4-0.6 s on a laptop
+#: CPU); 12 per class keep the 600-image demo within ~10 s of its former time. ``--faithfulness-images 50`` for
+#: tight CIs (about +1 min on the demo).
+FAITHFULNESS_PER_CLASS = 12
+
+
 def build_sections(model, ev, *, explain: bool = True, n_mistakes: int = 8, n_typical: int = 3,
-                   faithfulness: bool = True, faithfulness_per_class: int = 4, engine: str = "auto",
-                   cache_dir=None) -> dict:
-    """All report content as plain data (see ``render.render_html``)."""
-    from ..evaluate.plots import balance_png, bar_png, confusion_png, reliability_png
+                   faithfulness: bool = True, faithfulness_per_class: int = FAITHFULNESS_PER_CLASS,
+                   engine: str = "auto", cache_dir=None, goals=None, learning_curve: bool = True,
+                   data_map: bool = True) -> dict:
+    """All report content as plain data (see ``render.render_html``).
+
+    ``goals``: strings such as ``"accuracy>=0.9"`` or ``"defective:recall>=0.9"`` (see
+    :func:`frugalvision.report.verdict.parse_goal`); the summary then opens with a verdict against them.
+    """
+    from ..evaluate.plots import balance_png, bar_png, confusion_png, learning_curve_png, reliability_png
+    from .verdict import parse_goal, verdict_section
+
+    parsed_goals = [parse_goal(g, model.classes) for g in (goals or [])]
+    lc = None
+    if learning_curve:
+        from .learning_curve import learning_curve as _lc
+
+        lc = _lc(model, ev, engine=engine, cache_dir=cache_dir)
+    verdict = verdict_section(model, ev, parsed_goals, lc)
 
     meta = model.meta
     pc = ev.per_class
     sections = {
         "title": f"frugalvision report: {', '.join(ev.classes[:6])}{'…' if len(ev.classes) > 6 else ''}",
         "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "verdict": verdict,
         "summary": headline_sentences(ev),
-        "headline": {**ev.headline, "accuracy_ci": list(ev.accuracy_ci), **ev.calibration},
+        "headline": {**ev.headline, "accuracy_ci": list(accuracy_wilson(ev)),
+                     "accuracy_ci_bootstrap": list(ev.accuracy_ci), **ev.calibration,
+                     "chance_log_loss": float(np.log(max(len(ev.classes), 2)))},
+        "learning_curve": _learning_curve_section(lc, verdict, learning_curve_png),
         "per_class": pc.to_dict("records"),
         "per_class_png": bar_png(list(pc["class"]), list(pc["recall"]), list(pc["recall_ci_low"]),
                                  list(pc["recall_ci_high"]), xlabel="recall (share of the class found), 95 % CI"),
@@ -52,7 +84,8 @@ def build_sections(model, ev, *, explain: bool = True, n_mistakes: int = 8, n_ty
         "confused_pairs": [{**p, "files": ev.cell_files(p["true"], p["predicted"])[:5]} for p in ev.confused_pairs[:8]],
         "class_gap": ev.class_gap,
         "groups": {col: {"table": a["table"].to_dict("records"), "gap": a["gap"], "too_small": a["too_small"],
-                         "min_group_size": a["min_group_size"],
+                         "min_group_size": a["min_group_size"], "per_class": a.get("per_class", []),
+                         "class_gaps": a.get("class_gaps", []),
                          "png": bar_png(list(a["table"]["group"]), list(a["table"]["accuracy"]),
                                         list(a["table"]["accuracy_ci_low"]), list(a["table"]["accuracy_ci_high"]),
                                         xlabel=f"accuracy by {col}, 95 % CI")}
@@ -60,7 +93,7 @@ def build_sections(model, ev, *, explain: bool = True, n_mistakes: int = 8, n_ty
         "calibration": {**ev.calibration, "temperature": model.temperature,
                         "png": reliability_png(ev.reliability)},
         "data": _data_section(model, ev, balance_png),
-        "model_card": _model_card(meta),
+        "model_card": _model_card(meta, model),
         "audit": _audit_section(meta),
         "open_world": _open_world_section(ev),
         "settings": ev.settings,
@@ -75,11 +108,57 @@ def build_sections(model, ev, *, explain: bool = True, n_mistakes: int = 8, n_ty
 
     support = map_support(model)
     sections["maps_note"] = None if support.available else support.reason
+    sections["maps_hidden"] = 0
     if explain and support.available:
         _attach_panels(model, sections, mistakes, unsure, ev, n_typical, engine, cache_dir)
         if faithfulness:
             sections["faithfulness"] = _faithfulness(model, ev, faithfulness_per_class, engine, cache_dir)
+    sections["data_map"] = _data_map(model, ev, lc, engine, cache_dir) if data_map else None
     return sections
+
+
+def _learning_curve_section(lc, verdict, learning_curve_png) -> dict | None:
+    if lc is None:
+        return None
+    from .learning_curve import metric_curve
+
+    y = lc["y_test"]
+    series = {"accuracy": metric_curve(lc, {"metric": "accuracy", "cls": None}, y)}
+    for g in verdict["goals"]:
+        if g["cls"] is not None:
+            series[f"{g['metric']} of {g['cls']}"] = metric_curve(lc, g, y)
+    goal_lines = {(f"{g['metric']} of {g['cls']}" if g["cls"] else "accuracy"): g["value"]
+                  for g in verdict["goals"] if g["metric"] != "balanced_accuracy"}
+    notes = []
+    if lc.get("finetuned"):
+        notes.append("This model was fine-tuned; the refits use its fine-tuned embeddings with the backbone fixed.")
+    if lc.get("augmented"):
+        notes.append("The refits use clean training images only (no augmented views), so they slightly "
+                     "underestimate the model.")
+    return {"n_train": lc["n_train"], "series": series, "notes": notes, "head": lc["head"],
+            "png": learning_curve_png(lc["n_train"], series, goal_lines)}
+
+
+def _data_map(model, ev, lc, engine, cache_dir) -> dict | None:
+    from ..inference import probabilities, unusualness
+    from .data_map import data_map
+
+    p = ev.predictions
+    if len(p) < 3:
+        return None
+    X = lc.get("X_test") if lc is not None else None
+    if X is None:
+        emb = model.embed(p["path"].tolist(), progress=False, engine=engine, cache_dir=cache_dir)
+        if emb.ok.sum() != len(p):
+            return None
+        X = emb.X
+    rejected = None
+    threshold = (model.info.reject or {}).get("threshold")
+    if threshold is not None:
+        logits, proba = probabilities(model, X)
+        scores, _ = unusualness(model, X, logits, proba)
+        rejected = scores > threshold
+    return data_map(ev, X, rejected=rejected)
 
 
 def _gallery_rows(df: pd.DataFrame) -> list[dict]:
@@ -88,7 +167,13 @@ def _gallery_rows(df: pd.DataFrame) -> list[dict]:
 
 
 def _attach_panels(model, sections, mistakes, unsure, ev, n_typical, engine, cache_dir):
-    from ..explain import explain_images, render_panel
+    from ..explain import explain_images
+    from ..explain.panels import readable_panel_png
+
+    def render_panel(e, true_label):
+        png, info = readable_panel_png(e, true_label=true_label)
+        sections["maps_hidden"] += len(info["hidden"])
+        return png
 
     p = ev.predictions
     typical_paths, typical_labels = [], []
@@ -116,19 +201,34 @@ def _attach_panels(model, sections, mistakes, unsure, ev, n_typical, engine, cac
 
 
 def _faithfulness(model, ev, per_class, engine, cache_dir) -> dict:
-    """Deletion/insertion AUC per class for CAM vs a random order, on correctly classified images."""
+    """Deletion/insertion AUC per class for CAM vs a random order, on correctly classified images, with CIs.
+
+    Up to ``per_class`` images per class (all when fewer); the CIs are percentile bootstraps over images of the
+    paired difference random - CAM (deletion: positive = the map finds what matters).
+    """
+    from ..evaluate.bootstrap import percentile_ci
     from ..explain import explain_images
     from ..explain.faithfulness import deletion_insertion
 
     predictor = model.predictor(engine=engine, cache_dir=cache_dir)
+    steps = 5
 
     def prob_fn(arrays):
-        return np.concatenate([predictor.run(arrays[i:i + 32]).probabilities for i in range(0, len(arrays), 32)])
+        return np.concatenate([predictor.run(arrays[i:i + 64]).probabilities for i in range(0, len(arrays), 64)])
 
     p = ev.predictions
-    rows = []
+    rng = np.random.default_rng(0)
+
+    def ci(a):
+        a = np.asarray(a, float)
+        if len(a) < 2:
+            return [float("nan"), float("nan")]
+        return list(percentile_ci(a[rng.integers(0, len(a), (1000, len(a)))].mean(axis=1)))
+
+    rows, all_del, all_ins = [], [], []
     for c in ev.classes:
-        paths = p[(p["true"] == c) & p["correct"]]["path"].head(per_class).tolist()
+        ok = p[(p["true"] == c) & p["correct"]]
+        paths = ok.sample(min(per_class, len(ok)), random_state=0)["path"].tolist() if len(ok) else []
         if not paths:
             continue
         expl, _ = explain_images(model, paths, cls=c, engine=engine, cache_dir=cache_dir)
@@ -136,13 +236,38 @@ def _faithfulness(model, ev, per_class, engine, cache_dir) -> dict:
             continue
         imgs = np.stack([e.input for e in expl])
         maps = np.stack([e.maps[0] for e in expl])
-        r = deletion_insertion(prob_fn, imgs, maps, [model.classes.index(c)] * len(expl), n_steps=8)
-        rows.append({"class": c, "n": len(expl),
+        r = deletion_insertion(prob_fn, imgs, maps, [model.classes.index(c)] * len(expl), n_steps=steps)
+        d_gain = r["deletion_random_auc"] - r["deletion_auc"]
+        i_gain = r["insertion_auc"] - r["insertion_random_auc"]
+        all_del.append(d_gain)
+        all_ins.append(i_gain)
+        rows.append({"class": c, "n": len(expl), "available": int(len(ok)),
                      "deletion_auc": float(r["deletion_auc"].mean()), "deletion_random_auc": float(r["deletion_random_auc"].mean()),
-                     "insertion_auc": float(r["insertion_auc"].mean()), "insertion_random_auc": float(r["insertion_random_auc"].mean())})
+                     "insertion_auc": float(r["insertion_auc"].mean()), "insertion_random_auc": float(r["insertion_random_auc"].mean()),
+                     "deletion_gain": float(d_gain.mean()), "deletion_gain_ci": ci(d_gain),
+                     "insertion_gain": float(i_gain.mean()), "insertion_gain_ci": ci(i_gain)})
     from ..inference import map_support
 
-    return {"rows": rows, "method": map_support(model).method, "steps": 8}
+    out = {"rows": rows, "method": map_support(model).method, "steps": steps, "per_class": per_class}
+    if rows:
+        d, i = np.concatenate(all_del), np.concatenate(all_ins)
+        dci, ici = ci(d), ci(i)
+        out.update({"n": int(len(d)), "deletion_gain": float(d.mean()), "deletion_gain_ci": dci,
+                    "insertion_gain": float(i.mean()), "insertion_gain_ci": ici})
+        if dci[0] > 0 and ici[0] > 0:
+            meaning = ("the maps point at what the model actually uses: removing the highlighted regions first "
+                       "lowers its confidence faster than removing random ones, and restoring them first raises it faster")
+        elif dci[1] < 0 or ici[1] < 0:
+            meaning = "the maps do worse than random regions on one test: do not trust them to show what the model uses"
+        elif dci[0] > 0 or ici[0] > 0:
+            meaning = ("the maps are only partly faithful: they beat random regions on one test and cannot be told "
+                       "from random on the other, so read them as a rough hint")
+        else:
+            meaning = "the maps cannot be told from random regions on these images: read them with caution"
+        out["sentence"] = (f"On {len(d)} correctly classified test images, {meaning} (deletion area lower by "
+                           f"{d.mean():.3f} than random on average, 95 % CI {dci[0]:.3f} to {dci[1]:.3f}; "
+                           f"insertion area higher by {i.mean():.3f}, 95 % CI {ici[0]:.3f} to {ici[1]:.3f}).")
+    return out
 
 
 def _data_section(model, ev, balance_png) -> dict:
@@ -175,15 +300,72 @@ def _audit_section(meta: dict) -> dict | None:
             "balance": a["balance"], "date": a.get("date")}
 
 
-def _model_card(meta: dict) -> dict:
-    b = meta.get("backbone", {})
-    t = meta.get("training", {})
+_SOFTWARE = {"frugalvision": "this toolkit", "timm": "model zoo the backbone comes from",
+             "torch": "deep-learning library (PyTorch)", "scikit-learn": "fits the classifier head",
+             "onnxruntime": "runs the backbone on the CPU", "numpy": "numerical arrays",
+             "Pillow": "reads and resizes images", "pillow": "reads and resizes images"}
+
+
+def _model_card(meta: dict, model=None) -> dict:
+    """The model card as plain sentences and a small table (no raw dictionaries)."""
+    b = meta.get("backbone", {}) or {}
+    t = meta.get("training", {}) or {}
+    st = t.get("settings") or {}
+    pre = meta.get("preprocessing") or {}
+    head = meta.get("head") or {}
+    hp = (head.get("params") or {})
+    kind = head.get("type", st.get("head", "?"))
+    counts = t.get("counts") or {}
+    n_train = sum((counts.get("train") or {}).values()) if counts else None
+    sentences = []
+    sentences.append(
+        f"The model turns each image into {b.get('embed_dim', 'a')} numbers with the pre-trained network "
+        f"{b.get('name')} ({b.get('timm_name')}, weights from {b.get('weights_source')}, licence "
+        f"{b.get('license')}), then a {'linear (logistic-regression)' if kind == 'LinearHead' else 'small neural-network'} "
+        f"classifier trained on {n_train if n_train is not None else 'the'} training images decides the class.")
+    if pre:
+        sentences.append(f"Each image is resized to {pre.get('input_size')}×{pre.get('input_size')} pixels "
+                         f"({pre.get('interpolation')} interpolation, {100 * float(pre.get('crop_pct') or 1):.0f} % "
+                         f"centre crop) before it reaches the network.")
+    if kind == "LinearHead":
+        cw = hp.get("class_weight") or st.get("class_weight")
+        sentences.append(f"Regularisation strength C = {hp.get('C', t.get('C'))}"
+                         + (" (chosen by validation log-loss)" if st.get("C_requested") == "auto" else "")
+                         + "; smaller C means a simpler, more cautious classifier. "
+                         + ("Classes are weighted to balance their sizes." if cw == "balanced"
+                            else "Classes are not re-weighted."))
+    if meta.get("temperature"):
+        sentences.append(f"Probabilities are calibrated by temperature scaling (T = {meta['temperature']:.3g}, "
+                         f"fitted on the validation split).")
+    op = meta.get("operating_point")
+    if op and op.get("targets"):
+        sentences.append(f"Decisions follow the operating point {', '.join(op['targets'])} chosen on validation, "
+                         f"not simply the most probable class.")
+    rej = meta.get("reject")
+    if rej and rej.get("threshold") is not None:
+        sentences.append(f"Images too unlike the training images are labelled 'unknown' (threshold keeps "
+                         f"{100 * float(rej.get('accept_rate', 0.95)):.0f} % of normal validation images).")
+    else:
+        sentences.append("There is no 'unknown' label: every image gets one of the classes.")
+    if meta.get("finetune"):
+        sentences.append("The backbone was fine-tuned on these images.")
+    aug = (t.get("augmentation") or {})
+    if aug.get("views"):
+        sentences.append(f"Training used {aug['views']} augmented view(s) per image ({aug.get('policy')} policy).")
+    table = [("backbone", f"{b.get('name')} ({b.get('timm_name')})"),
+             ("weights", f"{b.get('weights_source')} · licence {b.get('license')}"),
+             ("classifier head", f"{kind}" + (f", C = {hp.get('C')}" if "C" in hp else "")),
+             ("trained", str(t.get("finished"))),
+             ("split", f"validation {st.get('val_size')}, test {st.get('test_size')}, seed {st.get('seed')}")]
+    versions = meta.get("versions") or {}
+    software = [{"name": k, "version": str(v), "what": _SOFTWARE.get(k, "")} for k, v in versions.items()]
     return {
+        "sentences": sentences, "table": [{"field": k, "value": v} for k, v in table], "software": software,
         "backbone": b.get("name"), "timm_name": b.get("timm_name"), "weights_id": b.get("weights_id"),
         "weights_source": b.get("weights_source"), "weights_license": b.get("license"),
-        "preprocessing": meta.get("preprocessing"), "head": meta.get("head"),
-        "temperature": meta.get("temperature"), "training_settings": t.get("settings"),
-        "C_chosen": t.get("C"), "trained": t.get("finished"), "versions": meta.get("versions"),
+        "preprocessing": pre, "head": head,
+        "temperature": meta.get("temperature"), "training_settings": st,
+        "C_chosen": t.get("C"), "trained": t.get("finished"), "versions": versions,
         "finetune": meta.get("finetune"),
     }
 

@@ -1,0 +1,171 @@
+"""Would more images help? Refit the head on 25/50/75/100 % of the training set and extrapolate.
+
+The embeddings are cached, so a refit costs only the head (a fraction of a second for a linear head).
+Each fraction is drawn per class (stratified) ``repeats`` times; every refit predicts the same test
+images, so any metric (accuracy, a class's recall or precision) can be traced against the number of
+training images, and resampling the test rows gives its uncertainty.
+
+The extrapolation fits the usual power law of learning curves, ``error = a * n ** -b`` (a straight line in
+log-log), to the mean error at each fraction, and solves it for the number of images that reaches a goal.
+Repeating the fit on bootstrap resamples of the test images gives an interval for that number. A power law
+fitted on four points within a factor of four of data is a rough guide, and is reported as one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["refit_predictions", "metric_curve", "extrapolate", "learning_curve"]
+
+FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+#: Beyond this multiple of the current data, an extrapolation is not worth a number.
+MAX_MULTIPLE = 10.0
+
+
+def _subsample(y, frac, rng, min_per_class=2):
+    idx = []
+    for c in np.unique(y):
+        rows = np.flatnonzero(y == c)
+        k = min(len(rows), max(min_per_class, int(round(frac * len(rows)))))
+        idx.append(rng.choice(rows, k, replace=False))
+    return np.sort(np.concatenate(idx))
+
+
+def refit_predictions(X_tr, y_tr, X_te, make_head, *, fractions=FRACTIONS, repeats: int = 2, seed: int = 0) -> dict:
+    """Predicted test labels of heads refitted on stratified fractions of the training rows.
+
+    ``make_head()`` returns a fresh unfitted estimator. Returns ``{"fractions", "n_train": [...],
+    "preds": [array (repeats_f, n_test) of labels, one per fraction]}``.
+    """
+    y_tr = np.asarray(y_tr).astype(str)
+    rng = np.random.default_rng(seed)
+    n_train, preds = [], []
+    for f in fractions:
+        reps = 1 if f >= 1 else repeats
+        rows, ns = [], []
+        for _ in range(reps):
+            idx = _subsample(y_tr, f, rng) if f < 1 else np.arange(len(y_tr))
+            if len(np.unique(y_tr[idx])) < len(np.unique(y_tr)):
+                continue
+            head = make_head().fit(X_tr[idx], y_tr[idx])
+            rows.append(np.asarray(head.predict(X_te)).astype(str))
+            ns.append(len(idx))
+        if rows:
+            preds.append(np.stack(rows))
+            n_train.append(float(np.mean(ns)))
+    return {"fractions": [f for f in fractions][:len(preds)], "n_train": n_train, "preds": preds}
+
+
+def _metric(target, y, pred):
+    """accuracy / balanced_accuracy, or a class's recall / precision; None when undefined."""
+    if target.get("cls") is None:
+        if target["metric"] == "balanced_accuracy":
+            recalls = [np.mean(pred[y == c] == c) for c in np.unique(y)]
+            return float(np.mean(recalls)) if recalls else None
+        return float(np.mean(pred == y)) if len(y) else None
+    c = target["cls"]
+    hit = (pred == c) & (y == c)
+    den = (y == c).sum() if target["metric"] == "recall" else (pred == c).sum()
+    return float(hit.sum() / den) if den else None
+
+
+def metric_curve(lc: dict, target: dict, y_te, rows=None) -> list:
+    """Mean metric over repeats at each fraction (on test ``rows``, default all)."""
+    y = np.asarray(y_te).astype(str)
+    if rows is not None:
+        y = y[rows]
+    out = []
+    for P in lc["preds"]:
+        vals = [_metric(target, y, p if rows is None else p[rows]) for p in P]
+        vals = [v for v in vals if v is not None]
+        out.append(float(np.mean(vals)) if vals else None)
+    return out
+
+
+def _fit_power_law(n, err, floor):
+    """(a, b) of err = a * n**-b by least squares in log-log; errors clipped at ``floor``."""
+    n, err = np.asarray(n, float), np.clip(np.asarray(err, float), floor, 1.0)
+    slope, intercept = np.polyfit(np.log(n), np.log(err), 1)
+    return float(np.exp(intercept)), float(-slope)
+
+
+def _solve(a, b, goal_err):
+    """Training images needed for ``goal_err`` (inf when the curve does not fall)."""
+    if b <= 0.02:
+        return float("inf")
+    return float((a / goal_err) ** (1.0 / b))
+
+
+def extrapolate(lc: dict, target: dict, goal: float, y_te, *, n_boot: int = 200, seed: int = 0) -> dict:
+    """How many training images (all classes, in the current proportions) until ``target`` reaches ``goal``.
+
+    Returns the curve, the power-law exponent, and ``multiple`` (needed / current, with an 80 % interval
+    over test resamples). ``multiple`` is ``inf`` when the curve is flat or falling, ``<= 1`` when the goal
+    is already reached at 100 %.
+    """
+    y = np.asarray(y_te).astype(str)
+    n = np.asarray(lc["n_train"], float)
+    n_now = float(n[-1]) if len(n) else float("nan")
+    floor = 0.5 / max(len(y), 1)
+    goal_err = max(1.0 - goal, floor)
+
+    def needed(rows=None):
+        vals = metric_curve(lc, target, y, rows)
+        if any(v is None for v in vals) or len(vals) < 2:
+            return None, vals, None
+        err = [1.0 - v for v in vals]
+        a, b = _fit_power_law(n, err, floor)
+        if vals[-1] >= goal:
+            return 1.0, vals, b
+        return _solve(a, b, goal_err) / n_now, vals, b
+
+    point, vals, b = needed()
+    rng = np.random.default_rng(seed)
+    sims = []
+    for _ in range(n_boot):
+        m, _, _ = needed(rng.integers(0, len(y), len(y)))
+        if m is not None:
+            sims.append(min(m, 1e6))
+    lo, hi = (np.quantile(sims, [0.1, 0.9]).tolist() if len(sims) >= 20 else (float("nan"), float("nan")))
+    return {"target": target.get("name"), "goal": goal, "n_train": lc["n_train"], "values": vals,
+            "exponent": b, "multiple": point, "multiple_interval": [lo, hi], "n_now": n_now,
+            "images_needed": None if point is None or not np.isfinite(point) else float(point * n_now)}
+
+
+def learning_curve(model, ev, *, engine: str = "auto", cache_dir=None, repeats: int = 2, seed: int = 0) -> dict | None:
+    """Refits of ``model``'s head on its own training split, predicting the evaluated images.
+
+    Returns None (with nothing computed) when the training split is unknown or its files cannot be read.
+    """
+    from ..evaluate import _split_table
+    from ..heads import HEADS
+
+    table = _split_table(model)
+    if table is None or ev.predictions.empty:
+        return None
+    tr = table[(table["split"].astype(str) == "train") & table["label"].astype(str).isin(model.classes)]
+    if tr.empty:
+        return None
+    kw = {"progress": False, "engine": engine, "cache_dir": cache_dir}
+    emb_tr = model.embed(tr["path"].tolist(), **kw)
+    emb_te = model.embed(ev.predictions["path"].tolist(), **kw)
+    if not emb_tr.ok.any() or emb_te.ok.sum() != len(ev.predictions):
+        return None
+    y_tr = tr["label"].astype(str).to_numpy()[emb_tr.ok]
+    settings = (model.meta.get("training") or {}).get("settings") or {}
+    kind = settings.get("head", "linear")
+    params = dict(settings.get("head_params") or {})
+    if kind not in ("linear", "mlp"):
+        return None
+
+    def make_head():
+        return HEADS[kind](**params, random_state=seed)
+
+    lc = refit_predictions(emb_tr.X, y_tr, emb_te.X, make_head, repeats=repeats, seed=seed)
+    lc["y_test"] = ev.predictions["true"].astype(str).to_numpy()
+    lc["head"] = kind
+    lc["finetuned"] = bool(model.meta.get("finetune"))
+    lc["augmented"] = bool((settings.get("views") or 0) > 0)
+    lc["class_counts"] = {str(c): int((y_tr == c).sum()) for c in model.classes}
+    lc["X_test"] = emb_te.X  # reused by the data map (not written to JSON)
+    return lc

@@ -1,0 +1,231 @@
+"""The verdict first: is the model good enough for the stated goal, and what to do next.
+
+A goal reads ``accuracy>=0.9``, ``balanced_accuracy>=0.85`` or, per class, ``defective:recall>=0.9`` /
+``defective:precision>=0.95`` (``>=90%`` works too). Each goal is judged on the test images with a Wilson
+interval (a bootstrap for balanced accuracy): **met** when the whole interval is at or above the goal,
+**not met** when it is all below, **cannot tell yet** when it straddles the goal.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from ..evaluate.bootstrap import bootstrap_indices, percentile_ci, wilson_ci
+from ..exceptions import DataError
+from .render import pct as _pct
+
+__all__ = ["parse_goal", "judge_goals", "next_steps", "verdict_section"]
+
+_GLOBAL = re.compile(r"^\s*(?P<metric>accuracy|balanced_accuracy|balanced accuracy)\s*>=\s*(?P<value>[0-9.]+%?)\s*$")
+
+
+def parse_goal(text: str, classes) -> dict:
+    """``'accuracy>=0.9'`` or ``'CLASS:recall>=0.9'`` -> {name, metric, cls, value}; DataError when unclear."""
+    m = _GLOBAL.match(str(text))
+    if m:
+        raw = m.group("value")
+        value = float(raw.rstrip("%")) / (100 if raw.endswith("%") else 1)
+        if not 0 < value <= 1:
+            raise DataError(f"Goal {text!r}: the value must be between 0 and 1 (or 0 % and 100 %).")
+        metric = m.group("metric").replace(" ", "_")
+        return {"name": f"{metric}>={value:g}", "metric": metric, "cls": None, "value": value}
+    from ..decision import parse_target
+
+    try:
+        t = parse_target(text, classes)
+    except DataError as exc:
+        if ":" in str(text):  # the target form, wrong class or value: its own message says which
+            raise DataError(f"Goal {exc}") from None
+        raise DataError(f"Goal {text!r} is not of the form accuracy>=0.9, balanced_accuracy>=0.85, "
+                        f"CLASS:recall>=0.9 or CLASS:precision>=0.95.") from None
+    return {"name": str(t), "metric": t.metric, "cls": t.cls, "value": t.value}
+
+
+def _value_and_ci(goal, y, pred, seed=0):
+    if goal["cls"] is None and goal["metric"] == "balanced_accuracy":
+        classes = np.unique(y)
+
+        def bal(rows):
+            yy, pp = y[rows], pred[rows]
+            r = [np.mean(pp[yy == c] == c) for c in classes if (yy == c).any()]
+            return float(np.mean(r)) if r else np.nan
+
+        v = bal(np.arange(len(y)))
+        idx = bootstrap_indices(len(y), 400, seed)
+        return v, percentile_ci([bal(r) for r in idx]), len(y), "bootstrap"
+    if goal["cls"] is None:
+        k, n = int((pred == y).sum()), len(y)
+    elif goal["metric"] == "recall":
+        k, n = int(((pred == goal["cls"]) & (y == goal["cls"])).sum()), int((y == goal["cls"]).sum())
+    else:
+        k, n = int(((pred == goal["cls"]) & (y == goal["cls"])).sum()), int((pred == goal["cls"]).sum())
+    return (k / n if n else None), wilson_ci(k, n), n, "Wilson"
+
+
+def _n_to_decide(value, goal_value):
+    """Test images (of what the metric counts) for a Wilson half-width below |value - goal|."""
+    d = abs(value - goal_value)
+    if d < 0.005:
+        return None
+    p = min(max(value, 0.02), 0.98)
+    return int(np.ceil(1.96 ** 2 * p * (1 - p) / d ** 2))
+
+
+def judge_goals(goals, ev) -> list[dict]:
+    p = ev.predictions
+    y, pred = p["true"].astype(str).to_numpy(), p["pred"].astype(str).to_numpy()
+    out = []
+    for g in goals:
+        v, (lo, hi), n, method = _value_and_ci(g, y, pred)
+        if v is None or n == 0:
+            verdict = "cannot tell yet"
+        elif lo >= g["value"]:
+            verdict = "met"
+        elif hi < g["value"]:
+            verdict = "not met"
+        else:
+            verdict = "cannot tell yet"
+        what = (g["metric"].replace("_", " ") if g["cls"] is None
+                else f"{g['metric']} of {g['cls']}")
+        row = {**g, "value_reached": v, "ci": [lo, hi], "n": n, "ci_method": method, "verdict": verdict, "what": what}
+        if verdict == "cannot tell yet" and v is not None:
+            row["n_to_decide"] = _n_to_decide(v, g["value"])
+        out.append(row)
+    return out
+
+
+def _overall(rows):
+    if not rows:
+        return None
+    vs = [r["verdict"] for r in rows]
+    return "not met" if "not met" in vs else "cannot tell yet" if "cannot tell yet" in vs else "met"
+
+
+def _goal_sentence(r) -> str:
+    base = (f"Goal {r['what']} ≥ {_pct(r['value'])}: {r['verdict'].upper()} — reached {_pct(r['value_reached'])} "
+            f"on {r['n']} test images (95 % CI {_pct(r['ci'][0])} to {_pct(r['ci'][1])}).")
+    if r["verdict"] == "met":
+        return base + " Even the low end of the interval clears the goal."
+    if r["verdict"] == "not met":
+        return base + " Even the high end of the interval is below the goal."
+    extra = ""
+    if r.get("n_to_decide"):
+        if r["n_to_decide"] > 10 * max(r["n"], 1):
+            extra = (f" It sits so close to the goal that only a far larger test set (about {r['n_to_decide']} images) "
+                     f"could decide: treat it as borderline.")
+        else:
+            extra = f" About {r['n_to_decide']} test images of this kind would be needed to decide."
+    return base + " The interval straddles the goal, so this test set cannot decide yet." + extra
+
+
+def _lc_step(ext, r, class_counts) -> str | None:
+    """A next step from the learning-curve extrapolation for goal row ``r``."""
+    if ext is None or ext.get("multiple") is None:
+        return None
+    m, (lo, hi) = ext["multiple"], ext["multiple_interval"]
+    who = (f"of {r['cls']} (and of the other classes in proportion, as the refits did)" if r["cls"]
+           else "(all classes, in the current proportions)")
+    now = class_counts.get(r["cls"]) if r["cls"] else int(ext["n_now"])
+    vals = " → ".join(_pct(v) for v in ext["values"])
+    curve = f"refitting the head on 25/50/75/100 % of the training images gave {vals}"
+    if not np.isfinite(m) or m > 10:
+        return (f"More images of the same kind are unlikely to be enough: {curve}, a curve too flat to reach "
+                f"{_pct(r['value'])} within 10× the data. Look at the mistakes, try a stronger backbone or fine-tuning, "
+                f"or collect different images (other conditions, clearer views).")
+    if m <= 1:
+        return None
+    more = int(round((m - 1) * now))
+    rng = ""
+    if np.isfinite(lo) and np.isfinite(hi):
+        lo_n = max(0, int(round((lo - 1) * now)))
+        rng = (f" (uncertain: between {lo_n} and {int(round((hi - 1) * now))} more)" if hi <= 10
+               else f" (uncertain: from {lo_n} to more than 10× the current data)")
+    return (f"Collect about {more} more training images {who} (now {now}){rng}: {curve}; a power law through "
+            f"these points reaches {_pct(r['value'])} at about {m:.1f}× the current data. A rough guide, not a promise.")
+
+
+def next_steps(ev, rows, lc, lc_ext, model, groups_gaps) -> list[str]:
+    steps = []
+    class_counts = (lc or {}).get("class_counts", {})
+    for r in sorted(rows, key=lambda r: r["verdict"] != "not met"):  # goals not met first
+        if r["verdict"] == "met":
+            continue
+        s = _lc_step(lc_ext.get(r["name"]), r, class_counts)
+        if s:
+            steps.append(s)
+        if r["verdict"] == "cannot tell yet" and not any(st.startswith("Add test images") for st in steps):
+            kind = (f"images of {r['cls']}" if r["cls"] and r["metric"] == "recall"
+                    else f"images called {r['cls']}" if r["cls"] else "test images")
+            need = r.get("n_to_decide")
+            steps.append(f"Add test images before deciding: {r['what']} was judged on only {r['n']} {kind}"
+                         + (f"; about {need} would narrow the interval enough to tell." if need
+                            else "; the value sits on the goal, so only a much larger test set can tell."))
+    if not rows and lc_ext.get("_accuracy"):  # no goal: say whether more images of the same kind would help
+        e = lc_ext["_accuracy"]
+        vals = " → ".join(_pct(v) for v in e["values"])
+        rising = (e.get("exponent") or 0) > 0.1 and e["values"][-1] - e["values"][0] > 0.02
+        steps.append(f"Refitting the head on 25/50/75/100 % of the training images gave accuracy {vals}: "
+                     + ("still rising, so more training images of the same kind should help (state a goal with "
+                        "--goal to get a number)." if rising else
+                        "flat, so more images of the same kind will not help much; look at the mistakes instead."))
+    errors = int((~ev.predictions["correct"]).sum())
+    if ev.confused_pairs and errors:
+        top = ev.confused_pairs[:2]
+        share = sum(p["count"] for p in top) / errors
+        pairs = " and ".join(f"{p['true']} taken for {p['predicted']} ({p['count']})" for p in top)
+        if share >= 0.3:
+            steps.append(f"Look at the dominant confusions first: {pairs} make {_pct(share)} of the {errors} mistakes; "
+                         f"add training images that show what tells them apart (see the 'why A, not B' maps).")
+        else:
+            steps.append(f"No single confusion dominates: the {errors} mistakes are spread over "
+                         f"{len(ev.confused_pairs)} pairs of classes (the most frequent, {pairs.split(' and ')[0]}); "
+                         f"more and more varied images of every class will help more than fixing one pair.")
+    for g in groups_gaps[:1]:
+        if g["significant"] or g["difference"] >= 0.1:
+            counted = "images" if g["metric"] == "recall" else f"images called {g['class']}"
+            fix = (f"Add images of {g['class']} from that group." if g["metric"] == "recall"
+                   else f"Add images from that group of the classes it mistakes for {g['class']}.")
+            steps.append(f"{g['metric'].capitalize()} of {g['class']} is {100 * g['difference']:.1f} percentage points lower "
+                         f"for {g['column']} = {g['worst']} ({_pct(g['worst_value'])}, {g['n_worst']} {counted}) than for "
+                         f"{g['best']} ({_pct(g['best_value'])}); 95 % CI of the gap {100 * g['ci_low']:.1f} to "
+                         f"{100 * g['ci_high']:.1f} points"
+                         + (f". {fix}" if g["significant"]
+                            else f" — could be chance at this size. {fix[:-1]} to find out."))
+    rej = model.info.reject or {}
+    if rej.get("threshold") is None:
+        steps.append("Unknown-image rejection is off: a photo of something else still gets one of the classes. "
+                     "Retrain with rejection on, and test with report --unknown FOLDER.")
+    elif not (ev.open_world or {}).get("unknown"):
+        share = ((ev.open_world or {}).get("rejection") or {}).get("rejected_share")
+        steps.append(f"Unknown-image rejection is on ({_pct(share)} of these test images were set aside as unknown); "
+                     f"check it on real out-of-scope photos with report --unknown FOLDER.")
+    return steps[:4]
+
+
+def verdict_section(model, ev, goals, lc) -> dict:
+    """Goals judged, overall verdict, operating point in words, and 2–4 next steps."""
+    from .learning_curve import extrapolate
+
+    rows = judge_goals(goals, ev)
+    lc_ext = {}
+    if lc is not None:
+        for r in rows:
+            lc_ext[r["name"]] = extrapolate(lc, r, r["value"], lc["y_test"])
+        if not rows and len(lc["y_test"]) >= 20:
+            t = {"name": "accuracy", "metric": "accuracy", "cls": None}
+            lc_ext["_accuracy"] = extrapolate(lc, t, 0.99, lc["y_test"], n_boot=0)
+    gaps = [{**g, "column": col} for col, a in ev.groups.items() for g in a.get("class_gaps", [])]
+    gaps.sort(key=lambda d: (-d["significant"], -d["difference"]))
+    ops = (ev.open_world or {}).get("operating_point", [])
+    op_words = [f"Decisions use an operating point chosen on the validation split: {o['target']} "
+                f"(probability threshold {o['threshold']:.3f}). {o['in_words']}" for o in ops]
+    overall = _overall(rows)
+    headline = {"met": "Good enough for the stated goal.", "not met": "Not good enough yet for the stated goal.",
+                "cannot tell yet": "Cannot tell yet whether it meets the goal.", None: None}[overall]
+    return {"goals": rows, "overall": overall, "headline": headline,
+            "sentences": [_goal_sentence(r) for r in rows], "operating_point": op_words,
+            "next_steps": next_steps(ev, rows, lc, lc_ext, model, gaps),
+            "learning_curve": {k: v for k, v in lc_ext.items()},
+            "group_gaps": gaps[:10]}

@@ -1,0 +1,147 @@
+"""The report's verdict, next steps, learning curve, per-group class gaps and honest intervals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from frugalvision.evaluate import evaluate_predictions
+from frugalvision.evaluate.bootstrap import newcombe_diff_ci, wilson_ci
+from frugalvision.evaluate.groups import class_metrics_by_group
+from frugalvision.exceptions import DataError
+from frugalvision.report.learning_curve import extrapolate, refit_predictions
+from frugalvision.report.verdict import judge_goals, parse_goal
+
+
+def test_wilson_does_not_collapse_at_0_or_100_percent():
+    lo, hi = wilson_ci(50, 50)
+    assert hi == 1.0 and 0.92 < lo < 0.935  # not 100.0-100.0
+    lo, hi = wilson_ci(0, 10)
+    assert lo == 0.0 and 0.25 < hi < 0.3
+    lo, hi = newcombe_diff_ci(50, 50, 50, 50)
+    assert lo < 0 < hi and hi - lo > 0.1
+    assert np.isnan(wilson_ci(0, 0)[0])
+
+
+def test_parse_goal_forms_and_errors():
+    classes = ["defective", "ok"]
+    assert parse_goal("accuracy>=0.9", classes) == {"name": "accuracy>=0.9", "metric": "accuracy", "cls": None,
+                                                    "value": 0.9}
+    assert parse_goal("balanced_accuracy >= 85%", classes)["value"] == pytest.approx(0.85)
+    g = parse_goal("defective:recall>=0.9", classes)
+    assert (g["cls"], g["metric"], g["value"]) == ("defective", "recall", 0.9)
+    for bad in ("accuracy>0.9", "nope:recall>=0.9", "accuracy>=1.5"):
+        with pytest.raises(DataError):
+            parse_goal(bad, classes)
+
+
+def _ev(y, pred, groups=None, classes=("defective", "ok")):
+    classes = list(classes)
+    proba = np.full((len(y), len(classes)), 0.1)
+    proba[np.arange(len(y)), [classes.index(p) for p in pred]] = 0.9
+    proba /= proba.sum(axis=1, keepdims=True)
+    table = pd.DataFrame({"path": [f"/nowhere/{i}.png" for i in range(len(y))], "label": y})
+    if groups is not None:
+        table["site"] = groups
+    return evaluate_predictions(table, proba, classes, group_by="site" if groups is not None else None, n_boot=200)
+
+
+def test_verdicts_met_not_met_and_cannot_tell():
+    y = np.array(["defective"] * 100 + ["ok"] * 100)
+    pred = y.copy()
+    pred[:5] = "ok"  # recall of defective 95 %
+    ev = _ev(y, pred)
+    rows = {r["name"]: r for r in judge_goals([parse_goal(g, ev.classes) for g in
+                                               ("accuracy>=0.9", "defective:recall>=0.99", "defective:recall>=0.93")], ev)}
+    assert rows["accuracy>=0.9"]["verdict"] == "met"          # 97.5 %, CI 94.3-98.9 %
+    assert rows["defective:recall>=0.99"]["verdict"] == "not met"
+    assert rows["defective:recall>=0.93"]["verdict"] == "cannot tell yet"
+    assert rows["defective:recall>=0.93"]["n_to_decide"] > 100
+
+
+def test_per_group_recall_gap_of_the_rare_class_is_found_with_a_ci():
+    # The issue's case, made large enough to be real: the rare class is found 90 % in one group, 50 % in the other.
+    y, pred, g = [], [], []
+    for site, found in (("north", 36), ("south", 20)):
+        y += ["defective"] * 40 + ["ok"] * 160
+        pred += ["defective"] * found + ["ok"] * (40 - found) + ["ok"] * 160
+        g += [site] * 200
+    y, pred, g = np.array(y), np.array(pred), np.array(g)
+    rows, gaps = class_metrics_by_group(y, pred, g, ["defective", "ok"])
+    r = {(x["class"], x["group"]): x for x in rows}
+    assert r[("defective", "north")]["recall"] == pytest.approx(0.9)
+    assert r[("defective", "south")]["recall"] == pytest.approx(0.5)
+    top = gaps[0]
+    assert (top["class"], top["metric"], top["best"], top["worst"]) == ("defective", "recall", "north", "south")
+    assert top["difference"] == pytest.approx(0.4) and top["significant"] and 0.2 < top["ci_low"] < 0.4 < top["ci_high"]
+
+
+def test_report_shows_the_per_group_recall_gap_in_html_and_json(trained, tmp_path):
+    from frugalvision.report import render_html, sections_to_json
+    from frugalvision.report.sections import build_sections
+
+    model, _ = trained
+    c0, c1 = model.classes[0], model.classes[1]
+    y, pred, g = [], [], []
+    for site, found in (("north", 36), ("south", 20)):
+        y += [c0] * 40 + [c1] * 60
+        pred += [c0] * found + [c1] * (40 - found) + [c1] * 60
+        g += [site] * 100
+    ev = _ev(np.array(y), np.array(pred), np.array(g), classes=model.classes)
+    s = build_sections(model, ev, explain=False, learning_curve=False, data_map=False,
+                       goals=[f"{c0}:recall>=0.9"])
+    html, data = render_html(s), json.loads(sections_to_json(s))
+    gap = data["groups"]["site"]["class_gaps"][0]
+    assert (gap["class"], gap["metric"], gap["worst"]) == (c0, "recall", "south")
+    assert gap["difference"] == pytest.approx(0.4)
+    assert "40.0" in html and "percentage points" in html and "Newcombe" in html
+    v = data["verdict"]
+    assert v["overall"] == "not met" and 2 <= len(v["next_steps"]) <= 4
+    assert any("south" in st and "percentage points" in st for st in v["next_steps"])
+    assert "NOT MET" in html
+
+
+def _blobs(n_per_class, rng, d=64, k=3, sep=0.55):
+    centres = np.random.default_rng(123).normal(size=(k, d)) * sep
+    X = np.concatenate([centres[c] + rng.normal(size=(n_per_class, d)) for c in range(k)]).astype(np.float32)
+    y = np.repeat([f"c{c}" for c in range(k)], n_per_class)
+    return X, y
+
+
+def test_learning_curve_extrapolation_on_data_where_more_images_help():
+    """High-dimensional overlapping classes: accuracy keeps rising with data, so the projected number of images
+    for a goal just above today's accuracy must be more than today, finite, and roughly right when checked."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    X_tr, y_tr = _blobs(40, rng, d=128, sep=0.2)    # 120 training images
+    X_te, y_te = _blobs(400, rng, d=128, sep=0.2)   # a large test set, so the check below is not noise
+    make = lambda: LogisticRegression(C=0.05, max_iter=2000)  # noqa: E731
+    lc = refit_predictions(X_tr, y_tr, X_te, make, repeats=3, seed=0)
+    acc = [float(np.mean([np.mean(p == y_te) for p in P])) for P in lc["preds"]]
+    assert acc[-1] > acc[0] + 0.03, acc  # more images do help here
+    goal = min(acc[-1] + 0.04, 0.99)
+    ext = extrapolate(lc, {"metric": "accuracy", "cls": None, "name": "acc"}, goal, y_te, n_boot=100)
+    assert ext["exponent"] > 0.05
+    assert 1.2 < ext["multiple"] < 10, ext  # 2.4x here
+    lo, hi = ext["multiple_interval"]
+    assert lo <= ext["multiple"] <= hi
+    # Check the projection: train on that many images and measure.
+    n_more = int(np.ceil(ext["multiple"] * 40))
+    X_big, y_big = _blobs(n_more, np.random.default_rng(7), d=128, sep=0.2)
+    reached = np.mean(make().fit(X_big, y_big).predict(X_te) == y_te)
+    assert reached >= goal - 0.03, (reached, goal, ext)
+
+
+def test_flat_learning_curve_says_more_images_will_not_help():
+    rng = np.random.default_rng(1)
+    X_tr, y_tr = _blobs(60, rng, sep=5.0)  # trivially separable: already at 100 %
+    X_te, y_te = _blobs(50, rng, sep=5.0)
+    from sklearn.linear_model import LogisticRegression
+
+    lc = refit_predictions(X_tr, y_tr, X_te, lambda: LogisticRegression(max_iter=500), repeats=2)
+    ext = extrapolate(lc, {"metric": "accuracy", "cls": None, "name": "acc"}, 0.9, y_te, n_boot=20)
+    assert ext["multiple"] == 1.0  # the goal is already reached at 100 % of the data
