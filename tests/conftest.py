@@ -49,6 +49,18 @@ def make_shapes_dataset(root: Path, n_per_class: int = 20, seed: int = 0, size: 
     return root
 
 
+def make_split_shapes(root: Path, per_split: dict, *, size: int, rng: np.random.Generator) -> Path:
+    """``root/<split>/<shape>/<shape>_NN.png``: a train/test layout of shapes, ``per_split[split]`` per class
+    (``rng`` goes on drawing for the caller's planted images)."""
+    for split, n in per_split.items():
+        for kind in SHAPES:
+            d = root / split / kind
+            d.mkdir(parents=True)
+            for i in range(n):
+                draw_shape(kind, rng, size).save(d / f"{kind}_{i:02d}.png")
+    return root
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory):
     """Every test uses a throw-away cache; the user's ~/.cache is never touched."""

@@ -11,7 +11,7 @@ from frugalvision.curate import prepare
 from frugalvision.curate.duplicates import complete_linkage_groups
 from frugalvision.curate.quality import quality_flags, quality_metrics
 
-from conftest import draw_shape
+from conftest import draw_shape, make_split_shapes
 
 
 def test_complete_linkage_does_not_chain():
@@ -43,14 +43,8 @@ def test_dark_is_dark_not_blurry_and_blur_is_independent_of_brightness():
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     """Small train/test shapes set (48 px) with planted problems and a set of distinct look-alikes."""
-    root = tmp_path_factory.mktemp("curate")
-    rng = np.random.default_rng(3)
-    for split, n in (("train", 10), ("test", 4)):
-        for kind in ("circle", "square", "triangle"):
-            d = root / split / kind
-            d.mkdir(parents=True)
-            for i in range(n):
-                draw_shape(kind, rng, 48).save(d / f"{kind}_{i:02d}.png")
+    root = make_split_shapes(tmp_path_factory.mktemp("curate"), {"train": 10, "test": 4}, size=48,
+                             rng=np.random.default_rng(3))
     tr = root / "train"
     # Same bytes, different labels: a label conflict, neither copy excluded.
     (tr / "square" / "conflict_copy.png").write_bytes((tr / "circle" / "circle_01.png").read_bytes())

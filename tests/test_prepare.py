@@ -13,7 +13,7 @@ import frugalvision as fv
 from frugalvision.cli.main import main
 from frugalvision.data.prepare import prepare, suggest_labels
 
-from conftest import draw_shape
+from conftest import draw_shape, make_split_shapes
 
 
 def _snapshot(root):
@@ -24,14 +24,8 @@ def _snapshot(root):
 @pytest.fixture(scope="module")
 def messy(tmp_path_factory):
     """train/test layout of shapes with planted problems."""
-    root = tmp_path_factory.mktemp("messy")
-    rng = np.random.default_rng(7)
-    for split, n in (("train", 14), ("test", 6)):
-        for kind in ("circle", "square", "triangle"):
-            d = root / split / kind
-            d.mkdir(parents=True)
-            for i in range(n):
-                draw_shape(kind, rng, 128).save(d / f"{kind}_{i:02d}.png")
+    root = make_split_shapes(tmp_path_factory.mktemp("messy"), {"train": 14, "test": 6}, size=128,
+                             rng=(rng := np.random.default_rng(7)))
     base = Image.open(root / "train" / "circle" / "circle_00.png")
     (root / "train" / "circle" / "exact_copy.png").write_bytes((root / "train" / "circle" / "circle_00.png").read_bytes())
     base.resize((100, 100)).save(root / "train" / "circle" / "resized_copy.jpg", quality=80)
