@@ -145,3 +145,15 @@ def test_flat_learning_curve_says_more_images_will_not_help():
     lc = refit_predictions(X_tr, y_tr, X_te, lambda: LogisticRegression(max_iter=500), repeats=2)
     ext = extrapolate(lc, {"metric": "accuracy", "cls": None, "name": "acc"}, 0.9, y_te, n_boot=20)
     assert ext["multiple"] == 1.0  # the goal is already reached at 100 % of the data
+
+
+def test_goals_given_at_train_time_are_stored_and_judged_by_the_report(shapes_dir, tmp_path):
+    import frugalvision as fv
+
+    fv.train(shapes_dir, out=tmp_path / "run", goals=["accuracy>=50%"], progress=False)
+    model = fv.load_model(tmp_path / "run")
+    assert model.info.training["goals"] == ["accuracy>=0.5"]
+    html = model.report(tmp_path / "r.html", explain=False, progress=False).read_text(encoding="utf-8")
+    assert "No goal was stated" not in html and 'class="verdict met"' in html
+    with pytest.raises(Exception, match="Goal"):
+        fv.train(shapes_dir, goals=["accuracy>=2"], progress=False)

@@ -92,7 +92,7 @@ def train(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, out=None, hea
           balance_by_augmentation: bool = False, C="auto", class_weight=None, val_size: float = 0.15, test_size: float = 0.15, seed: int = 0,
           engine: str = "auto", cache_dir=None, crop_pct: float | None = None, split_file=None,
           calibrate: bool = True, targets=None, reject: bool = True, accept_rate: float = 0.95,
-          precision: str = "fp32",
+          precision: str = "fp32", goals=None,
           progress: bool = True, overwrite: bool = False,
           extractor: Extractor | None = None) -> Model:
     """Train a classifier on a folder of class sub-folders or a CSV manifest.
@@ -133,6 +133,9 @@ def train(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, out=None, hea
         on a sample of your images, its embeddings stay close to fp32 (cosine) and the validation accuracy
         of the fitted head does not drop by more than 0.5 point; else it keeps fp32 and says why
         (``model.training_["precision_check"]``).
+    goals : list of str, optional
+        What "good enough" means (``"accuracy>=0.9"``, ``"defective:recall>=0.9"``), stored with the model;
+        the report gives its verdict against them unless told other goals.
     targets : list of str, optional
         Operating points, e.g. ``["defective:recall>=0.9"]``: per-class thresholds chosen on the validation
         split (see :mod:`frugalvision.decision`); predictions then follow them instead of the arg-max.
@@ -216,6 +219,10 @@ def train(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, out=None, hea
             classes = list(est.classes_)
             known = np.isin(y_va, classes)
             temperature = fit_temperature(est.logits(X_va[known]), [classes.index(c) for c in y_va[known]])
+        if goals:
+            from .report.verdict import parse_goal
+
+            goals = [parse_goal(g, est.classes_)["name"] for g in ([goals] if isinstance(goals, str) else goals)]
         decisions = _decision_meta(est, temperature, X_tr[:len(tr_table)], y_tr[:len(tr_table)], X_va, y_va,
                                    targets=targets, reject=reject, accept_rate=accept_rate)
         meta = {
@@ -231,7 +238,8 @@ def train(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, out=None, hea
                          "settings": {"head": head, "head_params": params, "C_requested": C_requested,
                                       "class_weight": class_weight, "views": views,
                                       "augment": augment if views else None, "val_size": val_size,
-                                      "test_size": test_size, "seed": seed}},
+                                      "test_size": test_size, "seed": seed},
+                         "goals": list(goals or [])},
             "operating_point": decisions["operating_point"],
             "reject": decisions["reject"],
         }

@@ -28,6 +28,7 @@ def register(app: typer.Typer) -> None:
         val_size: float = typer.Option(0.15, help="Validation fraction (stratified, seeded)."),
         test_size: float = typer.Option(0.15, help="Test fraction when the data has no test/ folder."),
         seed: int = typer.Option(0, help="Seed for the split."),
+        goal: Optional[list[str]] = typer.Option(None, "--goal", help="What good enough means, e.g. 'accuracy>=0.9' or 'defective:recall>=0.9' (repeatable); stored with the model, the report gives its verdict."),
         precision: str = typer.Option("fp32", "--precision", help="fp32, int8 (the shipped quantized backbone, ~2.3x faster) or auto (int8 only when a check on your images allows it)."),
         target: Optional[list[str]] = typer.Option(None, "--target", help="Operating point, e.g. 'defective:recall>=0.9' or 'ok:precision>=0.95' (repeatable); thresholds are chosen on the validation split."),
         accept_rate: float = typer.Option(0.95, "--accept-rate", help="Share of normal (validation) images the 'none of these' threshold keeps; the rest of what looks unusual is labelled 'unknown'."),
@@ -61,7 +62,7 @@ def register(app: typer.Typer) -> None:
         model = train(data, backbone=backbone, weights=weights, out=out, C=C_value, class_weight=class_weight,
                       head=head, views=views, augment=augment or "default", balance_by_augmentation=balance_by_augmentation,
                       val_size=val_size, test_size=test_size, seed=seed, engine=engine, cache_dir=cache_dir,
-                      targets=target, reject=not no_reject, accept_rate=accept_rate, precision=precision,
+                      targets=target, reject=not no_reject, accept_rate=accept_rate, precision=precision, goals=goal,
                       progress=not quiet, overwrite=overwrite)
         print_training(model, time.perf_counter() - t)
         echo_paths("Wrote:", [out / n for n in ("model.safetensors", "split.csv", "skipped.csv", "training.json")])
