@@ -40,7 +40,9 @@ def test_artifact_round_trip_has_no_pickle_and_same_predictions(trained, shapes_
     raw = (run / "model.safetensors").read_bytes()
     header_len = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8:8 + header_len])  # a safetensors file is a JSON header + raw tensors
-    assert set(header) - {"__metadata__"} == {"head.coef", "head.intercept"}
+    tensors = set(header) - {"__metadata__"}
+    assert {t for t in tensors if not t.startswith("ood.")} == {"head.coef", "head.intercept"}
+    assert tensors > {"head.coef", "head.intercept"}  # the "none of these" score's arrays: ood.*
     assert b"\x80\x04\x95" not in raw and b"torch._utils" not in raw  # no pickle stream inside
     meta = json.loads(header["__metadata__"]["frugalvision"])
     assert meta["backbone"]["name"] == "efficientnet_lite0" and meta["classes"] == model.classes
@@ -86,7 +88,7 @@ def test_predict_table_columns_and_bad_files(trained, tmp_path):
     (good / "junk.png").write_bytes(b"junk")
     table = model.predict([good], top_k=3, progress=False)
     assert list(table.columns) == ["path", "label", "probability", "top2_label", "top2_probability",
-                                   "top3_label", "top3_probability", "error"]
+                                   "top3_label", "top3_probability", "ood_score", "error"]
     bad = table[table["path"].str.endswith("junk.png")].iloc[0]
     assert bad["label"] == "" and "not an image" in bad["error"]
     ok = table[table["error"] == ""]

@@ -273,6 +273,9 @@ def finetune(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, stages="la
     lin = LinearHead.from_state({"C": None}, {"coef": head.weight.detach().numpy(), "intercept": head.bias.detach().numpy()},
                                 classes)
     meta = json.loads(json.dumps(base.meta, default=str))
+    # The frozen model's "none of these" score and operating point were fitted on other embeddings: not carried over.
+    meta.pop("reject", None)
+    meta.pop("operating_point", None)
     meta["backbone"]["weights_id"] = f"finetuned:{digest}"
     meta["backbone"]["base_weights_id"] = base.meta["backbone"]["weights_id"]
     meta["finetune"] = {**config, "epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
