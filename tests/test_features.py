@@ -118,14 +118,22 @@ def test_onnx_and_torch_embeddings_agree(tmp_path):
 
 @needs_torch
 def test_onnx_file_is_reused_without_building_torch(tmp_path, monkeypatch):
-    Extractor(engine="onnx", cache_dir=tmp_path, progress=False).engine  # export once
+    """A backbone without a shipped graph (here: local weights) is exported once, then reused as is."""
+    from safetensors.torch import save_file
+
+    from frugalvision.backbones.build import build_backbone
+
+    weights = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in build_backbone("efficientnet_lite0").model.state_dict().items()},
+              str(weights))
+    Extractor(engine="onnx", weights=weights, cache_dir=tmp_path, progress=False).engine  # export once
     assert list((tmp_path / "onnx").glob("*.onnx"))
 
     def boom(*a, **k):
         raise AssertionError("the torch model was built although the ONNX file exists")
 
     monkeypatch.setattr("frugalvision.backbones.build.build_backbone", boom)
-    assert Extractor(engine="onnx", cache_dir=tmp_path, progress=False).engine.name == "onnx"
+    assert Extractor(engine="onnx", weights=weights, cache_dir=tmp_path, progress=False).engine.name == "onnx"
 
 
 def test_spawn_worker_processes(tmp_path):
