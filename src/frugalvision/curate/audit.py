@@ -21,7 +21,7 @@ never excluded** unless ``exclude_test_duplicates=True``: within the test split 
 review, and when a group spans train and test the train copies go.
 
 Output: ``manifest.csv`` (``train`` drops ``exclude`` rows and keeps each ``duplicate_group`` in one
-split), ``audit.json`` and ``audit.html``. ``frugalvision review`` writes ``manifest.reviewed.csv``.
+split), ``audit.json`` and ``audit.html``. Decisions are made by editing the manifest's ``status`` and ``label`` columns (a review page is not built yet).
 """
 
 from __future__ import annotations
