@@ -95,28 +95,29 @@ def decisions(model, proba: np.ndarray, embeddings: np.ndarray, logits: np.ndarr
     labels = decide(proba, model.operating_point, model.classes) if len(proba) else np.zeros(0, int)
     scores = None
     if model.ood_state is not None and len(proba):
-        from .ood import ood_score
-
-        scores = ood_score(model.ood_state, np.asarray(embeddings, np.float32), np.asarray(logits, np.float32))
+        scores = _ood_scores(model, embeddings, logits)
         threshold = (model.info.reject or {}).get("threshold")
         if threshold is not None:
             labels = np.where(scores > threshold, -1, labels)
     return labels, scores
 
 
-def label_names(model, labels: np.ndarray) -> list[str]:
+def label_names(classes, labels) -> list[str]:
     """Class names for decided indices; -1 is :data:`UNKNOWN`."""
-    return [UNKNOWN if i < 0 else model.classes[i] for i in labels]
+    return [UNKNOWN if i < 0 else classes[i] for i in labels]
+
+
+def _ood_scores(model, X, logits) -> np.ndarray:
+    from .ood import ood_score
+
+    return ood_score(model.ood_state, np.asarray(X, np.float32), np.asarray(logits, np.float32))
 
 
 def unusualness(model, X, logits, proba) -> tuple[np.ndarray, str]:
     """Per image, higher = more unusual: the model's "none of these" score, or 1 - max probability when it
     has none. Returns ``(scores, name of the score)``."""
     if model.ood_state is not None:
-        from .ood import ood_score
-
-        return ood_score(model.ood_state, np.asarray(X, np.float32), np.asarray(logits, np.float32)), \
-            f"none-of-these score ({model.ood_state.method})"
+        return _ood_scores(model, X, logits), f"none-of-these score ({model.ood_state.method})"
     return 1.0 - np.asarray(proba).max(axis=1, initial=0), "1 - top probability"
 
 

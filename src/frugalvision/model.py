@@ -248,7 +248,7 @@ def predictions_table(emb, probs: np.ndarray, classes: list[str], top_k: int = 2
                       ood_scores=None) -> pd.DataFrame:
     """One row per input: the decided label (``unknown`` when rejected) and its probability, the next
     classes by probability, ``ood_score`` when the model has one, or the reason the file was skipped."""
-    from .inference import UNKNOWN
+    from .inference import label_names
 
     top_k = max(1, min(int(top_k), len(classes)))
     order = np.argsort(-probs, axis=1)[:, :top_k]
@@ -257,7 +257,7 @@ def predictions_table(emb, probs: np.ndarray, classes: list[str], top_k: int = 2
     n, rows_ok = len(emb.paths), np.flatnonzero(emb.ok)
     at = np.arange(len(rows_ok))
     lab, pr = np.full(n, "", dtype=object), np.full(n, np.nan)
-    lab[rows_ok] = [UNKNOWN if i < 0 else classes[i] for i in labels]
+    lab[rows_ok] = label_names(classes, labels)
     pr[rows_ok] = np.where(labels < 0, probs.max(axis=1, initial=0), probs[at, np.maximum(labels, 0)])
     cols = {"path": emb.paths, "label": lab, "probability": pr}
     for r in range(1, top_k):

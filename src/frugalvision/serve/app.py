@@ -79,6 +79,7 @@ def analyze(model, data: bytes, *, limits: Limits = Limits(), cams: bool = False
     """
     from ..explain import display_image
     from ..explain.overlay import normalise_map, overlay, to_image_coordinates
+    from ..inference import label_names
 
     pre = model.preprocessing
     dec = decode_for_input(data, pre["input_size"], pre["crop_pct"], pre["interpolation"], limits.max_pixels)
@@ -90,7 +91,7 @@ def analyze(model, data: bytes, *, limits: Limits = Limits(), cams: bool = False
     order = np.argsort(-proba)
     classes = model.classes
     decided = int(res.labels[0])
-    out = {"label": "unknown" if decided < 0 else classes[decided],
+    out = {"label": label_names(classes, [decided])[0],
            "unknown": decided < 0,  # the "none of these" score rejected the image
            "ood_score": None if res.ood_scores is None else round(float(res.ood_scores[0]), 6),
            "top": [{"label": classes[i], "probability": round(float(proba[i]), 6)}
