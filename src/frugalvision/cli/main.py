@@ -15,6 +15,7 @@ import warnings
 import typer
 
 from . import backbones, compare, data, demo, evaluate, explain, export, predict, report, serve, train, tune
+from . import review
 
 _default_show = warnings.showwarning
 
@@ -37,7 +38,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-for module in (demo, data, train, predict, evaluate, report, explain, tune, compare, export, serve, backbones):
+for module in (demo, data, review, train, predict, evaluate, report, explain, tune, compare, export, serve, backbones):
     module.register(app)
 
 
