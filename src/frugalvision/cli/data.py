@@ -77,4 +77,6 @@ def register(app: typer.Typer) -> None:
         typer.echo(res.text())
         echo_paths("Wrote:", [out / "manifest.csv", out / "audit.json", out / "audit.html"]
                    + ([copy_clean] if copy_clean else []))
-        typer.echo(f"Next: frugalvision train {out / 'manifest.csv'} --out runs/clean")
+        typer.echo(f"Next: frugalvision review {out}   (decide on the flagged images; writes manifest.reviewed.csv)")
+        typer.echo(f"Then: frugalvision train {out / 'manifest.reviewed.csv'} --out runs/clean   "
+                   f"(or {out / 'manifest.csv'} to take the audit's decisions as they are)")

@@ -17,7 +17,7 @@ import math
 
 import pandas as pd
 
-__all__ = ["audit_html", "CSP", "ISSUE_TITLES"]
+__all__ = ["audit_html", "CSP", "ISSUE_TITLES", "issue_rows"]
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 
