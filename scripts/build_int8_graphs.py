@@ -5,7 +5,7 @@
 
 Reads the shipped fp32 graph ``src/frugalvision/backbones/graphs/<name>.onnx`` (made by
 build_backbone_graphs.py) and writes ``<name>.int8.onnx`` plus ``<name>.int8.json`` (weights identity of
-the fp32 graph + ":int8", the quantization settings, the calibration set's recipe and digest, SHA-256).
+the fp32 graph + ":int8:" + the first 12 hex digits of its SHA-256, the quantization settings, the calibration set's recipe and digest, SHA-256).
 Quantization is ``frugalvision.backbones.quantize.quantize_backbone`` with its default settings.
 
 The calibration set is fixed and public, and remade here from sources anyone has:
@@ -139,7 +139,9 @@ def build(name: str, out: Path, settings: dict | None = None) -> dict:
     sha = rec.pop("sha256")
     info = {
         "backbone": name,
-        "weights_id": info32["weights_id"] + ":int8",
+        # The graph's digest is part of its identity: a rebuilt graph (other settings) gives other embeddings, so
+        # it gets its own cache entries, and a model trained on another int8 graph says so instead of drifting.
+        "weights_id": f"{info32['weights_id']}:int8:{sha[:12]}",
         "sha256": sha,
         "fp32_graph": {"file": fp32.name, "sha256": info32["sha256"]},
         "input": info32.get("input"),

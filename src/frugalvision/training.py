@@ -129,7 +129,7 @@ def train(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, out=None, hea
     calibrate : bool
         Fit a softmax temperature on the validation split so probabilities mean what they say.
     precision : {'fp32', 'int8', 'auto'}
-        ``int8`` runs the shipped quantized backbone (~2.3x the images per second); ``auto`` uses it only when,
+        ``int8`` runs the shipped quantized backbone (1.8x the images per second on an AVX2 CPU, ~2.3x with VNNI); ``auto`` uses it only when,
         on a sample of your images, its embeddings stay close to fp32 (cosine) and the validation accuracy
         of the fitted head does not drop by more than 0.5 point; else it keeps fp32 and says why
         (``model.training_["precision_check"]``).
@@ -284,9 +284,12 @@ def _decision_meta(est, temperature, X_tr, y_tr, X_va, y_va, *, targets, reject:
     return out
 
 
-#: ``precision='auto'``: int8 is used when, on up to this many of your images, the embeddings stay this close to fp32
-#: (the shipped graph measured cosine mean 0.995, min 0.979 on fashion4's test images).
-INT8_SAMPLE, INT8_MIN_MEAN_COSINE, INT8_MIN_P1_COSINE = 200, 0.98, 0.95
+#: ``precision='auto'``: int8 is used when, on up to this many of your images, the embeddings stay this close to fp32.
+#: Measured on fashion4's 400 test images (bench/int8.py): the shipped graph (7-bit weights) gives the same integers on
+#: every CPU, cosine mean 0.975, 1st percentile 0.913, and the same probe accuracy as fp32; an 8-bit-weight graph on a
+#: CPU without VNNI (int16 saturation) gave mean 0.886, 1st percentile 0.70. The thresholds pass the first and stop
+#: the second; the paired validation-accuracy check (0.5 point) then guards what matters.
+INT8_SAMPLE, INT8_MIN_MEAN_COSINE, INT8_MIN_P1_COSINE = 200, 0.96, 0.88
 
 
 def _int8_drift_check(data, backbone, weights, engine, cache_dir, crop_pct, seed) -> tuple[str, dict]:
