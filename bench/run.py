@@ -17,6 +17,9 @@ Sections (all on this machine, same images for every contender):
             cluster size for 10 M/hour
   cam       CAM cost beyond the backbone pass, ms per image per class
   serve     p50 latency of POST /predict for one 1080p JPEG (50 sequential requests)
+  int8      issue #19, fp32 vs the shipped int8 graph side by side: model-only img/s, end-to-end 1080p JPEG
+            extraction (each against its own model-only rate), the per-image CPU time of every stage, embedding
+            cosine, paired accuracy on fashion4 (trained models) and on 4,000 Fashion-MNIST test images (probe)
   models    issue #6: plain linear head vs tune's pick vs last-stage (and 2-stage) fine-tuning, on fashion4's test
             split and on all 4,000 Fashion-MNIST test images of its classes, paired against tune's pick (~20 min;
             not in the default run)
@@ -118,7 +121,7 @@ def _extract(files, cache: Path, engine=None, **kw) -> tuple[float, int]:
     return time.perf_counter() - t, emb.n_computed
 
 
-def _paired(files, cache: Path, rounds: int, seconds: float) -> dict:
+def _paired(files, cache: Path, rounds: int, seconds: float, precision: str = "fp32") -> dict:
     """End-to-end rate against the model-only rate measured just before it, ``rounds`` times.
 
     The machine's speed drifts by several % over minutes (shared host), so a ceiling measured
@@ -128,11 +131,11 @@ def _paired(files, cache: Path, rounds: int, seconds: float) -> dict:
     """
     from frugalvision.features.extract import Extractor
 
-    engine = Extractor(cache_dir=cache, progress=False).engine
+    engine = Extractor(cache_dir=cache, progress=False, precision=precision).engine
     out = []
     for _ in range(rounds):
         ceiling = max(_lanes_rate(engine, 8, seconds), _lanes_rate(engine, 16, seconds))
-        secs, computed = _extract(files, cache, engine=engine)
+        secs, computed = _extract(files, cache, engine=engine, precision=precision)
         out.append({"ceiling_img_per_s": ceiling, "img_per_s": computed / secs, "seconds": secs, "n": computed,
                     "pct_of_model_only": 100 * computed / secs / ceiling})
     mid = sorted(out, key=lambda r: r["pct_of_model_only"])[len(out) // 2]
@@ -169,29 +172,138 @@ def section_extract(work: Path, quick: bool, ceiling: float) -> dict:
     return out
 
 
+def _stage_costs(files, n: int = 200) -> dict:
+    """CPU ms per image of each stage of an extraction, one thread, measured one after the other."""
+    import simplejpeg
+
+    from frugalvision.features.cache import content_hash
+    from frugalvision.features.extract import Extractor
+
+    files = files[:n]
+    fp, q = (Extractor(progress=False, precision=p) for p in ("fp32", "int8"))
+    decode = fp.decoder()
+
+    def ms(fn) -> tuple[float, object]:
+        t = time.thread_time()
+        out = fn()
+        return 1000 * (time.thread_time() - t) / len(files), out
+
+    blobs = [Path(f).read_bytes() for f in files]
+    costs = {"hash": ms(lambda: [content_hash(f) for f in files])[0],
+             # libjpeg-turbo at 1/8 scale: Huffman decoding of every block, the least any JPEG decoder must do
+             "jpeg_entropy_floor": ms(lambda: [simplejpeg.decode_jpeg(b, fastdct=True, fastupsample=True,
+                                                                      min_width=1, min_height=1) for b in blobs])[0]}
+    costs["decode_and_resize"], arrays = ms(lambda: [decode(f).array for f in files])
+    x = np.stack(arrays)
+    for name, ex in (("model_fp32", fp), ("model_int8", q)):
+        ex.engine.run(x[:8])
+        costs[name] = ms(lambda: [ex.engine.run(x[i:i + 8]) for i in range(0, len(x), 8)])[0]
+    for p in ("fp32", "int8"):
+        m = costs[f"model_{p}"]
+        costs[f"max_share_{p}"] = m / (m + costs["hash"] + costs["decode_and_resize"])
+        costs[f"max_share_{p}_at_entropy_floor"] = m / (m + costs["hash"] + costs["jpeg_entropy_floor"])
+    return costs
+
+
+def section_int8(work: Path, quick: bool) -> dict:
+    import int8 as q8
+
+    import frugalvision as fv
+    from frugalvision.evaluate import paired_difference
+
+    out = {}
+    speed = q8.speed({"fp32": q8.GRAPHS / "efficientnet_lite0.onnx", "int8": q8.GRAPHS / "efficientnet_lite0.int8.onnx"},
+                     rounds=2 if quick else 3, seconds=3 if quick else 5)
+    for lanes, r in speed.items():
+        for j, what in ((0, "wall_img_per_s"), (1, "img_per_cpu_s")):
+            ratios = [a[j] / b[j] for a, b in zip(r["int8"], r["fp32"])]
+            out[f"model_{lanes}_lanes_{what}"] = {k: float(np.median([v[j] for v in r[k]])) for k in r}
+            out[f"model_{lanes}_lanes_{what}"]["ratio"] = float(np.median(ratios))
+    m = out["model_2_lanes_img_per_cpu_s"]
+    log(f"int8 model-only: {m['int8']:.1f} vs fp32 {m['fp32']:.1f} img per CPU-second ({m['ratio']:.2f}x); wall, 2 "
+        f"lanes: int8 {out['model_2_lanes_wall_img_per_s']['int8']:.1f}, fp32 "
+        f"{out['model_2_lanes_wall_img_per_s']['fp32']:.1f} img/s")
+    jpgs = datasets.photos_1080p(work / "jpg1080", 200 if quick else 1200)
+    for p in ("fp32", "int8"):
+        r = _paired(jpgs, work / f"cache-int8-{p}", 1 if quick else 3, 4 if quick else 8, precision=p)
+        out[f"extract_1080p_{p}"] = r
+        log(f"end-to-end 1080p JPEGs, {p}: {r['img_per_s']:.1f} img/s = {r['pct_of_model_only']:.0f} % of its "
+            f"model-only rate ({r['ceiling_img_per_s']:.1f} img/s, measured just before)")
+    c = out["stages_ms_per_image"] = _stage_costs(jpgs)
+    log(f"CPU ms per 1080p JPEG: hash {c['hash']:.2f}, decode+resize {c['decode_and_resize']:.2f} (of which the JPEG "
+        f"entropy-decoding floor {c['jpeg_entropy_floor']:.2f}), model fp32 {c['model_fp32']:.2f}, int8 "
+        f"{c['model_int8']:.2f} -> end-to-end can reach at most {100 * c['max_share_int8']:.0f} % of the int8 "
+        f"model-only rate ({100 * c['max_share_int8_at_entropy_floor']:.0f} % with a free resize and a decoder at "
+        f"the entropy floor); fp32 {100 * c['max_share_fp32']:.0f} %")
+    f = q8.fidelity(q8.GRAPHS / "efficientnet_lite0.onnx", q8.GRAPHS / "efficientnet_lite0.int8.onnx")
+    out["fidelity"] = f
+    log(f"cosine int8 vs fp32 embeddings, fashion4 test: mean {f['cos_test_mean']:.4f}, min {f['cos_test_min']:.4f}; "
+        f"held-out photo crops mean {f['cos_photo_mean']:.4f}")
+    # The product path on fashion4: a model per precision, evaluated on the same test images, paired.
+    data = datasets.fashion4(SHARED)
+    ev = {}
+    for p in ("fp32", "int8"):
+        cache = work / f"cache-int8-f4-{p}"
+        model = fv.train(data, cache_dir=cache, progress=False, precision=p)
+        ev[p] = model.evaluate(progress=False, cache_dir=cache)
+    d = paired_difference(ev["fp32"], ev["int8"])
+    out["fashion4_paired"] = {"fp32": ev["fp32"].headline["accuracy"], "int8": ev["int8"].headline["accuracy"],
+                              "difference": d.difference, "ci": list(d.ci), "n": ev["int8"].headline["n"]}
+    log(f"fashion4 test, trained models: fp32 {100 * ev['fp32'].headline['accuracy']:.2f} %, int8 "
+        f"{100 * ev['int8'].headline['accuracy']:.2f} %; int8 - fp32 {d}")
+    # 10x the test images: all 4,000 Fashion-MNIST t10k images of fashion4's classes (linear probe, as bench/int8.py).
+    sys.path.insert(0, str(HERE.parent / "scripts"))
+    from build_int8_graphs import fashion_mnist
+
+    names = {0: "t-shirt", 5: "sandal", 6: "shirt", 8: "bag"}
+    imgs, lab = fashion_mnist("test")
+    keep = np.isin(lab, list(names))
+    imgs, yte = imgs[keep], np.array([names[v] for v in lab[keep]])
+    f4 = q8.load_fashion4()
+    res = {p: q8.probe(q8.embed(g, f4["train"][0]), f4["train"][1], q8.embed(g, imgs), yte)
+           for p, g in (("fp32", q8.GRAPHS / "efficientnet_lite0.onnx"),
+                        ("int8", q8.GRAPHS / "efficientnet_lite0.int8.onnx"))}
+    diff, lo, hi = q8.paired(res["fp32"], res["int8"])
+    out["t10k_probe"] = {"fp32": float(res["fp32"].mean()), "int8": float(res["int8"].mean()),
+                         "difference": float(diff), "ci": [float(lo), float(hi)], "n": int(len(yte))}
+    log(f"probe on {len(yte)} Fashion-MNIST test images: fp32 {100 * res['fp32'].mean():.2f} %, int8 "
+        f"{100 * res['int8'].mean():.2f} %, int8 - fp32 {100 * diff:+.2f} points (95 % paired bootstrap CI "
+        f"{100 * lo:+.2f} to {100 * hi:+.2f})")
+    return out
+
+
 def section_seed(work: Path, quick: bool, epochs: int) -> dict:
     import seed_method
 
     import frugalvision as fv
 
     data = datasets.fashion4(SHARED)
-    cache = work / "cache-seed"
-    t = time.perf_counter()
-    model = fv.train(data, cache_dir=cache, progress=False)
-    ev = model.evaluate(progress=False, cache_dir=cache)
-    fv_secs = time.perf_counter() - t
-    log(f"frugalvision end-to-end (cold cache): {fv_secs:.1f} s, test accuracy {ev.headline['accuracy']:.3f} "
-        f"(95 % CI {ev.accuracy_ci[0]:.3f}-{ev.accuracy_ci[1]:.3f})")
+    cold = {}
+    for p in ("fp32", "int8"):
+        cache = work / f"cache-seed-{p}"
+        cache.mkdir(parents=True, exist_ok=True)
+        t = time.perf_counter()
+        model = fv.train(data, cache_dir=cache, progress=False, precision=p)
+        t_train = time.perf_counter() - t
+        ev = model.evaluate(progress=False, cache_dir=cache)
+        secs = time.perf_counter() - t
+        cold[p] = {"seconds": secs, "train_s": t_train, "evaluate_s": secs - t_train,
+                   "test_accuracy": ev.headline["accuracy"], "accuracy_ci": list(ev.accuracy_ci),
+                   "n_test": ev.headline["n"]}
+        log(f"frugalvision end-to-end, {p} (cold cache): {secs:.1f} s (train {t_train:.1f} s, evaluate "
+            f"{secs - t_train:.1f} s), test accuracy {ev.headline['accuracy']:.3f} (95 % CI "
+            f"{ev.accuracy_ci[0]:.3f}-{ev.accuracy_ci[1]:.3f})")
+    fv_secs = cold["int8"]["seconds"]
     t = time.perf_counter()
     seed = seed_method.run(str(data / "train"), str(data / "test"), epochs=epochs, log=log)
     seed_secs = time.perf_counter() - t
     ratio = fv_secs / seed_secs
     log(f"seed method, {epochs} epochs: {seed_secs:.0f} s, test accuracy {seed['test_accuracy']:.3f}")
-    log(f"=> frugalvision takes 1/{1 / ratio:.0f} of the seed method's time, accuracy "
-        f"{ev.headline['accuracy']:.3f} vs {seed['test_accuracy']:.3f}")
-    return {"frugalvision": {"seconds": fv_secs, "test_accuracy": ev.headline["accuracy"],
-                             "accuracy_ci": list(ev.accuracy_ci), "n_test": ev.headline["n"]},
-            "seed_method": {**seed, "seconds": seed_secs}, "time_ratio": ratio, "speedup": 1 / ratio}
+    for p in cold:
+        log(f"=> frugalvision ({p}) takes 1/{seed_secs / cold[p]['seconds']:.0f} of the seed method's time, accuracy "
+            f"{cold[p]['test_accuracy']:.3f} vs {seed['test_accuracy']:.3f}")
+    return {"frugalvision": cold["int8"], "frugalvision_fp32": cold["fp32"], "seed_method": {**seed, "seconds": seed_secs},
+            "time_ratio": ratio, "speedup": 1 / ratio, "speedup_fp32": seed_secs / cold["fp32"]["seconds"]}
 
 
 def section_fastai(work: Path, quick: bool) -> dict:
@@ -477,7 +589,7 @@ def section_serve(work: Path, quick: bool) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="model,extract,seed,fastai,scaling,grid,ray,cam,serve")
+    ap.add_argument("--only", default="model,extract,int8,seed,fastai,scaling,grid,ray,cam,serve")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--epochs", type=int, default=10, help="Epochs of the seed method.")
     ap.add_argument("--work", type=Path, default=None, help="Scratch folder (default: a temporary one).")
@@ -493,6 +605,7 @@ def main() -> None:
         results["model"] = section_model(work, args.quick)
         ceiling = results["model"]["onnx_img_per_s"]
     runners = {"extract": lambda: section_extract(work, args.quick, ceiling),
+               "int8": lambda: section_int8(work, args.quick),
                "seed": lambda: section_seed(work, args.quick, args.epochs),
                "fastai": lambda: section_fastai(work, args.quick),
                "scaling": lambda: section_scaling(work, args.quick),
