@@ -48,11 +48,21 @@ def test_audit_finds_the_planted_problems_and_changes_nothing(messy, tmp_path):
     m = res.manifest[~res.manifest["path"].str.contains("/test/") | res.manifest["path"].str.contains("leaked")]
     m = m.set_index(m["path"].str.rsplit("/", n=1).str[1])
     assert m.loc["exact_copy.png", "status"] == "exclude" and "exact duplicate" in m.loc["exact_copy.png", "reason"]
-    # Complete linkage: the crop and the resized copy are not near each other, so only one joins circle_00's group.
-    for name in ("resized_copy.jpg",):
+    # The byte copy, the 100-px JPEG and the 4-px crop are all copies of circle_00 (and of each other): one group.
+    for name in ("exact_copy.png", "resized_copy.jpg", "cropped_copy.png"):
         assert m.loc[name, "duplicate_group"] != "" and m.loc[name, "duplicate_group"] == m.loc["circle_00.png", "duplicate_group"], name
+        assert m.loc[name, "status"] == "exclude"
     assert m.loc["circle_00.png", "status"] != "exclude"  # the largest copy is the one kept
     assert "near-duplicate of" in m.loc["resized_copy.jpg", "reason"]
+    # What is not flagged: the other 60 generated shapes (distinct images of one kind each) are in no group,
+    # and nothing but the planted files carries an issue.
+    planted = {"exact_copy.png", "resized_copy.jpg", "cropped_copy.png", "leaked_square.jpg", "square_03.png",
+               "mislabelled_triangle.png", "dark.png", "blurry.png", "tiny.png", "broken.png"}
+    everything = res.manifest.assign(name=res.manifest["path"].str.rsplit("/", n=1).str[1])
+    assert set(everything.loc[everything["issues"] != "", "name"]) <= planted
+    assert set(everything.loc[everything["duplicate_group"] != "", "name"]) == {
+        "circle_00.png", "exact_copy.png", "resized_copy.jpg", "cropped_copy.png", "square_03.png", "leaked_square.jpg"}
+    assert not ((everything["split"] == "test") & (everything["status"] == "exclude")).any()
     assert res.summary["findings"]["leaks"] >= 1
     # A leak removes the train copy; the test copy is never excluded by default.
     assert "leak" in m.loc["square_03.png", "reason"] and m.loc["square_03.png", "status"] == "exclude"

@@ -9,10 +9,10 @@ issue              meaning                                                      
 unreadable         the file does not decode (why)                                          exclude
 scan_failed        decodes, but the quality scan failed (why): no quality checks ran       review
 exact_duplicate    same bytes as another file with the same label                          exclude*
-near_duplicate     re-encoded / resized / cropped copy (complete-linkage group)            exclude*
+near_duplicate     re-encoded / resized / cropped copy, pixels verified (complete linkage) exclude*
 leak               a copy of a *test* image in train/val: the train copy is removed        exclude
 label_conflict     copies of one image carry different labels: every copy, both labels     review
-label_error        cleanlab (Datalab) finds the label unlikely; ``suggested_label`` set    review
+label_error        out-of-fold linear head and kNN both reject it; ``suggested_label``     review
 too_dark, too_bright, blurry, low_information, tiny, odd_aspect, atypical                  review
 =================  ======================================================================  =========
 
@@ -21,7 +21,7 @@ never excluded** unless ``exclude_test_duplicates=True``: within the test split 
 review, and when a group spans train and test the train copies go.
 
 Output: ``manifest.csv`` (``train`` drops ``exclude`` rows and keeps each ``duplicate_group`` in one
-split), ``audit.json`` and ``audit.html``. Decisions are made by editing the manifest's ``status`` and ``label`` columns (a review page is not built yet).
+split), ``audit.json`` and ``audit.html``. Decisions are made on the review page (``frugalvision review``, :mod:`frugalvision.review`), which writes ``manifest.reviewed.csv``, or by editing the manifest's ``status`` and ``label`` columns.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ import pandas as pd
 
 from .._io import refuse_overwrite, write_json, write_text
 from ..exceptions import DataError
-from .duplicates import complete_linkage_groups, near_pairs
+from .duplicates import MAX_RESIDUAL, MIN_NCC, complete_linkage_groups, near_pairs
+from .labels import MAX_P
 from .quality import DARK_FLOOR, quality_flags, scan
 
 __all__ = ["prepare", "suggest_labels", "AuditResult", "ISSUE_KINDS", "FINDING_OF", "MANIFEST_COLUMNS"]
@@ -96,10 +97,20 @@ class _Rows:
 
 
 def prepare(data, out, *, backbone: str = "efficientnet_lite0", engine: str = "auto", cache_dir=None,
-            min_cos: float = 0.97, min_thumb: float = 0.99, max_hamming: int = 6, outlier_z: float = 4.0,
+            min_cos: float = 0.9, min_thumb: float = 0.9, max_hamming: int | None = None, outlier_z: float = 4.0,
             label_issue_folds: int = 5, exclude_test_duplicates: bool = False, copy_clean=None,
-            overwrite: bool = False, progress: bool = True, seed: int = 0) -> AuditResult:
-    """Audit ``data`` (folder or manifest) and write ``out/manifest.csv``, ``audit.json`` and ``audit.html``."""
+            overwrite: bool = False, progress: bool = True, seed: int = 0, min_ncc: float = MIN_NCC,
+            max_residual: float = MAX_RESIDUAL, max_label_p: float = MAX_P) -> AuditResult:
+    """Audit ``data`` (folder or manifest) and write ``out/manifest.csv``, ``audit.json`` and ``audit.html``.
+
+    Near-duplicates (:mod:`.duplicates`): candidate pairs are each image's 3 best partners by crop-thumbnail
+    correlation (at least ``min_thumb``) and its 2 nearest embeddings (cosine at least ``min_cos``); a
+    candidate is a copy when the aligned pixels correlate at least ``min_ncc``, differ, smoothed, by at
+    most ``max_residual`` grey levels on average and nowhere by much (a seam, a print, a recoloured object),
+    and one frame lies inside the other. ``max_hamming`` is ignored (perceptual hashes are no longer used).
+    Label errors (:mod:`.labels`): the out-of-fold linear head gives the label less than ``max_label_p``
+    and at most 1 of the 20 nearest neighbours carries it.
+    """
     from ..data.discover import discover
     from ..features.extract import Extractor
 
@@ -126,7 +137,7 @@ def prepare(data, out, *, backbone: str = "efficientnet_lite0", engine: str = "a
     # Quality scan: every readable file; a failure is a finding with its reason.
     scans = scan(df["path"].iloc[ok].tolist())
     q = pd.DataFrame(scans, index=ok)
-    for col in ("width", "height", "brightness", "highlights", "shadows", "contrast", "sharpness", "phash", "thumb",
+    for col in ("width", "height", "brightness", "highlights", "shadows", "contrast", "sharpness", "pixels", "thumbs",
                 "scan_error"):
         if col not in q.columns:
             q[col] = np.nan
@@ -135,10 +146,10 @@ def prepare(data, out, *, backbone: str = "efficientnet_lite0", engine: str = "a
         if isinstance(err, str) and err:
             R.flag(i, "scan_failed", f"quality scan failed ({err}); brightness, blur and size were not checked",
                    "review", 0.8)
-    for i, found in quality_flags(q.drop(columns=["thumb"])).items():
+    for i, found in quality_flags(q.drop(columns=["pixels", "thumbs"])).items():
         for kind, why, sev in found:
             R.flag(i, kind, why, "review", sev)
-    df = df.join(q.drop(columns=["thumb", "scan_error", "phash"]))
+    df = df.join(q.drop(columns=["pixels", "thumbs", "scan_error"]))
     scanned = [i for i in ok if isinstance(q.at[i, "scan_error"], str) and not q.at[i, "scan_error"]]
     pixels = {i: float(df.at[i, "width"] * df.at[i, "height"]) if i in scanned else 0.0 for i in ok}
     # Groups: exact copies (same content hash), then near copies among one representative per content.
@@ -146,9 +157,9 @@ def prepare(data, out, *, backbone: str = "efficientnet_lite0", engine: str = "a
     for i in ok:
         by_hash.setdefault(df.at[i, "hash"], []).append(int(i))
     reps = [m[0] for m in by_hash.values() if m[0] in scanned]
-    pairs = near_pairs(X[reps], np.stack([q.at[i, "thumb"] for i in reps]) if reps else np.zeros((0, 256)),
-                       np.array([q.at[i, "phash"] for i in reps], dtype=np.uint64), min_cos=min_cos,
-                       min_thumb=min_thumb, max_hamming=max_hamming)
+    pairs = near_pairs([q.at[i, "pixels"] for i in reps],
+                       np.stack([q.at[i, "thumbs"] for i in reps]) if reps else np.zeros((0, 1, 256), np.float32),
+                       X[reps], min_ncc=min_ncc, max_residual=max_residual, min_thumb=min_thumb, min_cos=min_cos)
     near_groups = [[reps[k] for k in g] for g in complete_linkage_groups(len(reps), pairs)]
     copies_of = {m[0]: m for m in by_hash.values()}
     df["duplicate_group"] = ""
@@ -169,7 +180,7 @@ def prepare(data, out, *, backbone: str = "efficientnet_lite0", engine: str = "a
     df["label_quality"] = np.nan
     yk = df.loc[kept, "label"].to_numpy(dtype=str)
     if kept:
-        iss = label_issues_safe(X[kept], yk, label_issue_folds, seed)
+        iss = label_issues_safe(X[kept], yk, label_issue_folds, seed, max_label_p)
         if iss is not None:
             for k, i in enumerate(kept):
                 df.at[i, "label_quality"] = float(iss.at[k, "label_score"])
@@ -179,7 +190,9 @@ def prepare(data, out, *, backbone: str = "efficientnet_lite0", engine: str = "a
                 if iss.at[k, "is_label_issue"] and pl != yk[k]:
                     df.at[i, "suggested_label"] = pl
                     R.flag(i, "label_error", f"possible label error: looks like '{pl}' "
-                                             f"(p={iss.at[k, 'p_predicted']:.2f}), labelled '{yk[k]}'",
+                                             f"(p={iss.at[k, 'p_predicted']:.2f}), labelled '{yk[k]}' (out of fold: "
+                                             f"linear head p={iss.at[k, 'p_linear']:.3f}, "
+                                             f"{iss.at[k, 'neighbour_share']:.0%} of the nearest neighbours)",
                            "review", 1 - float(iss.at[k, "label_score"]))
         from .labels import class_outliers
 
@@ -191,7 +204,8 @@ def prepare(data, out, *, backbone: str = "efficientnet_lite0", engine: str = "a
     df["issues"] = [";".join(k) for k in R.issues]
     df["severity"] = R.severity
     summary = _summary(df, R, data, group_rows, backbone, t0,
-                       thresholds={"min_cos": min_cos, "min_thumb": min_thumb, "max_hamming": max_hamming,
+                       thresholds={"min_cos": min_cos, "min_thumb": min_thumb, "min_ncc": min_ncc,
+                                   "max_residual": max_residual, "max_label_p": max_label_p,
                                    "outlier_z": outlier_z, "dark_floor": DARK_FLOOR,
                                    "exclude_test_duplicates": exclude_test_duplicates})
     extra = [c for c in df.columns if c not in MANIFEST_COLUMNS]
@@ -206,10 +220,10 @@ def prepare(data, out, *, backbone: str = "efficientnet_lite0", engine: str = "a
     return AuditResult(manifest, summary)
 
 
-def label_issues_safe(X, y, folds, seed):
+def label_issues_safe(X, y, folds, seed, max_p=MAX_P):
     from .labels import label_issues
 
-    return label_issues(X, y, folds=folds, seed=seed)
+    return label_issues(X, y, folds=folds, seed=seed, max_p=max_p)
 
 
 def _resolve_group(df, R, members, gid, kind, pixels, exclude_test_duplicates) -> dict:

@@ -49,27 +49,25 @@ def quality_metrics(arr: np.ndarray) -> dict:
 
 
 def _scan_one(path: str) -> dict:
-    import imagehash
     from PIL import Image
 
     from ..data.decode import load_rgb_array
+    from .duplicates import crop_thumbnails, match_pixels
 
     try:
+        arr = load_rgb_array(path, min_side=256)
         with Image.open(path) as im:
             w, h = im.size
-            from .duplicates import thumbnail_vector
-
-            thumb = thumbnail_vector(im)
-        arr = load_rgb_array(path, min_side=256)
-        ph = imagehash.phash(Image.fromarray(arr))
-        return {"width": w, "height": h, **quality_metrics(arr), "phash": int(str(ph), 16),
-                "thumb": thumb, "scan_error": ""}
+        pixels = match_pixels(arr)
+        return {"width": w, "height": h, **quality_metrics(arr), "pixels": pixels, "thumbs": crop_thumbnails(pixels),
+                "scan_error": ""}
     except Exception as exc:  # reported as a finding, never swallowed
         return {"scan_error": f"{type(exc).__name__}: {exc}"[:200]}
 
 
 def scan(paths, workers: int = 4) -> list[dict]:
-    """Size, quality metrics and perceptual hash per file (threads); failures carry ``scan_error``."""
+    """Size, quality metrics, and the grey pixels and crop thumbnails that near-duplicate matching uses
+    (:mod:`.duplicates`), per file (threads); failures carry ``scan_error``."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
