@@ -51,16 +51,48 @@ def test_metrics_match_scikit_learn():
     assert len(r.cell_files(top["true"], top["predicted"])) == top["count"]
 
 
-def test_bootstrap_is_seeded_and_sensible():
+def test_proportions_get_wilson_intervals_and_gaps_a_seeded_bootstrap():
+    from frugalvision.evaluate.bootstrap import wilson_ci
+
     table, proba = _synthetic(400)
     a = evaluate_predictions(table, proba, CLASSES, seed=3)
     b = evaluate_predictions(table, proba, CLASSES, seed=3)
     c = evaluate_predictions(table, proba, CLASSES, seed=4)
-    assert a.accuracy_ci == b.accuracy_ci and a.accuracy_ci != c.accuracy_ci
+    k = int(a.predictions["correct"].sum())
+    assert a.accuracy_ci == wilson_ci(k, 400) == c.accuracy_ci  # Wilson: no resampling, no seed
     lo, hi = a.accuracy_ci
     assert lo < a.headline["accuracy"] < hi and 0.04 < hi - lo < 0.12  # ~±4 points for n=400
     assert (a.per_class["recall_ci_low"] <= a.per_class["recall"]).all()
     assert (a.per_class["recall"] <= a.per_class["recall_ci_high"]).all()
+    # The class gap is a difference of two recalls: a bootstrap, seeded.
+    assert a.class_gap == b.class_gap and a.class_gap["ci_low"] != c.class_gap["ci_low"]
+    assert a.settings["ci_methods"]["accuracy"] == "Wilson" and a.settings["ci_methods"]["class recall gap"] == "bootstrap"
+    out = a.summary()
+    assert "95 % Wilson CI" in out and "95 % bootstrap CI" in out and "Intervals: Wilson for single proportions" in out
+
+
+def test_all_right_does_not_give_a_collapsed_interval():
+    table, proba = _synthetic(50)
+    proba = np.eye(len(CLASSES))[[CLASSES.index(t) for t in table["label"]]] * 0.9 + 0.025
+    r = evaluate_predictions(table, proba, CLASSES, n_boot=200)
+    assert r.headline["accuracy"] == 1.0
+    lo, hi = r.accuracy_ci
+    assert hi == 1.0 and 0.92 < lo < 0.935  # 50 of 50: 92.9-100 %, not the bootstrap's 100-100 %
+    assert "(95 % Wilson CI 92.9-100.0)" in r.summary()
+
+
+def test_vectorised_roc_auc_and_average_precision_match_scikit_learn():
+    from frugalvision.evaluate.open_world import average_precision_rows, roc_auc_rows
+
+    rng = np.random.default_rng(0)
+    pos = rng.random((30, 80)) < 0.3
+    scores = np.round(rng.random((30, 80)) + 0.4 * pos, 1)  # rounded: many ties
+    auc, ap = roc_auc_rows(pos, scores), average_precision_rows(pos, scores)
+    for i in range(30):
+        assert auc[i] == pytest.approx(skm.roc_auc_score(pos[i], scores[i]))
+        assert ap[i] == pytest.approx(skm.average_precision_score(pos[i], scores[i]))
+    assert np.isnan(roc_auc_rows(np.zeros((1, 5), bool), np.arange(5.0))[0])
+    assert np.isnan(average_precision_rows(np.zeros((1, 5), bool), np.arange(5.0))[0])
 
 
 def test_group_audit_finds_the_planted_gap_and_flags_small_groups():

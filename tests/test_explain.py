@@ -149,14 +149,86 @@ def test_class_selectors():
         resolve_classes("nope", p, classes)
 
 
-def test_cli_explain_writes_panels_and_sheet(trained, shapes_dir, tmp_path, capsys):
-    _, run = trained
+def test_cli_explain_writes_readable_panels_and_sheet(trained, shapes_dir, tmp_path, capsys):
+    model, run = trained
     src = shapes_dir / "circle"
-    assert main(["explain", str(run), str(src / "circle_000.png"), str(src / "circle_001.png"),
-                 "--out", str(tmp_path / "x"), "--classes", "top2", "--colorbar"]) == 0
+    files = [src / "circle_000.png", src / "circle_001.png"]
+    assert main(["explain", str(run), *map(str, files), "--out", str(tmp_path / "x"), "--classes", "top2",
+                 "--colorbar"]) == 0
+    out = capsys.readouterr().out
     names = sorted(p.name for p in (tmp_path / "x").iterdir())
     assert "circle_000__panel.png" in names and "contact_sheet.png" in names
-    assert sum(n.startswith("circle_000__cam_") for n in names) == 2
+    # The panels are the report's rendering: a class below p = 0.05 gets no map (and no overlay file).
+    expl, _ = explain_images(model, [str(f) for f in files], cls="top2")
+    for f, e in zip(files, expl):
+        shown = [c for c in e.class_names if e.probabilities[c] >= 0.05]
+        got = sorted(n for n in names if n.startswith(f.stem + "__cam_"))
+        want = sorted([f"{f.stem}__cam_{c}.png" for c in shown]
+                      + ([f"{f.stem}__cam_{e.class_names[0]}_minus_{e.class_names[1]}.png"] if len(shown) == 2 else []))
+        assert got == want
+    hidden = sum(e.probabilities[c] < 0.05 for e in expl for c in e.class_names)
+    assert (f"{hidden} maps not drawn" in out) == (hidden > 0) and "one colour scale" in out
     assert Image.open(tmp_path / "x" / "circle_000__panel.png").size[0] > 400
-    assert main(["explain", str(run), str(src / "circle_000.png"), "--out", str(tmp_path / "x")]) == 1
+    assert main(["explain", str(run), str(files[0]), "--out", str(tmp_path / "x")]) == 1
     assert "already exists" in capsys.readouterr().err
+
+
+def _synthetic_explanation(tmp_path, p_b=0.3):
+    """Two maps on a grey 70x70 image: equal (2.0) everywhere but the bottom-right cell (A 4.0, B 0.0)."""
+    from frugalvision.explain import Explanation
+
+    path = tmp_path / "grey.png"
+    Image.new("RGB", (70, 70), (128, 128, 128)).save(path)
+    maps = np.full((2, 7, 7), 2.0, np.float32)
+    maps[0, 6, 6], maps[1, 6, 6] = 4.0, 0.0
+    return Explanation(path=str(path), class_names=["A", "B"], maps=maps,
+                       probabilities={"A": 1 - p_b - 0.01, "B": p_b, "C": 0.01}, box=(0, 0, 1, 1), size=(70, 70),
+                       method="cam")
+
+
+def test_one_colour_scale_per_image_and_the_difference_map(tmp_path):
+    from frugalvision.explain.panels import readable_maps, readable_panel_png
+
+    rm = readable_maps(_synthetic_explanation(tmp_path), longest=140)
+    a, b, diff = rm.tiles
+    assert (a.kind, b.kind, diff.kind) == ("class", "class", "difference") and rm.scale == pytest.approx(4.0)
+    # The same CAM value (2.0, top-left) gets the same colour in the top-1 and the top-2 tile...
+    np.testing.assert_array_equal(a.overlay[20, 20], b.overlay[20, 20])
+    # ...which is the middle of the scale, not its top (each map scaled to its own maximum made B's 2.0 dark red).
+    assert a.overlay[20, 20, 1] > a.overlay[20, 20, 0] and a.overlay[20, 20, 1] > a.overlay[20, 20, 2]
+    assert a.overlay[135, 135, 0] > a.overlay[135, 135, 2] + 40       # A's 4.0: (dark) red
+    assert b.overlay[135, 135, 2] > b.overlay[135, 135, 0] + 40       # B's 0.0: blue
+    # Why A, not B: red where A's evidence exceeds B's, neutral where they are equal.
+    assert diff.overlay[135, 135, 0] > diff.overlay[135, 135, 2] + 30
+    assert abs(int(diff.overlay[20, 20, 0]) - int(diff.overlay[20, 20, 2])) < 10
+    assert diff.caption.startswith("why A, not B") and "red" in diff.caption
+    png, info = readable_panel_png(_synthetic_explanation(tmp_path), colorbar=True)
+    assert info == {"hidden": [], "difference": True, "scale": pytest.approx(4.0), "difference_scale": pytest.approx(4.0)}
+    assert Image.open(__import__("io").BytesIO(png)).size[0] > 4 * 240
+
+
+def test_a_map_below_p_005_is_hidden_with_a_note(tmp_path):
+    from frugalvision.explain.panels import readable_maps, readable_panel_png
+
+    rm = readable_maps(_synthetic_explanation(tmp_path, p_b=0.02))
+    a, b = rm.tiles  # no difference map without the runner-up's map
+    assert not a.hidden and a.overlay is not None
+    assert b.hidden and b.overlay is None and "no map: p < 0.05" in b.note and "no map" in b.caption
+    assert rm.hidden == ["B"] and not rm.difference
+    png, info = readable_panel_png(_synthetic_explanation(tmp_path, p_b=0.02))
+    assert info["hidden"] == ["B"] and not info["difference"]
+    img = np.asarray(Image.open(__import__("io").BytesIO(png)).convert("RGB"))
+    assert ((img == 236).all(axis=2)).sum() > 100 * 100  # the grey "no map" tile is drawn in its place
+
+
+@needs_torch
+def test_gradcam_maps_of_one_image_share_a_scale(trained, shapes_dir):
+    """pytorch-grad-cam scales each map to [0, 1] on its own; ours keep top-1 and top-2 comparable, as ReLU(CAM) is."""
+    model, _ = trained
+    paths = sorted(str(p) for p in shapes_dir.rglob("*.png"))[::15]
+    cam, _ = explain_images(model, paths, cls="top2", method="cam")
+    grad, _ = explain_images(model, paths, cls="top2", method="gradcam")
+    for a, g in zip(cam, grad):
+        pos = np.maximum(a.maps, 0)
+        assert g.maps.max() == pytest.approx(1.0, abs=1e-4)
+        assert g.maps[1].max() == pytest.approx(pos[1].max() / pos.max(), abs=0.02)

@@ -18,11 +18,10 @@ from frugalvision.exceptions import DataError
 from conftest import draw_shape
 
 
-def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
+def _wilson(k: int, n: int) -> tuple[float, float]:
+    from frugalvision.evaluate.bootstrap import wilson_ci  # the one Wilson function
+
+    return wilson_ci(k, n)
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +108,29 @@ def test_targets_parse_and_fail_clearly():
     p = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]])
     with pytest.raises(DataError, match="no 'b' image"):
         choose_operating_point(p, ["a", "a", "a"], ["a", "b"], ["b:recall>=0.5"])
+
+
+def test_operating_point_and_unknown_shares_get_wilson_intervals():
+    from types import SimpleNamespace
+
+    from frugalvision.evaluate.open_world import operating_point_report, selective_curve, unknown_detection
+
+    y = np.array(["defective"] * 50 + ["ok"] * 50)
+    pred = np.array(["defective"] * 50 + ["ok"] * 45 + ["defective"] * 5)
+    op = SimpleNamespace(targets=[parse_target("defective:recall>=0.9", ["defective", "ok"])],
+                         recall_thresholds={"defective": 0.3}, precision_thresholds={})
+    (row,) = operating_point_report(op, y, pred, ["defective", "ok"])
+    assert row["value"] == 1.0 and row["ci_method"] == "Wilson" and (row["k"], row["n"]) == (50, 50)
+    assert row["value_ci"][1] == 1.0 and 0.92 < row["value_ci"][0] < 0.935  # not 100-100 %
+    assert row["verdict"] == "met"
+    sel = {r["coverage"]: r for r in selective_curve(np.ones(100, bool), np.arange(100.0))}
+    assert sel[0.5]["accuracy"] == 1.0 and sel[0.5]["accuracy_ci"][0] == pytest.approx(_wilson(50, 50)[0])
+    u = unknown_detection(np.linspace(0, 1, 200), np.linspace(2, 3, 50), threshold=1.5, n_boot=300)
+    assert u["unknown_rejected"] == 1.0 and u["unknown_rejected_ci"] == pytest.approx(_wilson(50, 50))
+    assert u["known_kept_ci"] == pytest.approx(_wilson(200, 200))
+    assert u["ci_method"] == {"auroc": "bootstrap", "fpr_at_95_tpr": "bootstrap", "unknown_rejected": "Wilson",
+                              "known_kept": "Wilson"}
+    assert u["auroc"] == 1.0 and u["auroc_ci"] == (1.0, 1.0)  # a rank statistic, not a proportion
 
 
 def test_the_decision_rule():

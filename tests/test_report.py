@@ -44,6 +44,27 @@ def test_report_is_self_contained(report):
     assert len(data["learning_curve"]["n_train"]) == 4 and data["data_map"]["n"] == 9
     assert data["faithfulness"]["sentence"] and "log-loss" in html and "how surprised" in html
     assert "{'" not in html  # no raw Python dicts in the model card
+    assert data["headline"]["accuracy_ci_method"] == "Wilson" and "95 % Wilson CI" in html
+
+
+def test_report_maps_are_the_readable_rendering(report):
+    """One colour scale per image, no map below p = 0.05 (with a note), and the top-1 minus top-2 map."""
+    html = report[0].read_text()
+    data = json.loads(report[1].read_text())
+    panels = [it["panel"] for items in data["typical"].values() for it in items]
+    panels += [r["panel"] for r in data["mistakes"] + data["unsure"] if r["panel"]]
+    assert len(panels) >= 9
+    hidden = 0
+    for p in panels:
+        tiles = [t for t in p["tiles"] if t["kind"] == "class"]
+        for t in tiles:
+            assert t["hidden"] == (t["probability"] < 0.05)
+            hidden += t["hidden"]
+        assert p["difference"] == (len(tiles) >= 2 and not any(t["hidden"] for t in tiles[:2]))
+    assert hidden == data["maps_hidden"] == html.count("no map: too unlikely (p &lt; 0.05)")
+    assert any(p["difference"] for p in panels) and "why " in html
+    assert html.count('class="panel"') == len(panels) and "one colour scale shared by the maps" in html
+    assert data["faithfulness"]["per_class"] == 50 and data["faithfulness"]["steps"] == 3
 
 
 def test_report_renders_in_headless_chromium(report, tmp_path):
@@ -52,6 +73,9 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     with sync_playwright() as p:
         browser = launch(p)
         page = browser.new_page()
+        errors = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(report[0].as_uri())
         for sid in SECTIONS:
             assert page.locator(f"section#{sid}").count() == 1
@@ -62,6 +86,10 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
         for width in (1400, 390):  # no horizontal overflow on a desktop or a phone
             page.set_viewport_size({"width": width, "height": 900})
             assert page.evaluate("document.documentElement.scrollWidth") <= width
-        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+            page.screenshot(path=str(tmp_path / f"report-{width}.png"), full_page=True)
+        # On a phone the map tiles wrap (two a row) instead of shrinking one wide picture.
+        tops = page.eval_on_selector("#looks-at .panel", "p => [...p.children].map(f => f.offsetTop)")
+        assert len(set(tops)) >= 2
         browser.close()
-    assert (tmp_path / "report.png").stat().st_size > 50_000
+    assert errors == [], errors
+    assert (tmp_path / "report-1400.png").stat().st_size > 50_000

@@ -46,3 +46,29 @@ def test_shared_passes_give_the_same_curves_with_fewer_forward_passes(n_steps):
     for k, v in want.items():
         np.testing.assert_allclose(got[k], v, rtol=1e-6, atol=1e-9)
     assert sum(calls) == 5 * (3 + 4 * (n_steps - 1)) < 5 * 4 * (n_steps + 1)
+
+
+def test_a_known_full_image_probability_saves_a_pass_and_changes_nothing():
+    from frugalvision.explain.faithfulness import passes_per_image
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
+    maps = rng.normal(size=(6, 4, 4))
+    W = rng.normal(size=(32 * 32 * 3 // 16, 3))
+
+    def prob_fn(a):
+        z = (a.reshape(len(a), -1, 16).mean(axis=2) / 255) @ W
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    cls = [0, 1, 2, 0, 1, 2]
+    full = prob_fn(images)[np.arange(6), cls]
+    calls = []
+    a = deletion_insertion(prob_fn, images, maps, cls, n_steps=3, batch_images=4)
+    b = deletion_insertion(lambda x: (calls.append(len(x)), prob_fn(x))[1], images, maps, cls, n_steps=3,
+                           batch_images=4, full_probs=full)
+    for k in ("deletion_auc", "insertion_auc", "deletion_random_auc", "insertion_random_auc", "deletion_curves"):
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-6)
+    assert sum(calls) == b["passes"] == 6 * passes_per_image(3) == 6 * 10 and a["passes"] == 6 * 11
+    assert len(calls) == 2  # 4 images' copies in one call, then the other 2: batched, not one call per image
+    assert b["deletion_curves"].shape == (6, 4) and (b["deletion_curves"][:, 0] == full).all()

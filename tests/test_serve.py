@@ -60,7 +60,43 @@ def test_predict_and_explain(client, shapes_dir):
     assert res[0]["top"][0]["label"] == "circle" and len(res[0]["top"]) == 3
     e = client.post("/explain", files={"file": ("x.png", png, "image/png")}).json()
     assert [c["rank"] for c in e["cams"]] == [1, 2]
-    assert all(c["overlay"].startswith("data:image/png;base64,") for c in e["cams"])
+    _check_readable_maps(e)
+
+
+def _check_readable_maps(e):
+    """The web page's maps are the report's: shared scale, no map below p = 0.05, top-1 minus top-2."""
+    for c in e["cams"]:
+        assert c["hidden"] == (c["probability"] < 0.05)
+        if c["hidden"]:
+            assert c["overlay"] is None and "no map: p < 0.05" in c["note"]
+        else:
+            assert c["overlay"].startswith("data:image/png;base64,")
+    both = not any(c["hidden"] for c in e["cams"])
+    assert (e["difference"] is not None) == both
+    if both:
+        assert e["difference"]["overlay"].startswith("data:image/png;base64,")
+        assert e["difference"]["label"] == f"why {e['cams'][0]['label']}, not {e['cams'][1]['label']}"
+    assert e["scale"] > 0 and "class activation map" in e["cams_help"]
+
+
+@pytest.fixture(scope="module")
+def two_shapes(tmp_path_factory):
+    """A circle and a square in one image: the model hesitates, so both maps and their difference are drawn."""
+    from PIL import ImageDraw
+
+    img = Image.new("RGB", (96, 96), (40, 40, 40))
+    draw = ImageDraw.Draw(img)
+    draw.ellipse([8, 8, 44, 44], fill=(220, 200, 90))
+    draw.rectangle([52, 52, 88, 88], fill=(220, 200, 90))
+    path = tmp_path_factory.mktemp("two") / "circle and square.png"
+    img.save(path)
+    return path
+
+
+def test_explain_of_an_unsure_image_has_the_difference_map(client, two_shapes):
+    e = client.post("/explain", files={"file": ("two.png", two_shapes.read_bytes(), "image/png")}).json()
+    _check_readable_maps(e)
+    assert e["cams"][1]["probability"] >= 0.05 and e["difference"] is not None, e["cams"]
 
 
 @pytest.mark.parametrize("name,payload,status,words", [
@@ -101,20 +137,43 @@ def test_concurrent_requests_do_not_mix_results(client, shapes_dir):
             assert top == expected[k]
 
 
-def test_browser_upload_shows_labels_and_both_cams(app, tmp_path, coffee_jpeg):
+OVERFLOW_JS = "() => document.documentElement.scrollWidth - window.innerWidth"
+
+
+@pytest.mark.browser
+def test_browser_upload_shows_readable_maps_on_desktop_and_phone(app, tmp_path, two_shapes, shapes_dir):
     from playwright.sync_api import sync_playwright
 
     with serving(app) as port, sync_playwright() as p:
         browser = launch(p)
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        errors = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(f"http://127.0.0.1:{port}/")
-        page.set_input_files("#files", str(coffee_jpeg))
-        page.wait_for_selector("figure >> nth=2", timeout=30_000)
-        labels = page.locator("td.label").all_inner_texts()
+        page.set_input_files("#files", str(two_shapes))
+        page.wait_for_selector("figure.diff", timeout=30_000)
+        card = page.locator("#results .card").first
+        labels = card.locator("td.label").all_inner_texts()
         assert len(labels) == 3 and set(labels) <= {"circle", "square", "triangle"}
-        captions = page.locator("figcaption").all_inner_texts()
+        captions = card.locator("figcaption").all_inner_texts()
         assert captions[1].startswith("CAM top-1") and captions[2].startswith("CAM top-2")
-        loaded = page.evaluate("Array.from(document.querySelectorAll('figure img')).filter(i => i.naturalWidth > 0).length")
-        assert loaded == 3
-        page.screenshot(path=str(tmp_path / "serve.png"), full_page=True)
+        assert captions[3].startswith("why ") and "(red: for " in captions[3]
+        loaded = card.evaluate("c => Array.from(c.querySelectorAll('figure img')).filter(i => i.naturalWidth > 0).length")
+        assert loaded == 4
+        assert "class activation map" in card.locator("p.cam-help").inner_text()
+        assert card.locator(".legend .bar.evidence").count() == 1 and card.locator(".legend .bar.difference").count() == 1
+        # A confident image: the runner-up's map is hidden, with the note in its place.
+        page.set_input_files("#files", str(shapes_dir / "circle" / "circle_000.png"))
+        page.wait_for_function("() => document.querySelectorAll('#results .card').length === 2"
+                               " && document.querySelector('#results .card .top')")
+        first = page.locator("#results .card").first
+        first.locator("figure.nomap").wait_for(timeout=30_000)
+        assert "no map: p < 0.05" in first.locator("figure.nomap").inner_text()
+        assert first.locator("figure.diff").count() == 0
+        for width in (1400, 390):
+            page.set_viewport_size({"width": width, "height": 900})
+            assert page.evaluate(OVERFLOW_JS) <= 0, width
+            page.screenshot(path=str(tmp_path / f"serve-{width}.png"), full_page=True)
         browser.close()
+    assert errors == [], errors

@@ -17,13 +17,13 @@ def register(app: typer.Typer) -> None:
         data: Optional[Path] = typer.Option(None, "--data", help="Labelled folder/CSV (default: the model's test split)."),
         group_by: Optional[List[str]] = typer.Option(None, "--group-by", help="Manifest column to audit by (repeatable)."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for metrics.json, CSVs and PNGs (default RUN/evaluation)."),
-        n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the confidence intervals."),
+        n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the intervals of gaps and AUCs (single proportions such as accuracy and recall get Wilson intervals)."),
         seed: int = typer.Option(0, help="Bootstrap seed."),
         min_group_size: int = typer.Option(30, "--min-group-size", help="Groups with fewer test images are flagged, not judged."),
         unknown: Optional[Path] = typer.Option(None, "--unknown", help="Folder of images of none of the classes: how well are they told apart (AUROC, FPR at 95 % TPR, accuracy-coverage)?"),
         engine: str = Engine, cache_dir: Optional[Path] = CacheDir, quiet: bool = Quiet, overwrite: bool = Overwrite,
     ):
-        """Evaluate on the held-out split (or any labelled data): per-class metrics with 95 % CIs."""
+        """Evaluate on the held-out split (or any labelled data): per-class metrics with 95 % CIs (Wilson for proportions)."""
         from ..model import load_model
 
         m = load_model(model)
@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
                                    progress=not quiet, engine=engine, cache_dir=cache_dir)
         for name, path, r in (("A", model_a, ra), ("B", model_b, rb)):
             lo, hi = r.accuracy_ci
-            typer.echo(f"{name}: {100 * r.headline['accuracy']:.2f} % (95 % CI {100 * lo:.2f}-{100 * hi:.2f})  {path}")
+            typer.echo(f"{name}: {100 * r.headline['accuracy']:.2f} % (95 % Wilson CI {100 * lo:.2f}-{100 * hi:.2f})  {path}")
         typer.echo(f"B - A: {d}")
         verdict = ("B is more accurate" if d.ci[0] > 0 else "A is more accurate" if d.ci[1] < 0 else
                    "no difference can be claimed at 95 % on these images")

@@ -1,4 +1,8 @@
-"""``frugalvision explain``: CAM panels (image | top-1 | top-2) for images."""
+"""``frugalvision explain``: readable CAM panels (image | top-1 | top-2 | why top-1, not top-2) for images.
+
+The panels are the report's and the web page's rendering (:mod:`frugalvision.explain.panels`): one colour
+scale per image, no map for a class below p = 0.05.
+"""
 
 from __future__ import annotations
 
@@ -25,12 +29,15 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("explanations"), "--out", "-o", help="Folder for the PNGs."),
         classes: str = typer.Option("top2", "--classes", help="top1, top2, topK, all, or comma-separated class names."),
         method: str = typer.Option("auto", "--method", help="auto (cam for linear heads, else gradcam), cam, gradcam, gradcam++, layercam, scorecam."),
-        colorbar: bool = typer.Option(False, "--colorbar", help="Add a colour bar to each panel."),
+        colorbar: bool = typer.Option(False, "--colorbar", help="Add the colour scales under each panel (evidence, shared by the image's maps; difference)."),
         engine: str = RunEngine, cache_dir: Optional[Path] = CacheDir, overwrite: bool = Overwrite,
         address: Optional[str] = RayAddress, actors: Optional[int] = RayActors, cpus_per_actor: float = RayCpus,
         shard_size: int = RayShard,
     ):
-        """Class activation maps: where the model looks for its top classes, mapped onto the original image."""
+        """Class activation maps: where the model looks for its top classes, mapped onto the original image.
+
+        One colour scale per image (a weak runner-up looks weak), no map below p = 0.05, and a 'why A, not B' map.
+        """
         from ..data.discover import list_image_files
         from ..explain import METHODS, write_explanations
         from ..model import load_model
@@ -48,5 +55,10 @@ def register(app: typer.Typer) -> None:
                                engine=engine, cache_dir=cache_dir)
         echo_paths(f"Wrote {len(w['panels'])} panels and {len(w['overlays'])} overlays:",
                    [*w["panels"][:5], *(["..."] if len(w["panels"]) > 5 else []), *([w["sheet"]] if w["sheet"] else [])])
+        typer.echo("Each panel: the image, the map of each class on one colour scale shared by the image's maps "
+                   "(red = strong evidence), and 'why A, not B' (top-1 map minus top-2 map: red for A, blue for B).")
+        if w["hidden"]:
+            typer.echo(f"{w['hidden']} maps not drawn: their class is below p = 0.05, and scaled up its near-zero "
+                       f"evidence would look like signal.")
         for p, reason in w["failed"]:
             typer.secho(f"  skipped {p}: {reason}", fg="yellow", err=True)

@@ -1,4 +1,12 @@
-"""Honest evaluation: metrics with bootstrap CIs, confusion, bias audit, calibration, mistakes."""
+"""Honest evaluation: metrics with CIs, confusion, bias audit, calibration, mistakes.
+
+Intervals: every single proportion (accuracy, a class's recall or precision, a group's accuracy, the value of an
+operating point, accuracy on the most usual share, unknown images rejected) gets a 95 % Wilson interval
+(:func:`.bootstrap.wilson_ci`, the one function for it), which does not collapse to 100-100 % at 50 of 50.
+A seeded percentile bootstrap over test images is kept for what is not a single proportion: differences
+between classes or groups, ROC AUC, average precision, and paired comparisons of two models.
+:data:`CI_METHODS` lists which is which; ``EvaluationResult.settings["ci_methods"]`` carries it.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +14,24 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix
 
-from .bootstrap import bootstrap_indices, percentile_ci
+from .bootstrap import bootstrap_indices, wilson_ci
 from .groups import MIN_GROUP_SIZE, class_gap, group_audit
 from .metrics import expected_calibration_error, headline_metrics, per_class_table, reliability_table
 from .paired import PairedDifference, compare_models, paired_difference
 from .result import EvaluationResult
 
 __all__ = ["evaluate", "evaluate_predictions", "EvaluationResult", "expected_calibration_error", "paired_difference",
-           "PairedDifference", "compare_models"]
+           "PairedDifference", "compare_models", "CI_METHODS"]
+
+#: Which interval each number of an evaluation carries.
+CI_METHODS = {
+    "accuracy": "Wilson", "per-class recall": "Wilson", "group accuracy": "Wilson",
+    "per-group class recall/precision": "Wilson", "operating point value": "Wilson",
+    "accuracy at a coverage": "Wilson", "unknown rejected / known kept": "Wilson",
+    "class recall gap": "bootstrap", "group accuracy gap": "bootstrap",
+    "per-group class gap": "Newcombe (from two Wilson intervals)", "ROC AUC / average precision": "bootstrap",
+    "unknown AUROC / FPR at 95 % TPR": "bootstrap", "paired difference of two models": "paired bootstrap",
+}
 
 _BASE_COLUMNS = {"path", "label", "split", "hash", "status", "reason"}
 
@@ -31,7 +49,8 @@ def evaluate(model, data=None, *, group_by=None, split: str = "test", n_boot: in
     group_by : str or list of str, optional
         Manifest columns to audit by (e.g. ``source``, ``country``).
     n_boot : int
-        Bootstrap resamples for confidence intervals (seeded by ``seed``).
+        Bootstrap resamples for the intervals that are not a single proportion (seeded by ``seed``); single
+        proportions get Wilson intervals.
     unknown : path, optional
         Images of none of the classes (a folder or files): how well the "none of these" score tells them
         from the evaluated images (AUROC, FPR at 95 % TPR, share rejected, accuracy-coverage with them).
@@ -168,7 +187,7 @@ def evaluate_predictions(table: pd.DataFrame, proba: np.ndarray, classes, *, gro
     head = headline_metrics(y, pred, proba, classes)
     idx = bootstrap_indices(len(y), n_boot, seed)
     correct = pred == y
-    acc_ci = percentile_ci(correct[idx].mean(axis=1))
+    acc_ci = wilson_ci(int(correct.sum()), len(y))
     per_class = per_class_table(y, pred, classes)
     gap = class_gap(y, pred, classes, idx)
     per_class["recall_ci_low"] = [gap["recall_ci"].get(c, (np.nan, np.nan))[0] for c in classes]
@@ -208,5 +227,6 @@ def evaluate_predictions(table: pd.DataFrame, proba: np.ndarray, classes, *, gro
         classes=classes, headline=head, accuracy_ci=acc_ci, per_class=per_class, confusion=cm,
         confused_pairs=pairs, predictions=preds, class_gap={k: v for k, v in gap.items() if k != "recall_ci"},
         calibration=calib, reliability=rel, balance=balance, groups=groups,
-        settings={"n_boot": n_boot, "seed": seed, "min_group_size": min_group_size, "ci_level": 0.95},
+        settings={"n_boot": n_boot, "seed": seed, "min_group_size": min_group_size, "ci_level": 0.95,
+                  "ci_methods": CI_METHODS},
     )

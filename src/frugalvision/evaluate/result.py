@@ -23,7 +23,7 @@ class EvaluationResult:
     headline : dict
         accuracy, balanced_accuracy, macro/weighted P/R/F1, topk_accuracy, log_loss, n.
     accuracy_ci : (low, high)
-        95 % percentile bootstrap interval.
+        95 % Wilson interval (``k`` right of ``n``; see ``settings["ci_methods"]`` for every number's interval).
     per_class : DataFrame
         class, precision, recall, f1, support, recall_ci_low, recall_ci_high.
     confusion : ndarray (k, k)
@@ -90,10 +90,10 @@ class EvaluationResult:
         lo, hi = self.accuracy_ci
         lines = [
             f"Test set: {h['n']} images, {len(self.classes)} classes",
-            f"Accuracy {100 * h['accuracy']:.1f} % (95 % CI {100 * lo:.1f}-{100 * hi:.1f})   "
+            f"Accuracy {100 * h['accuracy']:.1f} % (95 % Wilson CI {100 * lo:.1f}-{100 * hi:.1f})   "
             f"balanced {100 * h['balanced_accuracy']:.1f} %   macro F1 {h['macro']['f1']:.3f}   "
             f"log-loss {h['log_loss']:.3f}   ECE {self.calibration['ece']:.3f}",
-            f"{'class':<24}{'recall':>8}{'95 % CI':>16}{'precision':>11}{'F1':>7}{'n':>6}",
+            f"{'class':<24}{'recall':>8}{'95 % Wilson':>16}{'precision':>11}{'F1':>7}{'n':>6}",
         ]
         for r in self.per_class.itertuples():
             lines.append(f"{str(r._1):<24}{100 * r.recall:7.1f}%{'':>3}{100 * r.recall_ci_low:5.1f}-{100 * r.recall_ci_high:5.1f}"
@@ -104,19 +104,19 @@ class EvaluationResult:
         g = self.class_gap
         lines.append(f"Class gap: {g['best']} {100 * g['best_recall']:.1f} % vs {g['worst']} "
                      f"{100 * g['worst_recall']:.1f} % (difference {100 * g['difference']:.1f} points, "
-                     f"95 % CI {100 * g['ci_low']:.1f}-{100 * g['ci_high']:.1f})")
+                     f"95 % bootstrap CI {100 * g['ci_low']:.1f}-{100 * g['ci_high']:.1f})")
         for col, a in self.groups.items():
             if a["gap"]:
                 gg = a["gap"]
                 lines.append(f"By {col}: best {gg['best']} {100 * gg['best_accuracy']:.1f} %, worst {gg['worst']} "
-                             f"{100 * gg['worst_accuracy']:.1f} % (gap {100 * gg['difference']:.1f} points, 95 % CI "
+                             f"{100 * gg['worst_accuracy']:.1f} % (gap {100 * gg['difference']:.1f} points, 95 % bootstrap CI "
                              f"{100 * gg['ci_low']:.1f}-{100 * gg['ci_high']:.1f})")
             if a["too_small"]:
                 lines.append(f"By {col}: too small to judge (< {a['min_group_size']} images): {', '.join(a['too_small'])}")
         ow = self.open_world
         for r in ow.get("operating_point", []):
             lo, hi = r["value_ci"]
-            lines.append(f"Operating point {r['target']}: {r['verdict']} ({_pc(r['value'])}, 95 % CI {_pc(lo)}-{_pc(hi)}). "
+            lines.append(f"Operating point {r['target']}: {r['verdict']} ({_pc(r['value'])}, 95 % Wilson CI {_pc(lo)}-{_pc(hi)}). "
                          + r["in_words"])
         rej = ow.get("rejection")
         if rej:
@@ -129,12 +129,16 @@ class EvaluationResult:
         u = ow.get("unknown")
         if u:
             lo, hi = u["auroc_ci"]
-            lines.append(f"Unknown images ({u['n_unknown']}): AUROC {u['auroc']:.3f} (95 % CI {lo:.3f}-{hi:.3f}), "
+            lines.append(f"Unknown images ({u['n_unknown']}): AUROC {u['auroc']:.3f} (95 % bootstrap CI {lo:.3f}-{hi:.3f}), "
                          f"{_pc(u['fpr_at_95_tpr'])} still accepted when 95 % of known images are"
                          + (f"; at the model's threshold {_pc(u['unknown_rejected'])} rejected" if "unknown_rejected" in u
                             else ""))
         if self.skipped:
             lines.append(f"Skipped {len(self.skipped)} unreadable files.")
+        n_boot = self.settings.get("n_boot")
+        lines.append("Intervals: Wilson for single proportions (accuracy, recall, operating point, shares); "
+                     f"percentile bootstrap{f' ({n_boot} resamples)' if n_boot else ''} for gaps between classes "
+                     "or groups and for AUROC.")
         return "\n".join(lines)
 
     # -- writing ------------------------------------------------------------------------------

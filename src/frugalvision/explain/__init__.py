@@ -18,7 +18,7 @@ from ..data.decode import load_rgb
 from ..exceptions import ImageDecodeError
 from ..inference import METHODS, Predictor, map_support, resolve_classes
 from .cam import class_activation_maps
-from .overlay import normalise_map, overlay, to_image_coordinates
+from .overlay import normalise_map, to_image_coordinates
 
 __all__ = ["METHODS", "Explanation", "display_image", "explain_image", "explain_images", "resolve_classes", "render_panel",
            "write_explanations", "class_activation_maps", "explanations_of"]
@@ -64,7 +64,11 @@ class Explanation:
     input: np.ndarray | None = None
 
     def heat(self, i: int = 0, size=None) -> np.ndarray:
-        """Map ``i`` in image coordinates (``size`` = (W, H), default the decoded size), scaled to [0, 1]."""
+        """Map ``i`` in image coordinates (``size`` = (W, H), default the decoded size), scaled to its own [0, 1].
+
+        For locating the map's peak; pictures go through :func:`.panels.readable_maps`, which puts the maps of
+        one image on a shared scale.
+        """
         return normalise_map(to_image_coordinates(self.maps[i], self.box, size or self.size))
 
 
@@ -137,71 +141,63 @@ def display_image(source, longest: int = 320, max_pixels: int | None = None) -> 
     return np.asarray(img)
 
 
-def _panel_parts(e: Explanation, true_label=None, longest: int = 320, source=None):
-    image = display_image(e.path if source is None else source, longest)
-    size = (image.shape[1], image.shape[0])
-    overlays = [overlay(image, e.heat(i, size)) for i in range(len(e.class_names))]
-    ranks = sorted(e.probabilities, key=e.probabilities.get, reverse=True)
-    titles = []
-    for c in e.class_names:
-        r = ranks.index(c) + 1
-        titles.append(f"{'top-%d' % r if r <= 3 else 'class'}: {c}  p={e.probabilities[c]:.2f}")
-    heading = Path(e.path).name if true_label is None else f"{Path(e.path).name}\ntrue: {true_label}"
-    return image, overlays, titles, heading
-
-
 def render_panel(e: Explanation, *, true_label=None, colorbar: bool = False, source=None) -> bytes:
-    """PNG: image | overlay per explained class, each titled with label and probability.
+    """PNG: image | map per explained class | map 1 minus map 2, on one colour scale per image.
 
-    ``source``: the image's bytes when ``e.path`` is not a local file (e.g. an object-store URI).
+    The readable rendering of :mod:`.panels` (the one the report and the web page show): maps of classes below
+    p = 0.05 are hidden with a note. ``source``: the image's bytes when ``e.path`` is not a local file (e.g. an
+    object-store URI).
     """
-    from .panels import panel_png
+    from .panels import readable_panel_png
 
-    image, overlays, titles, heading = _panel_parts(e, true_label, source=source)
-    return panel_png(image, overlays, titles, heading=heading, colorbar=colorbar)
+    return readable_panel_png(e, true_label=true_label, colorbar=colorbar, source=source)[0]
 
 
 def write_explanations(model, paths, out, *, cls="top2", method: str = "auto", labels=None, colorbar: bool = False,
                        sheet: bool = True, overwrite: bool = False, **kw) -> dict:
-    """Write ``<stem>__panel.png`` per image (+ ``<stem>__<method>_<class>.png`` raw overlays) and a contact sheet.
+    """Write ``<stem>__panel.png`` per image (+ one overlay PNG per drawn map) and a contact sheet.
 
-    File names: the image's stem, plus a short hash of its full path when two inputs share a stem.
-    Returns ``{"panels": [...], "overlays": [...], "sheet": path or None, "failed": [(path, reason)]}``.
+    Panels are the readable rendering of :mod:`.panels`: one colour scale per image, no map for classes below
+    p = 0.05, and a "why A, not B" map (``<stem>__<method>_<A>_minus_<B>.png``). Overlays are
+    ``<stem>__<method>_<class>.png``. File names: the image's stem, plus a short hash of its full path when two
+    inputs share a stem. Returns ``{"panels": [...], "overlays": [...], "sheet": path or None, "failed":
+    [(path, reason)], "hidden": number of maps not drawn}``.
     """
-    import io
-
-    from PIL import Image
-
     from .._io import refuse_overwrite, write_bytes
-    from .panels import contact_sheet_png, panel_png
+    from .panels import compose_panel, contact_sheet_png, png_bytes, readable_maps
 
     out = Path(out)
     paths = [str(p) for p in paths]
     expl, failed = explain_images(model, paths, cls=cls, method=method, labels=labels, **kw)
     stems = [Path(e.path).stem for e in expl]
-    written = {"panels": [], "overlays": [], "sheet": None, "failed": failed}
+    written = {"panels": [], "overlays": [], "sheet": None, "failed": failed, "hidden": 0}
     label_of = dict(zip(paths, labels)) if labels is not None else {}
     rows = []
     for e, stem in zip(expl, stems):
         if stems.count(stem) > 1:
             stem = f"{stem}-{hashlib.sha1(e.path.encode()).hexdigest()[:6]}"
-        parts = _panel_parts(e, label_of.get(e.path))
-        rows.append(parts)
+        rm = readable_maps(e, true_label=label_of.get(e.path), longest=320)
+        written["hidden"] += len(rm.hidden)
+        panel = compose_panel(rm, colorbar=colorbar)
+        if len(rows) < 60:
+            rows.append(panel)
         target = out / f"{stem}__panel.png"
         refuse_overwrite(target, overwrite, "explanation image")
-        write_bytes(target, panel_png(*parts[:3], heading=parts[3], colorbar=colorbar))
+        write_bytes(target, png_bytes(panel))
         written["panels"].append(target)
-        for c, ov in zip(e.class_names, parts[1]):
-            t = out / f"{stem}__{e.method}_{_safe(c)}.png"
+        names = e.class_names
+        for tile in rm.tiles:
+            if tile.overlay is None:
+                continue
+            what = _safe(tile.label) if tile.kind == "class" else f"{_safe(names[0])}_minus_{_safe(names[1])}"
+            t = out / f"{stem}__{e.method}_{what}.png"
             refuse_overwrite(t, overwrite, "explanation image")
-            buf = io.BytesIO()
-            Image.fromarray(ov).save(buf, format="PNG")
-            write_bytes(t, buf.getvalue())
+            write_bytes(t, png_bytes(tile.overlay))
             written["overlays"].append(t)
     if sheet and len(rows) > 1:
         target = out / "contact_sheet.png"
         refuse_overwrite(target, overwrite, "contact sheet")
-        write_bytes(target, contact_sheet_png(rows[:60], colorbar=colorbar))
+        write_bytes(target, contact_sheet_png(rows))
         written["sheet"] = target
     return written
 

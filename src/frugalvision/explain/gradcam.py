@@ -8,6 +8,10 @@ on average-pooled features Grad-CAM equals ReLU(CAM) up to scale.
 The layer is the registry's ``cam_layer`` (no guessing), the hooks are released by
 the library's context manager, and maps come back at feature resolution so the
 overlay code maps them through the crop like exact CAM.
+
+The library scales every map to [0, 1] on its own, which makes a weak runner-up look as strong as the
+winner. Here its per-map scaling is skipped and the maps of one image are divided by their common maximum:
+still in [0, 1], but the classes of an image stay comparable (the report's shared colour scale needs it).
 """
 
 from __future__ import annotations
@@ -52,9 +56,23 @@ def gradient_cams(backbone, head, images_uint8: np.ndarray, class_idx, method: s
     cls = getattr(pgc, GRADIENT_METHODS[method])
     out = np.zeros((len(x), len(class_idx[0]), h, w), dtype=np.float32)
     with cls(model=model, target_layers=[layer]) as cam:
+        _unscaled(cam)
         for r in range(len(class_idx[0])):
             targets = [ClassifierOutputTarget(int(ci[r])) for ci in class_idx]
-            # grad-cam upsamples to the input size; ask for the feature grid instead.
-            cam.get_target_width_height = lambda _x: (int(w), int(h))
             out[:, r] = cam(input_tensor=x.requires_grad_(True), targets=targets)
-    return out
+    top = out.reshape(len(out), -1).max(axis=1, initial=0.0)[:, None, None, None]
+    return np.divide(out, top, out=np.zeros_like(out), where=top > 0)
+
+
+def _unscaled(cam) -> None:
+    """Make a pytorch-grad-cam object return ReLU(map) at the feature grid, without its per-map [0, 1] scaling."""
+    import types
+
+    def per_layer(self, input_tensor, targets, eigen_smooth):
+        acts = [a.cpu().data.numpy() for a in self.activations_and_grads.activations]
+        grads = [g.cpu().data.numpy() for g in self.activations_and_grads.gradients]
+        return [np.maximum(self.get_cam_image(input_tensor, layer, targets, a, g, eigen_smooth), 0)[:, None]
+                for layer, a, g in zip(self.target_layers, acts, grads)]
+
+    cam.compute_cam_per_layer = types.MethodType(per_layer, cam)
+    cam.aggregate_multi_layers = lambda per: np.maximum(np.concatenate(per, axis=1), 0).mean(axis=1)

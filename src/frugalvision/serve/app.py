@@ -72,13 +72,16 @@ def _png_data_url(arr: np.ndarray) -> str:
 
 
 def analyze(model, data: bytes, *, limits: Limits = Limits(), cams: bool = False, lock=None) -> dict:
-    """Labels (and map overlays of the top-2 classes) for one uploaded image, from bytes in memory.
+    """Labels (and the readable maps of the top-2 classes) for one uploaded image, from bytes in memory.
 
-    Predicts through the model's one inference path (:class:`~frugalvision.inference.Predictor`). When this
-    model gives no maps, ``cams`` is empty and ``cams_note`` says why; the labels are still answered.
+    Predicts through the model's one inference path (:class:`~frugalvision.inference.Predictor`). The maps are
+    the report's rendering (:func:`frugalvision.explain.panels.readable_maps`): one colour scale shared by the
+    maps of the image, no map for a class below p = 0.05 (``hidden``, with a ``note``), and ``difference``, the
+    top-1 map minus the top-2 map. When this model gives no maps, ``cams`` is empty and ``cams_note`` says why;
+    the labels are still answered.
     """
-    from ..explain import display_image
-    from ..explain.overlay import normalise_map, overlay, to_image_coordinates
+    from ..explain import Explanation, display_image
+    from ..explain.panels import CAM_HELP, readable_maps
     from ..inference import label_names
 
     pre = model.preprocessing
@@ -97,20 +100,30 @@ def analyze(model, data: bytes, *, limits: Limits = Limits(), cams: bool = False
            "top": [{"label": classes[i], "probability": round(float(proba[i]), 6)}
                    for i in order[: min(limits.top_k, len(classes))]]}
     if cams:
-        out["cams"], out["cams_note"] = [], res.maps_note
+        out["cams"], out["cams_note"], out["difference"] = [], res.maps_note, None
         if res.maps is None:
             return out
         # Decoded again at display size: the network input above must stay identical to /predict's.
         try:
-            shown = display_image(data, 384, limits.max_pixels)
+            shown = display_image(data, 320, limits.max_pixels)
         except ImageDecodeError as exc:  # pragma: no cover - decoded fine a moment ago
             raise UploadRejected(_status_for(exc.reason), exc.reason) from None
-        size = (shown.shape[1], shown.shape[0])
+        picked = res.map_classes[0]
+        e = Explanation(path="upload", class_names=[classes[i] for i in picked], maps=res.maps[0, :len(picked)],
+                        probabilities={c: float(p) for c, p in zip(classes, proba)}, box=dec.box, size=dec.size,
+                        method=res.method)
+        rm = readable_maps(e, image=shown)
         out["image"] = _png_data_url(shown)
-        for rank, (i, m) in enumerate(zip(res.map_classes[0], res.maps[0]), 1):
-            heat = normalise_map(to_image_coordinates(m, dec.box, size))
-            out["cams"].append({"rank": rank, "label": classes[i], "probability": round(float(proba[i]), 6),
-                                "overlay": _png_data_url(overlay(shown, heat))})
+        out["cams_help"] = CAM_HELP
+        out["scale"] = round(rm.scale, 6)
+        for t in rm.tiles:
+            url = None if t.overlay is None else _png_data_url(t.overlay)
+            if t.kind == "class":
+                out["cams"].append({"rank": t.rank, "label": t.label, "probability": round(t.probability, 6),
+                                    "overlay": url, "hidden": t.hidden, "note": t.note, "caption": t.caption})
+            else:
+                out["difference"] = {"label": t.label, "overlay": url, "caption": t.caption, "for": t.pair[0],
+                                     "against": t.pair[1]}
     return out
 
 
@@ -290,13 +303,25 @@ def create_app(model, *, limits: Limits = Limits(), report_path=None, allowed_ho
                       "cams": {"type": "array", "items": {"type": "object", "properties": {
                           "rank": {"type": "integer"}, "label": {"type": "string"},
                           "probability": {"type": "number"},
-                          "overlay": {"type": "string", "description": "PNG data URL"}}}},
+                          "overlay": {"type": ["string", "null"], "description": "PNG data URL; null when hidden"},
+                          "hidden": {"type": "boolean", "description": "no map: the class is below p = 0.05"},
+                          "note": {"type": "string"}, "caption": {"type": "string"}}}},
+                      "difference": {"type": ["object", "null"], "description": "top-1 map minus top-2 map "
+                                     "(red: for top-1, blue: for top-2); null when the top-2 map is hidden",
+                                     "properties": {"label": {"type": "string"}, "caption": {"type": "string"},
+                                                    "for": {"type": "string", "description": "the top-1 class (red)"},
+                                                    "against": {"type": "string", "description": "the top-2 class (blue)"},
+                                                    "overlay": {"type": "string", "description": "PNG data URL"}}},
+                      "scale": {"type": "number", "description": "the colour scale's maximum, shared by the maps"},
+                      "cams_help": {"type": "string", "description": "what a class activation map is, in one line"},
                       "cams_note": {"type": "string", "description": "how the maps were made, or why there are none"},
                   }}}}}, **_error_responses(limits, explain_bytes)})
     async def explain(request: Request):
         """Top-k labels and class activation map overlays (PNG data URLs) of the top-1 and top-2 classes.
 
-        When this model gives no maps, `cams` is empty and `cams_note` says why; the labels are still answered.
+        The maps of the image share one colour scale; a class below p = 0.05 gets no map (`hidden`, with a
+        `note`); `difference` is the top-1 map minus the top-2 map. When this model gives no maps, `cams` is
+        empty and `cams_note` says why; the labels are still answered.
         """
         uploads, release = await read_uploads(
             request, "file", max_files=1, max_file_bytes=limits.max_upload_bytes,

@@ -3,6 +3,7 @@
 "use strict";
 
 const results = document.getElementById("results");
+// The server sends its own one-line help (cams_help); this is the fallback.
 const CAM_HELP = "The coloured map shows which parts of the image pushed the model towards this label.";
 const PARALLEL = 2;        // requests in flight at once; more files wait in the page
 const MAX_RETRIES = 5;     // on 503 (server busy), after the Retry-After it gives
@@ -14,13 +15,42 @@ function text(tag, s, cls) {
   return e;
 }
 
-function figure(src, caption) {
+function figure(src, caption, cls) {
   const f = document.createElement("figure");
+  if (cls) f.className = cls;
   const i = document.createElement("img");
   if (typeof src === "string" && src.startsWith("data:image/png;base64,")) i.src = src;
   i.alt = caption;
   f.append(i, text("figcaption", caption));
   return f;
+}
+
+// A class below p = 0.05 gets no map: scaled up, its near-zero evidence would look like signal.
+function noMap(caption, note) {
+  const f = document.createElement("figure");
+  f.className = "nomap";
+  f.append(text("div", note || "no map: too unlikely", "nomap-box"), text("figcaption", caption));
+  return f;
+}
+
+// The two colour scales, drawn by app.css: evidence (shared by the class maps) and the difference map.
+function legend(diff) {
+  const box = document.createElement("div");
+  box.className = "legend";
+  const item = (cls, left, right) => {
+    const span = document.createElement("span");
+    span.className = "scale";
+    span.append(text("span", left, "end"), text("span", "", "bar " + cls), text("span", right, "end"));
+    return span;
+  };
+  box.append(item("evidence", "no evidence", "strongest in this image"));
+  if (diff) box.append(item("difference", "for " + (diff.against || "top-2"), "for " + (diff.for || "top-1")));
+  return box;
+}
+
+function pText(p) {
+  const v = Number(p);
+  return v >= 0.01 ? "p=" + v.toFixed(2) : "p<0.01";
 }
 
 function percent(p) {
@@ -104,9 +134,12 @@ async function analyse(file, card, status) {
       row.className = "row";
       if (data.image) row.append(figure(data.image, "image"));
       for (const c of cams) {
-        row.append(figure(c.overlay, `CAM top-${c.rank}: ${c.label} (p=${Number(c.probability).toFixed(2)})`));
+        const caption = `CAM top-${c.rank}: ${c.label} (${pText(c.probability)})`;
+        row.append(c.hidden || !c.overlay ? noMap(caption, c.note) : figure(c.overlay, caption));
       }
-      parts.push(row, text("p", CAM_HELP, "note"));
+      const diff = data.difference && data.difference.overlay ? data.difference : null;
+      if (diff) row.append(figure(diff.overlay, diff.caption || diff.label, "diff"));
+      parts.push(row, legend(diff), text("p", data.cams_help || CAM_HELP, "note cam-help"));
       if (data.cams_note) parts.push(text("p", "Maps: " + data.cams_note, "muted"));
     } else {
       parts.push(text("p", "No maps for this model: " + (data.cams_note || "not available") + ".", "note cams-note"));
