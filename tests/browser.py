@@ -49,3 +49,16 @@ def serving(app):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def watch(page) -> tuple[list, list, list]:
+    """Record what a page must not do: ``(dialogs, console/page errors, HTTP responses >= 400)``.
+
+    Dialogs are dismissed, so a script injected through data (``alert(1)``) shows up here instead of blocking.
+    """
+    dialogs, errors, failed = [], [], []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("response", lambda r: failed.append((r.status, r.url)) if r.status >= 400 else None)
+    return dialogs, errors, failed

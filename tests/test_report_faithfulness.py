@@ -9,6 +9,17 @@ from PIL import Image, ImageFilter
 from frugalvision.explain.faithfulness import _cell_masks, deletion_insertion
 
 
+def _toy_model(W, pool: int):
+    """Softmax over ``W`` of the image's means over runs of ``pool`` values: cheap, and sensitive to every region."""
+
+    def prob_fn(a):
+        z = (a.reshape(len(a), -1, pool).mean(axis=2) / 255) @ W
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    return prob_fn
+
+
 def _reference(prob_fn, images, maps, class_idx, n_steps, seed=0):
     """The straightforward version: every step of every curve evaluated on its own."""
     rng = np.random.default_rng(seed)
@@ -32,12 +43,7 @@ def test_shared_passes_give_the_same_curves_with_fewer_forward_passes(n_steps):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (5, 48, 48, 3), dtype=np.uint8)
     maps = rng.normal(size=(5, 6, 6))
-    W = rng.normal(size=(48 * 48 * 3 // 64, 3))
-
-    def prob_fn(a):
-        z = (a.reshape(len(a), -1, 64).mean(axis=2) / 255) @ W
-        e = np.exp(z - z.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
+    prob_fn = _toy_model(rng.normal(size=(48 * 48 * 3 // 64, 3)), 64)
 
     calls = []
     got = deletion_insertion(lambda a: (calls.append(len(a)), prob_fn(a))[1], images, maps, [0, 1, 2, 0, 1],
@@ -54,12 +60,7 @@ def test_a_known_full_image_probability_saves_a_pass_and_changes_nothing():
     rng = np.random.default_rng(1)
     images = rng.integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
     maps = rng.normal(size=(6, 4, 4))
-    W = rng.normal(size=(32 * 32 * 3 // 16, 3))
-
-    def prob_fn(a):
-        z = (a.reshape(len(a), -1, 16).mean(axis=2) / 255) @ W
-        e = np.exp(z - z.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
+    prob_fn = _toy_model(rng.normal(size=(32 * 32 * 3 // 16, 3)), 16)
 
     cls = [0, 1, 2, 0, 1, 2]
     full = prob_fn(images)[np.arange(6), cls]

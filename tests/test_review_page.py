@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from attack_corpus import HOSTILE_NAMES, safe_dirname
-from browser import launch, serving
+from browser import launch, serving, watch
 from conftest import draw_shape
 
 HOSTILE_FILE = safe_dirname(HOSTILE_NAMES[0]) + ".png"
@@ -293,11 +293,7 @@ def test_keyboard_review_in_chromium_resumes_and_trains(prepared, tmp_path):
         base = f"http://127.0.0.1:{port}"
         browser = launch(p)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        dialogs, errors, failed = [], [], []
-        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("response", lambda r: failed.append((r.status, r.url)) if r.status >= 400 else None)
+        dialogs, errors, failed = watch(page)
         page.goto(base + "/")
         _wait_ready(page)
         assert page.locator("#progress").text_content() == "Reviewed 0 of 6"

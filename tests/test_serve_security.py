@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from attack_corpus import HOSTILE_NAMES, safe_dirname
-from browser import launch, serving
+from browser import launch, serving, watch
 
 MB = 1024 * 1024
 BOUNDARY = "fvboundary7Ma4YWxkTrZu0gW"
@@ -498,11 +498,7 @@ def test_page_in_chromium_hostile_names_narrow_screens_and_maps_note(trained, ci
         base = f"http://127.0.0.1:{port}"
         browser = launch(p)
         page = browser.new_page(viewport={"width": 390, "height": 844})
-        dialogs, errors, failed = [], [], []
-        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("response", lambda r: failed.append((r.status, r.url)) if r.status >= 400 else None)
+        dialogs, errors, failed = watch(page)
 
         page.goto(base + "/")
         page.wait_for_function("() => document.getElementById('model').textContent.startsWith('Model:')")
