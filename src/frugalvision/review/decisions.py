@@ -117,7 +117,11 @@ def apply_decisions(manifest: pd.DataFrame, decisions: dict) -> pd.DataFrame:
     ValueError
         For an unknown row, an unknown decision, or ``accept`` on a row without a suggested label.
     """
-    decided = _validated(manifest, decisions)
+    return _apply(manifest, _validated(manifest, decisions))
+
+
+def _apply(manifest: pd.DataFrame, decided: dict[int, str]) -> pd.DataFrame:
+    """:func:`apply_decisions` on decisions already validated by :func:`_validated`."""
     out = manifest.copy()
     labels = out["label"].tolist()
     if "original_label" in out.columns:  # reviewing a reviewed manifest: the first label stays the original
@@ -206,8 +210,12 @@ def save_decisions(prepared_dir, decisions: dict, manifest: pd.DataFrame | None 
     prepared_dir = Path(prepared_dir)
     if manifest is None:
         manifest = read_manifest(prepared_dir / MANIFEST_NAME)
-    reviewed = apply_decisions(manifest, decisions)  # validates before anything is written
-    decided = _validated(manifest, decisions)
+    return _write(prepared_dir, manifest, _validated(manifest, decisions))  # validated before anything is written
+
+
+def _write(prepared_dir: Path, manifest: pd.DataFrame, decided: dict[int, str]) -> Path:
+    """:func:`save_decisions` on decisions already validated by :func:`_validated`."""
+    reviewed = _apply(manifest, decided)
     paths = manifest["path"].astype(str).tolist()
     write_json(prepared_dir / DECISIONS_NAME, {
         "format": FORMAT, "manifest": MANIFEST_NAME, "reviewed": REVIEWED_NAME, "rows": len(manifest),
@@ -255,7 +263,7 @@ class ReviewSession:
             else:
                 new[r] = decision
             decided = _validated(self.manifest, new)
-            self.save(decided)
+            _write(self.dir, self.manifest, decided)
             self.decisions = decided
             return dict(decided)
 
