@@ -6,14 +6,14 @@ Label errors
     k-nearest-neighbour vote (cosine, ``k`` = 20, neighbours from the other folds only). The label
     quality (manifest column ``label_quality``) is cleanlab's ``rank.get_label_quality_scores``
     (self-confidence) of their average. An image is flagged when *both* views reject its label: the
-    linear head gives it less than 2 % and at most 2 of its 20 nearest neighbours carry it (and the
+    linear head gives it less than 2 % and at most 1 of its 20 nearest neighbours carries it (and the
     average prefers another class, which becomes the suggested label).
 
     Why not cleanlab's confident-learning filter (``filter.find_label_issues``, what Datalab's label
     check runs)? It estimates how many labels are wrong from the confusion between classes, so on a data
     set with look-alike classes (shirt / t-shirt / pullover) it sends every ambiguous image to review:
     on 2,000 Fashion-MNIST images with 12 planted errors, Datalab flags 124 images and finds 10 of them
-    (``bench/prepare_compare.py``); the rule above flags 22 and finds all 12.
+    (``bench/prepare_compare.py``); the rule above flags 31 and finds all 12.
 
 Atypical images
     Distance to the class centroid in embedding space, robust z-score within the class.
