@@ -27,6 +27,7 @@ Sections (all on this machine, same images for every contender):
 
 from __future__ import annotations
 
+import frugalvision as fv
 import argparse
 import json
 import os
@@ -245,7 +246,7 @@ def section_int8(work: Path, quick: bool) -> dict:
     for p in ("fp32", "int8"):
         cache = work / f"cache-int8-f4-{p}"
         model = fv.train(data, cache_dir=cache, progress=False, precision=p)
-        ev[p] = model.evaluate(progress=False, cache_dir=cache)
+        ev[p] = fv.evaluate(model, progress=False, cache_dir=cache)
     d = paired_difference(ev["fp32"], ev["int8"])
     out["fashion4_paired"] = {"fp32": ev["fp32"].headline["accuracy"], "int8": ev["int8"].headline["accuracy"],
                               "difference": d.difference, "ci": list(d.ci), "n": ev["int8"].headline["n"]}
@@ -285,7 +286,7 @@ def section_seed(work: Path, quick: bool, epochs: int) -> dict:
         t = time.perf_counter()
         model = fv.train(data, cache_dir=cache, progress=False, precision=p)
         t_train = time.perf_counter() - t
-        ev = model.evaluate(progress=False, cache_dir=cache)
+        ev = fv.evaluate(model, progress=False, cache_dir=cache)
         secs = time.perf_counter() - t
         cold[p] = {"seconds": secs, "train_s": t_train, "evaluate_s": secs - t_train,
                    "test_accuracy": ev.headline["accuracy"], "accuracy_ci": list(ev.accuracy_ci),
@@ -438,7 +439,7 @@ def section_ray(work: Path, quick: bool) -> dict:
         shutil.rmtree(cache, ignore_errors=True)
         shutil.copytree(work / "cache-ray-train" / "onnx", cache / "onnx")  # a cold embedding cache, same ONNX file
         t = time.perf_counter()
-        local = model.predict(imgs, progress=False, cache_dir=cache)
+        local = fv.predict(model, imgs, progress=False, cache_dir=cache)
         t_local = time.perf_counter() - t
         t = time.perf_counter()
         ray.init(num_cpus=os.cpu_count(), object_store_memory=256 * 2 ** 20, include_dashboard=False,

@@ -23,6 +23,12 @@ from frugalvision.exceptions import DataError, DataWarning
 from attack_corpus import HOSTILE_NAMES, safe_dirname
 from browser import launch
 from conftest import draw_shape, needs_torch
+from frugalvision.inference import probabilities as _probs
+
+
+def _proba(model, X):
+    return _probs(model, X)[1]
+
 
 KINDS = ("circle", "square", "triangle")
 
@@ -107,9 +113,9 @@ def run_everything(data, run, browser, ray=None, *, group_by=None, head="linear"
 
     model = fv.train(data, out=run, head=head, backbone=backbone, weights=weights, progress=False)
     model = fv.load_model(run)  # everything below goes through the saved file, as a user's next command would
-    ev = model.evaluate(group_by=group_by, n_boot=50, progress=False)
+    ev = fv.evaluate(model, group_by=group_by, n_boot=50, progress=False)
     assert "top2_accuracy" not in ev.headline or len(model.classes) > 2
-    report = model.report(run / "report.html", group_by=group_by, progress=False)
+    report = fv.report(model, run / "report.html", group_by=group_by, progress=False)
     text = _open_clean(browser, report)
     for c in model.classes[:3]:
         assert c.strip() in text
@@ -124,7 +130,7 @@ def run_everything(data, run, browser, ray=None, *, group_by=None, head="linear"
                       for f in files])
     probs = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(
         ["probabilities"], {"images": batch})[0]
-    np.testing.assert_allclose(probs, model.predict_proba_embeddings(model.embed(files, progress=False).X), atol=1e-4)
+    np.testing.assert_allclose(probs, _proba(model, model.embed(files, progress=False).X), atol=1e-4)
 
     with TestClient(create_app(model), base_url="http://127.0.0.1") as client:
         r = client.post("/predict", files={"files": ("x.png", _one_image(files[0]), "image/png")})
@@ -140,7 +146,7 @@ def run_everything(data, run, browser, ray=None, *, group_by=None, head="linear"
         pd.DataFrame({"path": files}).to_csv(listing, index=False)
         assert main(["predict", str(run), str(listing), "--engine", "ray", "--out", str(run / "ray"), "-q"]) == 0
         got = pd.read_parquet(run / "ray" / "predictions").set_index("path").loc[files]
-        local = model.predict(files, progress=False).set_index("path").loc[files]
+        local = fv.predict(model, files, progress=False).set_index("path").loc[files]
         assert list(got["label"]) == list(local["label"])
         np.testing.assert_allclose(got["probability"], local["probability"], atol=1e-4)
     return model
@@ -155,7 +161,7 @@ def two_class(tmp_path_factory):
 
 def test_two_classes_with_a_subgroup_column_run_everywhere(two_class, tmp_path, browser, local_ray):
     model = run_everything(two_class, tmp_path / "run", browser, local_ray, group_by="site")
-    ev = model.evaluate(group_by="site", n_boot=50, progress=False)
+    ev = fv.evaluate(model, group_by="site", n_boot=50, progress=False)
     assert set(ev.groups["site"]["table"]["group"]) == {"north", "south"}
     assert "roc_auc" in ev.headline and "top2_accuracy" not in ev.headline
     # The CLI commands a user runs next.
@@ -206,7 +212,7 @@ def test_a_class_with_three_images_and_a_class_with_no_test_image(tmp_path, brow
     # With only two 'rare' images, one lands in train and one in val: no test image for it, and evaluation says so.
     data2 = make_manifest(tmp_path / "data2", {"a": 16, "b": 16, "rare": 2}, seed=12)
     fv.train(data2, out=tmp_path / "run2", progress=False)
-    ev = fv.load_model(tmp_path / "run2").evaluate(n_boot=50, progress=False)
+    ev = fv.evaluate(fv.load_model(tmp_path / "run2"), n_boot=50, progress=False)
     assert "rare" not in set(ev.predictions["true"])
     assert ev.per_class.set_index("class").loc["rare", "support"] == 0
 
@@ -218,7 +224,7 @@ def test_greyscale_images_and_one_very_large_image(tmp_path, browser, local_ray)
     m = pd.read_csv(data)
     pd.concat([m, pd.DataFrame([{"path": "c00/big.jpg", "label": "dark", "site": "north"}])]).to_csv(data, index=False)
     model = run_everything(data, tmp_path / "run", browser, local_ray, group_by="site")
-    assert model.predict([big], progress=False)["error"].iloc[0] == ""
+    assert fv.predict(model, [big], progress=False)["error"].iloc[0] == ""
 
 
 @needs_torch
@@ -246,7 +252,7 @@ def test_manifest_with_extra_columns_a_group_column_and_repeated_rows(tmp_path):
         model = fv.train(data, out=tmp_path / "run", progress=False)
     split = pd.read_csv(tmp_path / "run" / "split.csv", keep_default_na=False)
     assert not split["path"].duplicated().any()  # a file is in exactly one split
-    ev = model.evaluate(group_by="group", n_boot=50, progress=False)
+    ev = fv.evaluate(model, group_by="group", n_boot=50, progress=False)
     assert set(ev.groups["group"]["table"]["group"]) <= {"g0", "g1", "g2"}
     # The same file with two labels is refused, naming it.
     pd.concat([m, m.iloc[:1].assign(label="b" if m["label"].iloc[0] == "a" else "a")]).to_csv(data, index=False)

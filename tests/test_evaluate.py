@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import frugalvision as fv
 import numpy as np
 import pandas as pd
 import pytest
@@ -129,7 +130,7 @@ def test_expected_calibration_error_and_temperature():
 
 def test_evaluate_trained_model_and_save(trained, tmp_path):
     model, run = trained
-    r = model.evaluate(progress=False)
+    r = fv.evaluate(model, progress=False)
     assert r.headline["n"] == 9 and r.headline["accuracy"] >= 0.6
     assert set(r.balance.columns) == {"train", "val", "test"}
     written = r.save(tmp_path / "ev")

@@ -14,6 +14,12 @@ from frugalvision.explain.faithfulness import deletion_insertion
 from frugalvision.explain.overlay import overlay, to_image_coordinates
 
 from conftest import needs_torch
+from frugalvision.inference import probabilities as _probs
+
+
+def _proba(model, X):
+    return _probs(model, X)[1]
+
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +72,7 @@ def test_deletion_auc_is_below_random_order(localisation):
     test = df[df["split"] == "test"].iloc[::3]
     expl, _ = explain_images(model, test["path"].tolist(), cls="true", labels=test["label"].tolist())
     ex = model.extractor(progress=False)
-    res = deletion_insertion(lambda a: model.predict_proba_embeddings(ex.run_arrays(a)[1]),
+    res = deletion_insertion(lambda a: _proba(model, ex.run_arrays(a)[1]),
                              np.stack([e.input for e in expl]), np.stack([e.maps[0] for e in expl]),
                              [model.classes.index(c) for c in test["label"]], n_steps=8)
     assert res["deletion_auc"].mean() < res["deletion_random_auc"].mean()
@@ -117,7 +123,7 @@ def test_gradient_hooks_are_released(trained, shapes_dir):
 def test_cam_is_exact_logit_decomposition(trained, shapes_dir):
     model, _ = trained
     path = str(next(shapes_dir.rglob("*.png")))
-    maps = model.explain(path, cls="all")
+    maps = fv.explain(model, path, cls="all")
     assert maps.shape == (3, 7, 7)
     emb = model.embed([path], progress=False).X
     np.testing.assert_allclose(maps.mean(axis=(1, 2)) + model.head.intercept_, model.head.logits(emb)[0], atol=1e-3)

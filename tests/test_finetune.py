@@ -67,11 +67,11 @@ def test_finetune_resumes_after_kill_and_round_trips(shapes_dir, tmp_path):
     np.testing.assert_array_equal(bb_ft.model.blocks[0][0].conv_dw.weight.detach().numpy(),
                                   bb_base.model.blocks[0][0].conv_dw.weight.detach().numpy())  # frozen part intact
     files = sorted(str(p) for p in shapes_dir.rglob("*.png"))[::7]
-    a = model.predict(files, progress=False, cache_dir=cache)
-    b = loaded.predict(files, progress=False, cache_dir=cache)
+    a = fv.predict(model, files, progress=False, cache_dir=cache)
+    b = fv.predict(loaded, files, progress=False, cache_dir=cache)
     pd.testing.assert_frame_equal(a, b)
-    assert loaded.evaluate(progress=False, cache_dir=cache).headline["accuracy"] >= 0.6
-    cam = loaded.explain(files[0], cls="top2", cache_dir=cache)  # exact CAM on the fine-tuned feature map
+    assert fv.evaluate(loaded, progress=False, cache_dir=cache).headline["accuracy"] >= 0.6
+    cam = fv.explain(loaded, files[0], cls="top2", cache_dir=cache)  # exact CAM on the fine-tuned feature map
     assert cam.shape == (2, 7, 7)
 
 

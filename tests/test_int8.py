@@ -46,8 +46,8 @@ def test_a_model_trained_int8_predicts_explains_and_exports_in_int8(images, tmp_
     again = fv.load_model(tmp_path / "run")
     assert again.info.backbone.precision == "int8" and ":int8:" in again.info.backbone.weights_id
     files = sorted(str(p) for p in root.rglob("*.png"))[:4]
-    table = again.predict(files, progress=False)
-    cam = again.explain(files[0], cls="top2")
+    table = fv.predict(again, files, progress=False)
+    cam = fv.explain(again, files[0], cls="top2")
     assert cam.shape == (2, 7, 7)
     onnx = export_onnx_model(again, tmp_path / "m.onnx")
     pre = again.preprocessing

@@ -51,9 +51,9 @@ def test_unknown_images_are_rejected_and_known_ones_kept_at_the_stated_rate(shap
     data, run = shapes_run
     model = fv.load_model(run)
     assert model.info.reject["accept_rate"] == 0.95 and model.info.reject["threshold"] is not None
-    unk = model.predict(photos, progress=False)
+    unk = fv.predict(model, photos, progress=False)
     assert (unk["label"] == "unknown").mean() >= 0.9, unk[["path", "label", "ood_score"]]
-    ev = model.evaluate(progress=False, unknown=photos, n_boot=200)
+    ev = fv.evaluate(model, progress=False, unknown=photos, n_boot=200)
     kept = 1 - ev.open_world["rejection"]["rejected_share"]
     n = ev.open_world["rejection"]["n"]
     lo, hi = _wilson(round(kept * n), n)
@@ -67,7 +67,7 @@ def test_no_reject_turns_it_off(shapes_run, photos, tmp_path):
     data, _ = shapes_run
     model = fv.train(data, out=tmp_path / "run", reject=False, progress=False)
     assert model.info.reject is None
-    out = model.predict(photos, progress=False)
+    out = fv.predict(model, photos, progress=False)
     assert "unknown" not in set(out["label"]) and "ood_score" not in out.columns
 
 
@@ -89,8 +89,8 @@ def test_a_recall_target_holds_on_held_out_images(tmp_path):
     plain = fv.train(data, out=tmp_path / "plain", reject=False, progress=False)
     tuned = fv.train(data, out=tmp_path / "tuned", reject=False, targets=["defective:recall>=0.9"], progress=False)
     assert tuned.info.operating_point["recall_thresholds"]["defective"] < 0.5
-    ev_plain = plain.evaluate(progress=False, n_boot=200)
-    ev = fv.load_model(tmp_path / "tuned").evaluate(progress=False, n_boot=200)
+    ev_plain = fv.evaluate(plain, progress=False, n_boot=200)
+    ev = fv.evaluate(fv.load_model(tmp_path / "tuned"), progress=False, n_boot=200)
     recall = ev.per_class.set_index("class").loc["defective", "recall"]
     assert recall >= ev_plain.per_class.set_index("class").loc["defective", "recall"]
     (row,) = ev.open_world["operating_point"]
@@ -152,7 +152,7 @@ def test_predict_serve_export_and_ray_make_the_same_decisions(shapes_run, photos
     data, run = shapes_run
     model = fv.load_model(run)
     files = sorted(str(p) for p in photos.glob("*.png"))[:6] + sorted(str(p) for p in data.rglob("*.png"))[:6]
-    local = model.predict(files, progress=False).set_index("path")
+    local = fv.predict(model, files, progress=False).set_index("path")
 
     onnx_path = export_onnx_model(model, tmp_path / "m.onnx")
     pre = model.preprocessing

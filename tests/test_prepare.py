@@ -81,7 +81,7 @@ def test_audit_finds_the_planted_problems_and_changes_nothing(messy, tmp_path):
     used = set(model.data_.table["path"])
     assert not any(p.endswith("exact_copy.png") or p.endswith("broken.png") for p in used)
     assert model.data_.table.groupby("duplicate_group")["split"].nunique().drop("", errors="ignore").max() <= 1
-    html = model.report(tmp_path / "run" / "report.html", explain=False, progress=False).read_text()
+    html = fv.report(model, tmp_path / "run" / "report.html", explain=False, progress=False).read_text()
     assert 'id="data-audit"' in html and "label issues" in html
 
 

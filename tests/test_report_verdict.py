@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import frugalvision as fv
 import json
 
 import numpy as np
@@ -153,7 +154,7 @@ def test_goals_given_at_train_time_are_stored_and_judged_by_the_report(shapes_di
     fv.train(shapes_dir, out=tmp_path / "run", goals=["accuracy>=50%"], progress=False)
     model = fv.load_model(tmp_path / "run")
     assert model.info.training["goals"] == ["accuracy>=0.5"]
-    html = model.report(tmp_path / "r.html", explain=False, progress=False).read_text(encoding="utf-8")
+    html = fv.report(model, tmp_path / "r.html", explain=False, progress=False).read_text(encoding="utf-8")
     assert "No goal was stated" not in html and 'class="verdict met"' in html
     with pytest.raises(Exception, match="Goal"):
         fv.train(shapes_dir, goals=["accuracy>=2"], progress=False)

@@ -12,6 +12,7 @@ Class folders, file names, manifest column names and group values are taken from
 
 from __future__ import annotations
 
+import frugalvision as fv
 import re
 from html.parser import HTMLParser
 
@@ -169,7 +170,7 @@ def hostile_report(hostile_manifest, tmp_path_factory):
     out = tmp_path_factory.mktemp("hostile_run")
     model = fv.train(hostile_manifest, out=out / "model", progress=False)
     assert sorted(model.classes) == sorted(CLASSES)
-    path = model.report(out / "report.html", group_by=list(GROUP_COLS), progress=False)
+    path = fv.report(model, out / "report.html", group_by=list(GROUP_COLS), progress=False)
     return path
 
 

@@ -13,17 +13,42 @@ import frugalvision as fv
 from frugalvision.cli.main import main
 
 from conftest import make_shapes_dataset
+from frugalvision.inference import probabilities as _probs
+
+
+def _proba(model, X):
+    return _probs(model, X)[1]
 
 
 def test_trained_model_learns_the_shapes(trained):
     model, run = trained
     assert model.classes == ["circle", "square", "triangle"]
     assert model.training_["validation"]["accuracy"] >= 0.8
-    assert model.temperature > 0 and model.training_["C"] in (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+    # 9 validation images: too few to choose C or a temperature, and the summary says so.
+    assert len(model.training_data.part("val")[1]) == 9
+    assert model.training_["C_search"] == [] and model.training_["C"] == 0.01 and model.info.temperature is None
+    assert any("not calibrated" in n for n in model.training_["notes"])
+
     for name in ("model.safetensors", "split.csv", "skipped.csv", "training.json"):
         assert (run / name).exists()
     split = pd.read_csv(run / "split.csv")
     assert set(split["split"]) == {"train", "val", "test"} and len(split) == 60
+
+
+def test_C_and_temperature_are_chosen_on_validation(shapes_dir):
+    """With enough validation images, C is the grid value with the lowest validation log-loss and the temperature
+    lowers that loss further (the embeddings are cached by the session's model)."""
+    from sklearn.metrics import log_loss
+
+    from frugalvision.heads import softmax
+
+    model = fv.train(shapes_dir, val_size=0.35, progress=False, reject=False)
+    search = model.training_["C_search"]
+    assert len(search) == 7 and model.training_["C"] == min(search, key=lambda r: r["val_log_loss"])["C"]
+    X_va, y_va, _ = model.training_data.part("val")
+    assert model.info.temperature is not None and model.info.temperature != 1.0
+    raw = log_loss(y_va, softmax(model.head.logits(X_va)), labels=model.classes)
+    assert log_loss(y_va, _proba(model, X_va), labels=model.classes) <= raw + 1e-9
 
 
 def test_second_train_does_no_backbone_work(shapes_dir, trained, tmp_path, monkeypatch):
@@ -49,12 +74,12 @@ def test_artifact_round_trip_has_no_pickle_and_same_predictions(trained, shapes_
     assert meta["preprocessing"]["input_size"] == 224 and meta["versions"]["frugalvision"]
     files = sorted(str(p) for p in shapes_dir.rglob("*.png"))[:9]
     loaded = fv.load_model(run)
-    a, b = model.predict(files, progress=False), loaded.predict(files, progress=False)
+    a, b = fv.predict(model, files, progress=False), fv.predict(loaded, files, progress=False)
     pd.testing.assert_frame_equal(a, b)
     # Moving the file elsewhere keeps it usable.
     moved = tmp_path / "elsewhere.safetensors"
     shutil.copy(run / "model.safetensors", moved)
-    pd.testing.assert_frame_equal(fv.load_model(moved).predict(files, progress=False), a)
+    pd.testing.assert_frame_equal(fv.predict(fv.load_model(moved), files, progress=False), a)
 
 
 def test_model_file_is_never_overwritten_silently(trained, shapes_dir):
@@ -86,13 +111,16 @@ def test_predict_table_columns_and_bad_files(trained, tmp_path):
     model, _ = trained
     good = make_shapes_dataset(tmp_path / "p", n_per_class=1, seed=4)
     (good / "junk.png").write_bytes(b"junk")
-    table = model.predict([good], top_k=3, progress=False)
-    assert list(table.columns) == ["path", "label", "probability", "top2_label", "top2_probability",
-                                   "top3_label", "top3_probability", "ood_score", "error"]
+    table = fv.predict(model, [good], progress=False)
+    assert list(table.columns) == ["path", "label", "probability", "rule", "most_probable",
+                                   "most_probable_probability", "runner_up", "runner_up_probability", "ood_score",
+                                   "error"]
     bad = table[table["path"].str.endswith("junk.png")].iloc[0]
     assert bad["label"] == "" and "not an image" in bad["error"]
     ok = table[table["error"] == ""]
-    assert len(ok) == 3 and np.allclose(ok[["probability", "top2_probability", "top3_probability"]].sum(axis=1), 1)
+    assert len(ok) == 3 and (ok["runner_up"] != ok["label"]).all()
+    decided = ok[ok["label"] != "unknown"]
+    assert (decided["probability"] + decided["runner_up_probability"] <= 1 + 1e-6).all()
 
 
 def test_manifest_with_metadata_columns(tmp_path):
@@ -120,15 +148,17 @@ def test_cli_train_predict_and_errors(shapes_dir, tmp_path, capsys):
     assert "Did you mean 'efficientnet_lite" in err and "Traceback" not in err
     assert main(["predict", str(out), str(shapes_dir / "circle"), "--out", str(csv), "-q"]) == 1
     assert "already exists" in capsys.readouterr().err
-    assert main(["train", str(shapes_dir), "--C", "abc", "--out", str(tmp_path / "r3")]) == 2
+    assert main(["train", str(shapes_dir), "--C", "abc", "--out", str(tmp_path / "r3")]) == 1
+    assert "C = 'abc': expected a positive number or 'auto'" in capsys.readouterr().err
 
 
 _PREDICT_WITHOUT_SKLEARN = """
 import sys, numpy as np
+from frugalvision.inference import probabilities
 from frugalvision.model import load_model
 m = load_model(sys.argv[1], inference_only=True)
 X = np.load(sys.argv[2])
-np.save(sys.argv[3], m.predict_proba_embeddings(X))
+np.save(sys.argv[3], probabilities(m, X)[1])
 cams = hasattr(m.head, "coef_")
 print("sklearn" in sys.modules, cams, repr(m))
 """
@@ -148,10 +178,10 @@ def test_inference_only_model_predicts_the_same_without_importing_sklearn(shapes
     assert out[:2] == ["False", "True" if head == "linear" else "False"]  # no sklearn; coef_ only for exact CAM
     kind = "LinearHead" if head == "linear" else "MLPHead"
     assert f"head={kind})" in " ".join(out)
-    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), model.predict_proba_embeddings(X), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), _proba(model, X), rtol=0, atol=1e-6)
     # Anything else falls through to the real estimator, so the light model still saves the same file.
     light = fv.load_model(tmp_path / "run", inference_only=True)
     light.save(tmp_path / "again.safetensors")
     again = fv.load_model(tmp_path / "again.safetensors")
     assert type(again.head).__name__ == kind and again.head.get_params() == model.head.get_params()
-    np.testing.assert_allclose(again.predict_proba_embeddings(X), model.predict_proba_embeddings(X), atol=1e-6)
+    np.testing.assert_allclose(_proba(again, X), _proba(model, X), atol=1e-6)

@@ -5,9 +5,9 @@ metrics, class activation maps and a report.
 
     >>> import frugalvision as fv
     >>> model = fv.train("data/", out="runs/first")           # doctest: +SKIP
-    >>> model.predict(["photo.jpg"])                           # doctest: +SKIP
-    >>> model.evaluate().summary()                             # doctest: +SKIP
-    >>> model.explain("photo.jpg", cls="top2")                 # doctest: +SKIP
+    >>> fv.predict(model, ["photo.jpg"])                       # doctest: +SKIP
+    >>> fv.evaluate(model).summary()                           # doctest: +SKIP
+    >>> fv.explain(model, "photo.jpg", cls="top2")             # doctest: +SKIP
 
 Importing this package does not import torch; the heavy parts load on first use.
 """
@@ -31,14 +31,21 @@ try:
 except _metadata.PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
+# name -> "module:attribute", imported on first use (so `import frugalvision` stays light).
 _LAZY = {
-    "train": "frugalvision.training",
-    "Model": "frugalvision.model",
-    "load_model": "frugalvision.model",
-    "discover": "frugalvision.data.discover",
-    "Extractor": "frugalvision.features.extract",
-    "extract": "frugalvision.features.extract",
-    "LinearHead": "frugalvision.heads.linear",
+    "train": "frugalvision.training:train",
+    "Recipe": "frugalvision.recipe:Recipe",
+    "Model": "frugalvision.model:Model",
+    "load_model": "frugalvision.model:load_model",
+    "predict": "frugalvision.inference:predict",
+    "decide": "frugalvision.decision:decide",
+    "evaluate": "frugalvision.evaluate:evaluate",
+    "explain": "frugalvision.explain:explain_image",
+    "report": "frugalvision.report:write_report",
+    "discover": "frugalvision.data.discover:discover",
+    "Extractor": "frugalvision.features.extract:Extractor",
+    "extract": "frugalvision.features.extract:extract",
+    "LinearHead": "frugalvision.heads.linear:LinearHead",
 }
 
 __all__ = [
@@ -50,7 +57,8 @@ __all__ = [
 
 def __getattr__(name):
     if name in _LAZY:
-        value = getattr(_import_module(_LAZY[name]), name)
+        module, attr = _LAZY[name].split(":")
+        value = getattr(_import_module(module), attr)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'frugalvision' has no attribute {name!r}")

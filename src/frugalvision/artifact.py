@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import TYPE_CHECKING
 from importlib import metadata as _md
 from pathlib import Path
 
@@ -18,8 +19,11 @@ import numpy as np
 from ._io import atomic_writer, refuse_overwrite
 from .exceptions import ArtifactError
 
+if TYPE_CHECKING:
+    from .decision import OperatingPoint
+
 __all__ = ["save_artifact", "load_artifact", "FORMAT", "FORMAT_VERSION", "versions", "ModelInfo", "BackboneInfo",
-           "Preprocessing", "HeadInfo"]
+           "Preprocessing", "HeadInfo", "RejectInfo"]
 
 FORMAT = "frugalvision-model"
 FORMAT_VERSION = 1
@@ -71,6 +75,9 @@ def load_artifact(path) -> tuple[dict[str, np.ndarray], dict]:
         raise ArtifactError(f"'{path}' is a safetensors file but has no frugalvision metadata; it is not a model file.")
     try:
         meta = json.loads(raw)
+    except RecursionError:
+        raise ArtifactError(f"'{path}' has frugalvision metadata nested too deeply to be a model file; the file was "
+                            f"damaged or edited. Train the model again.") from None
     except ValueError as exc:
         raise ArtifactError(f"'{path}' has frugalvision metadata that is not valid JSON ({exc}); the file was "
                             f"damaged or edited. Train the model again.") from None
@@ -134,6 +141,39 @@ class HeadInfo:
     params: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class RejectInfo:
+    """The "none of these" score: its fitted parameters (tensors ``ood.*``), the threshold past which an image is
+    ``unknown`` (None: scored but never rejected, ``note`` says why), the share of normal validation images it keeps,
+    and how many validation images chose it."""
+
+    params: dict
+    threshold: float | None = None
+    accept_rate: float = 0.95
+    n_validation: int = 0
+    note: str = ""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict, problems: list) -> "RejectInfo | None":
+        if not isinstance(d.get("params"), dict):
+            problems.append("'reject.params' is missing or not a JSON object")
+            return None
+        t = d.get("threshold")
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not np.isfinite(t)):
+            problems.append(f"'reject.threshold' must be a finite number or null, got {t!r:.60}")
+            return None
+        a = d.get("accept_rate", 0.95)
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a <= 1:
+            problems.append(f"'reject.accept_rate' must be a number in (0, 1], got {a!r:.60}")
+            return None
+        n = d.get("n_validation", 0)
+        return cls(params=d["params"], threshold=None if t is None else float(t), accept_rate=float(a),
+                   n_validation=int(n) if isinstance(n, int) else 0, note=str(d.get("note", "")))
+
+
 @dataclass
 class ModelInfo:
     """Everything a model file says besides its tensors.
@@ -150,16 +190,19 @@ class ModelInfo:
     training: dict = field(default_factory=dict)
     finetune: dict | None = None
     versions: dict = field(default_factory=dict)
-    operating_point: dict | None = None  # decision.OperatingPoint.to_json()
-    reject: dict | None = None           # the "none of these" score: method, parameters, threshold
+    operating_point: "OperatingPoint | None" = None  # per-class thresholds chosen on validation
+    reject: RejectInfo | None = None                  # the "none of these" score and its threshold
 
     def to_json(self) -> dict:
         out = {"classes": [str(c) for c in self.classes], "backbone": asdict(self.backbone),
                "preprocessing": self.preprocessing.to_dict(), "head": asdict(self.head),
                "temperature": self.temperature, "training": self.training, "versions": self.versions}
-        for name in ("finetune", "operating_point", "reject"):
-            if getattr(self, name) is not None:
-                out[name] = getattr(self, name)
+        if self.finetune is not None:
+            out["finetune"] = self.finetune
+        if self.operating_point is not None:
+            out["operating_point"] = self.operating_point.to_json()
+        if self.reject is not None:
+            out["reject"] = self.reject.to_json()
         return out
 
     @classmethod
@@ -187,13 +230,21 @@ class ModelInfo:
         for name in ("training", "versions", "operating_point", "reject"):
             if meta.get(name) is not None and not isinstance(meta.get(name), dict):
                 problems.append(f"'{name}' must be a JSON object")
+        op = reject = None
         if not problems and isinstance(meta.get("operating_point"), dict):
             from .decision import OperatingPoint
 
             try:
-                OperatingPoint.from_json(meta["operating_point"], classes)
+                op = OperatingPoint.from_json(meta["operating_point"], classes)
             except (ValueError, TypeError, AttributeError) as exc:
                 problems.append(f"'operating_point' cannot be used ({exc})")
+            else:
+                bad = [v for v in [*op.recall_thresholds.values(), *op.precision_thresholds.values()]
+                       if not np.isfinite(v)]
+                if bad:
+                    problems.append("'operating_point' has thresholds that are not finite numbers")
+        if not problems and isinstance(meta.get("reject"), dict):
+            reject = RejectInfo.from_json(meta["reject"], problems)
         if not problems and tensors is not None:
             problems += _shape_problems(head, backbone, len(classes), tensors)
         if problems:
@@ -201,8 +252,7 @@ class ModelInfo:
         return cls(classes=list(classes), backbone=backbone, preprocessing=pre, head=head,
                    temperature=float(temperature) if temperature is not None else None,
                    training=meta.get("training") or {}, finetune=meta.get("finetune"),
-                   versions=meta.get("versions") or {}, operating_point=meta.get("operating_point"),
-                   reject=meta.get("reject"))
+                   versions=meta.get("versions") or {}, operating_point=op, reject=reject)
 
 
 def _head_kinds() -> tuple:
@@ -263,6 +313,10 @@ def _shape_problems(head: HeadInfo, backbone: BackboneInfo, n_classes: int, tens
     first = f"head.{'coef' if head.type == 'LinearHead' else 'w1'}"
     rows, width = tensors[out].shape[0], tensors[first].shape[-1]
     problems = []
+    not_finite = [k for k, v in tensors.items() if k.startswith(("head.", "ood."))
+                  and np.issubdtype(np.asarray(v).dtype, np.floating) and not np.isfinite(v).all()]
+    if not_finite:
+        problems.append(f"the tensors {', '.join(not_finite[:5])} hold NaN or infinite values")
     if rows != n_classes:
         problems.append(f"the head scores {rows} classes but 'classes' names {n_classes}")
     if width != backbone.embed_dim:

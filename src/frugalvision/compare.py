@@ -27,6 +27,7 @@ def compare_backbones(data, *, backbones=None, n_timing: int = 64, engine: str =
         ``n_timing`` images outside the cache), model_ms_per_image, params_m, gflops, embed_dim, error.
     """
     from .features.extract import Extractor
+    from .evaluate import evaluate
     from .training import train
 
     rows = []
@@ -37,7 +38,7 @@ def compare_backbones(data, *, backbones=None, n_timing: int = 64, engine: str =
         try:
             ex = Extractor(name, engine=engine, cache_dir=cache_dir, progress=progress)
             model = train(data, extractor=ex, progress=progress, seed=seed)
-            ev = model.evaluate(progress=False, engine=engine, cache_dir=cache_dir)
+            ev = evaluate(model, progress=False, engine=engine, cache_dir=cache_dir)
             row.update(test_accuracy=ev.headline["accuracy"], ci_low=ev.accuracy_ci[0], ci_high=ev.accuracy_ci[1],
                        val_accuracy=model.training_["validation"].get("accuracy"))
             row.update(_timing(ex, model.data_.table["path"].tolist()[:n_timing]))

@@ -1,4 +1,10 @@
-"""Operating points: turn probabilities into a label for a stated goal, not always the arg-max.
+"""The one decision: probabilities -> "none of these" -> operating point -> one label per image.
+
+:func:`decide` builds :class:`Decisions` (the decided label, the rule that decided it, the most probable class
+and the runner-up) and is the only place a label is made; predict, evaluate, explain, the report, the web page
+and the Ray worker all read its result, and the exported ONNX graph computes the same rule (tested equal).
+
+Operating points turn probabilities into a label for a stated goal, not always the arg-max.
 
 A target reads ``CLASS:recall>=0.9`` ("find at least 90 % of the defective parts") or
 ``CLASS:precision>=0.95`` ("when it says defective, be right 95 % of the time"). Each target gets a
@@ -24,7 +30,14 @@ import numpy as np
 
 from .exceptions import DataError
 
-__all__ = ["Target", "OperatingPoint", "parse_target", "choose_operating_point", "decide", "score_vectors"]
+__all__ = ["UNKNOWN", "RULES", "Target", "OperatingPoint", "Decision", "Decisions", "parse_target",
+           "choose_operating_point", "decide", "operating_point_indices", "score_vectors"]
+
+#: The label of an image the "none of these" score rejects.
+UNKNOWN = "unknown"
+#: Which rule decided an image: the arg-max, an operating point's threshold, or the "none of these" score.
+MOST_PROBABLE, OPERATING_POINT, REJECTED = "most probable", "operating point", "rejected"
+RULES = (MOST_PROBABLE, OPERATING_POINT, REJECTED)
 
 _TARGET = re.compile(r"^\s*(?P<cls>.+?)\s*:\s*(?P<metric>recall|precision)\s*>=\s*(?P<value>[0-9.]+%?)\s*$")
 
@@ -94,8 +107,9 @@ def score_vectors(op: OperatingPoint | None, classes) -> tuple[np.ndarray, np.nd
     return r, p
 
 
-def decide(proba: np.ndarray, op: OperatingPoint | None, classes) -> np.ndarray:
-    """Class indices for ``proba`` (n, K) under the operating point (arg-max when there is none)."""
+def operating_point_indices(proba: np.ndarray, op: OperatingPoint | None, classes) -> np.ndarray:
+    """Class indices for ``proba`` (n, K) under the operating point (arg-max when there is none); the class step
+    of :func:`decide`, before "none of these"."""
     proba = np.asarray(proba, dtype=np.float32)
     if op is None or not (op.recall_thresholds or op.precision_thresholds):
         return proba.argmax(axis=1)
@@ -138,7 +152,7 @@ def choose_operating_point(proba_val: np.ndarray, y_val, classes, targets) -> Op
         best, reached = None, []
         for c in order:
             table[t.cls] = float(max(c, 1e-6))
-            value = _metric(decide(proba_val, op, classes), y, k, t.metric)
+            value = _metric(operating_point_indices(proba_val, op, classes), y, k, t.metric)
             reached.append(value)
             if value >= t.value:
                 best = table[t.cls]
@@ -147,7 +161,132 @@ def choose_operating_point(proba_val: np.ndarray, y_val, classes, targets) -> Op
             del table[t.cls]
             raise DataError(f"Target {t} cannot be met on the validation split: the best {t.metric} reached is "
                             f"{max(reached):.3f}. Lower the target, or add images of '{t.cls}'.")
-        pred = decide(proba_val, op, classes)
+        pred = operating_point_indices(proba_val, op, classes)
         op.validation[str(t)] = {"threshold": best, "value": _metric(pred, y, k, t.metric),
                                  "n": int((y == k).sum() if t.metric == "recall" else (pred == k).sum())}
     return op
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One image's answer: ``label`` (a class or ``unknown``), ``rule`` (see :data:`RULES`), its probability (None
+    when unknown), the most probable class, and the runner-up (the best class other than the decided one; for an
+    unknown image, the class it would have had)."""
+
+    label: str
+    rule: str
+    probability: float | None
+    most_probable: str
+    most_probable_probability: float
+    runner_up: str | None
+    runner_up_probability: float | None
+    ood_score: float | None = None
+
+    @property
+    def unknown(self) -> bool:
+        return self.rule == REJECTED
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """The decisions of a batch (arrays of length n); ``label`` is a class index, -1 for unknown."""
+
+    classes: tuple
+    label: np.ndarray
+    rule: np.ndarray
+    most_probable: np.ndarray
+    runner_up: np.ndarray          # -1 when there is no other class
+    probabilities: np.ndarray      # (n, K), calibrated
+    ood_score: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    @property
+    def unknown(self) -> np.ndarray:
+        return self.label < 0
+
+    def _p(self, idx) -> np.ndarray:
+        rows = np.arange(len(idx))
+        return np.where(np.asarray(idx) >= 0, self.probabilities[rows, np.maximum(idx, 0)], np.nan)
+
+    @property
+    def probability(self) -> np.ndarray:
+        """Probability of the decided class; NaN for unknown images."""
+        return self._p(self.label)
+
+    @property
+    def most_probable_probability(self) -> np.ndarray:
+        return self._p(self.most_probable)
+
+    @property
+    def runner_up_probability(self) -> np.ndarray:
+        return self._p(self.runner_up)
+
+    def names(self, which: str = "label") -> list:
+        """Class names of ``label`` / ``most_probable`` / ``runner_up`` (-1: :data:`UNKNOWN` or '')."""
+        idx = getattr(self, which)
+        empty = UNKNOWN if which == "label" else ""
+        return [empty if i < 0 else self.classes[i] for i in idx]
+
+    def __getitem__(self, i: int) -> Decision:
+        lab, ru, mp = int(self.label[i]), int(self.runner_up[i]), int(self.most_probable[i])
+        p = self.probabilities[i]
+        return Decision(label=UNKNOWN if lab < 0 else self.classes[lab], rule=str(self.rule[i]),
+                        probability=None if lab < 0 else float(p[lab]), most_probable=self.classes[mp],
+                        most_probable_probability=float(p[mp]),
+                        runner_up=None if ru < 0 else self.classes[ru],
+                        runner_up_probability=None if ru < 0 else float(p[ru]),
+                        ood_score=None if self.ood_score is None else float(self.ood_score[i]))
+
+    @classmethod
+    def concat(cls, parts: list, classes) -> "Decisions":
+        """One Decisions from the decisions of consecutive batches."""
+        classes = tuple(str(c) for c in classes)
+        if not parts:
+            return decide(np.zeros((0, len(classes)), np.float32), classes)
+        scores = None if any(p.ood_score is None for p in parts) else np.concatenate([p.ood_score for p in parts])
+        return cls(classes=classes, label=np.concatenate([p.label for p in parts]),
+                   rule=np.concatenate([p.rule for p in parts]),
+                   most_probable=np.concatenate([p.most_probable for p in parts]),
+                   runner_up=np.concatenate([p.runner_up for p in parts]),
+                   probabilities=np.concatenate([p.probabilities for p in parts]), ood_score=scores)
+
+    def columns(self) -> dict:
+        """The decision columns of predictions.csv, in order."""
+        out = {"label": self.names(), "probability": self.probability, "rule": list(self.rule),
+               "most_probable": self.names("most_probable"),
+               "most_probable_probability": self.most_probable_probability,
+               "runner_up": self.names("runner_up"), "runner_up_probability": self.runner_up_probability}
+        if self.ood_score is not None:
+            out["ood_score"] = self.ood_score
+        return out
+
+
+def decide(proba, classes, *, operating_point: OperatingPoint | None = None, ood_scores=None,
+           reject_threshold: float | None = None) -> Decisions:
+    """The decision for each row of ``proba`` (n, K calibrated probabilities), in three steps:
+
+    1. "none of these": a score above ``reject_threshold`` labels the image unknown (rule ``rejected``);
+    2. the operating point's thresholds, when it has any (rule ``operating point`` where they change the arg-max);
+    3. else the most probable class (rule ``most probable``).
+    The runner-up is the most probable class other than the decided one (for unknown: the most probable).
+    """
+    classes = tuple(str(c) for c in classes)
+    proba = np.asarray(proba, dtype=np.float32).reshape(-1, len(classes))
+    n = len(proba)
+    top = proba.argmax(axis=1) if n else np.zeros(0, int)
+    label = operating_point_indices(proba, operating_point, classes) if n else np.zeros(0, int)
+    rule = np.where(label == top, MOST_PROBABLE, OPERATING_POINT).astype(object)
+    scores = None if ood_scores is None else np.asarray(ood_scores, dtype=np.float32)
+    if scores is not None and reject_threshold is not None and n:
+        rejected = scores > reject_threshold
+        label = np.where(rejected, -1, label)
+        rule[rejected] = REJECTED
+    masked = proba.copy()
+    rows = np.arange(n)
+    masked[rows, np.where(label >= 0, label, top)] = -np.inf
+    runner = masked.argmax(axis=1) if n else np.zeros(0, int)
+    runner = np.where(label < 0, top, runner) if len(classes) > 1 else np.full(n, -1)
+    return Decisions(classes=classes, label=label.astype(int), rule=rule, most_probable=top.astype(int),
+                     runner_up=runner.astype(int), probabilities=proba, ood_score=scores)

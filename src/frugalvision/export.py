@@ -90,6 +90,7 @@ def export_onnx_model(model, out, *, input_size: int | None = None, overwrite: b
     k = len(model.classes)
     g.output.append(helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", k]))
     g.output.append(helper.make_tensor_value_info("decision", TensorProto.INT64, ["batch"]))
+    g.output.append(helper.make_tensor_value_info("runner_up", TensorProto.INT64, ["batch"]))
     if score is not None:
         g.output.append(helper.make_tensor_value_info("ood_score", TensorProto.FLOAT, ["batch"]))
     if cam:
@@ -102,10 +103,13 @@ def export_onnx_model(model, out, *, input_size: int | None = None, overwrite: b
             "input": "uint8 RGB N x input_size x input_size x 3: centre square of the image resized to input_size",
             "preprocessing": model.preprocessing, "temperature": temperature,
             "backbone": model.info.backbone.name, "weights_id": model.info.backbone.weights_id,
-            "operating_point": model.info.operating_point, "reject": _reject_meta(model),
+            "operating_point": model.info.operating_point.to_json() if model.info.operating_point else None,
+            "reject": _reject_meta(model),
             "outputs": {"probabilities": "N x K softmax(logits / temperature)",
                         "decision": "N class indices into 'classes' under the operating point; -1 = unknown "
                                     "('none of these': ood_score above reject.threshold)",
+                        "runner_up": "N class indices: the most probable class other than the decided one (for "
+                                     "unknown: the most probable class)",
                         "ood_score": "N unusualness scores (higher = more unusual)" if score else None,
                         "cams": "N x K x h x w exact class activation maps" if cam else None,
                         "features": None if cam else "N x C x h x w last feature map"},
@@ -138,8 +142,8 @@ def _head_nodes(model, const, helper):
 
 def _reject_meta(model):
     r = model.info.reject
-    return None if r is None else {"method": model.ood_state.method, "threshold": r.get("threshold"),
-                                   "accept_rate": r.get("accept_rate")}
+    return None if r is None else {"method": model.ood_state.method, "threshold": r.threshold,
+                                   "accept_rate": r.accept_rate}
 
 
 def _ood_nodes(model, const, helper, nodes: list):
@@ -228,13 +232,24 @@ def _decision_nodes(model, const, helper, score) -> list:
         helper.make_node("Less", ["fv_amax", const("zero_", 0.0)], ["fv_stuck"]),
         helper.make_node("Where", ["fv_stuck", "fv_argmax", "fv_pick"], ["fv_decided"]),
     ]
-    threshold = (model.info.reject or {}).get("threshold")
+    threshold = model.info.reject.threshold if model.info.reject is not None else None
     if score is None or threshold is None:
         nodes.append(helper.make_node("Identity", ["fv_decided"], ["decision"]))
-        return nodes
+    else:
+        nodes += [
+            helper.make_node("Greater", [score, const("ood_threshold", threshold)], ["fv_reject"]),
+            helper.make_node("Where", ["fv_reject", const("unknown", -1, np.int64), "fv_decided"], ["decision"]),
+        ]
+    # runner_up: the arg-max with the decided class masked out (the most probable class when decided unknown).
+    k = len(model.classes)
     return nodes + [
-        helper.make_node("Greater", [score, const("ood_threshold", threshold)], ["fv_reject"]),
-        helper.make_node("Where", ["fv_reject", const("unknown", -1, np.int64), "fv_decided"], ["decision"]),
+        helper.make_node("Less", ["decision", const("zero_i", 0, np.int64)], ["fv_is_unknown"]),
+        helper.make_node("Where", ["fv_is_unknown", "fv_argmax", "decision"], ["fv_masked_idx"]),
+        helper.make_node("Unsqueeze", ["fv_masked_idx", const("axis1", np.array([1]), np.int64)], ["fv_idx_col"]),
+        helper.make_node("Equal", ["fv_idx_col", const("class_ids", np.arange(k), np.int64)], ["fv_is_decided"]),
+        helper.make_node("Where", ["fv_is_decided", const("minus_inf", -np.inf), "probabilities"], ["fv_others"]),
+        helper.make_node("ArgMax", ["fv_others"], ["fv_runner"], axis=1, keepdims=0),
+        helper.make_node("Where", ["fv_is_unknown", "fv_argmax", "fv_runner"], ["runner_up"]),
     ]
 
 

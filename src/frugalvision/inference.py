@@ -13,10 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
+from .decision import UNKNOWN, Decisions, decide
 from .exceptions import DataError
 
-__all__ = ["UNKNOWN", "decisions", "label_names", "GRADIENT_METHODS", "METHODS", "MapSupport", "Outputs", "Predictor", "map_support", "probabilities", "resolve_classes"]
+__all__ = ["UNKNOWN", "decisions", "label_names", "predict", "predictor", "predictions_table", "GRADIENT_METHODS", "METHODS", "MapSupport", "Outputs", "Predictor", "map_support", "probabilities", "resolve_classes"]
 
 #: Gradient methods, by their class name in the ``grad-cam`` package (see ``explain/gradcam.py``).
 GRADIENT_METHODS = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "layercam": "LayerCAM",
@@ -87,19 +89,15 @@ def probabilities(model, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return logits, softmax(logits / model.temperature)
 
 
-def decisions(model, proba: np.ndarray, embeddings: np.ndarray, logits: np.ndarray):
-    """``(labels, ood_scores)``: class indices under the model's operating point, -1 for images the
-    "none of these" score rejects; ``ood_scores`` is None when the model has no such score."""
-    from .decision import decide
-
-    labels = decide(proba, model.operating_point, model.classes) if len(proba) else np.zeros(0, int)
+def decisions(model, proba: np.ndarray, embeddings: np.ndarray, logits: np.ndarray) -> Decisions:
+    """The model's :class:`~frugalvision.decision.Decisions` for a batch: its "none of these" score and threshold,
+    then its operating point, through :func:`frugalvision.decision.decide` (the one place a label is made)."""
     scores = None
     if model.ood_state is not None and len(proba):
         scores = _ood_scores(model, embeddings, logits)
-        threshold = (model.info.reject or {}).get("threshold")
-        if threshold is not None:
-            labels = np.where(scores > threshold, -1, labels)
-    return labels, scores
+    threshold = model.info.reject.threshold if model.info.reject is not None else None
+    return decide(proba, model.classes, operating_point=model.operating_point, ood_scores=scores,
+                  reject_threshold=threshold)
 
 
 def label_names(classes, labels) -> list[str]:
@@ -121,22 +119,24 @@ def unusualness(model, X, logits, proba) -> tuple[np.ndarray, str]:
     return 1.0 - np.asarray(proba).max(axis=1, initial=0), "1 - top probability"
 
 
-#: The label of an image the "none of these" score rejects.
-UNKNOWN = "unknown"
+def resolve_classes(spec, decision, classes: list, true_label=None) -> list[int]:
+    """Class indices to explain for one image, following its decision (a row of
+    :class:`~frugalvision.decision.Decisions`: ``decision.label`` / ``.runner_up`` / ``.probabilities``).
 
-
-def resolve_classes(spec, proba: np.ndarray, classes: list, true_label=None) -> list[int]:
-    """Class indices for ``'top1'``, ``'top2'`` (top-1 and 2nd), ``'topK'``, ``'all'``, ``'true'``, a name, or a list."""
+    ``'top1'`` is the decided class, ``'top2'`` the decided class and the runner-up, ``'topK'`` those then the next
+    by probability, ``'second'`` the runner-up; an image decided unknown gets none of these (no class map unless
+    a class is asked by name, ``'true'`` or ``'all'``). Also ``'all'``, ``'true'``, a class name, or a list.
+    """
     if isinstance(spec, (list, tuple)):
         out = []
         for s in spec:
-            out.extend(i for i in resolve_classes(s, proba, classes, true_label) if i not in out)
+            out.extend(i for i in resolve_classes(s, decision, classes, true_label) if i not in out)
         return out
-    order = list(np.argsort(-proba))
     if isinstance(spec, (int, np.integer)):
         if not 0 <= spec < len(classes):
             raise DataError(f"Class index {spec} is out of range for {len(classes)} classes.")
         return [int(spec)]
+    label, runner, proba = decision
     s = str(spec)
     if s == "all":
         return list(range(len(classes)))
@@ -148,11 +148,12 @@ def resolve_classes(spec, proba: np.ndarray, classes: list, true_label=None) -> 
         return [classes.index(str(true_label))]
     if s in classes:  # a class named like a selector ('top2', 'all') is still that class
         return [classes.index(s)]
+    ranked = [] if label < 0 else [int(label)] + ([int(runner)] if runner >= 0 else [])
+    ranked += [int(i) for i in np.argsort(-np.asarray(proba), kind="stable") if i not in ranked]
     if s.startswith("top") and s[3:].isdigit():
-        k = int(s[3:])
-        return [int(i) for i in order[:max(1, min(k, len(classes)))]]
+        return [] if label < 0 else ranked[:max(1, min(int(s[3:]), len(classes)))]
     if s == "second":
-        return [int(order[1])]
+        return [] if label < 0 or runner < 0 else [int(runner)]
     raise DataError(f"Unknown class selector '{s}'. Use top1, top2, topK, all, true, or a class name: {classes}.")
 
 
@@ -172,22 +173,28 @@ class Outputs:
         by repeating their last class).
     maps_note : str
         The method used, or why there are no maps.
-    labels : ndarray (n,) of int
-        The decision: a class index under the model's operating point, or -1 ("unknown") when the
-        "none of these" score rejects the image.
-    ood_scores : ndarray (n,) or None
-        Higher = more unusual for this model; None when the model has no such score.
+    decisions : Decisions
+        The model's answer per image (:mod:`frugalvision.decision`): decided label (-1 = unknown), rule,
+        most probable class, runner-up, "none of these" score.
     """
 
     embeddings: np.ndarray
     logits: np.ndarray
     probabilities: np.ndarray
-    labels: np.ndarray | None = None
-    ood_scores: np.ndarray | None = None
+    decisions: Decisions
     maps: np.ndarray | None = None
     map_classes: list | None = None
     method: str | None = None
     maps_note: str = ""
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Decided class indices, -1 for unknown."""
+        return self.decisions.label
+
+    @property
+    def ood_scores(self) -> np.ndarray | None:
+        return self.decisions.ood_score
 
 
 class Predictor:
@@ -225,15 +232,20 @@ class Predictor:
         want_fmaps = support.method == "cam"
         fmaps, emb = self.engine.run(np.ascontiguousarray(images), maps=want_fmaps)
         logits, proba = probabilities(model, emb)
-        decided, scores = decisions(model, proba, emb, logits)
-        out = Outputs(embeddings=emb, logits=logits, probabilities=proba, labels=decided, ood_scores=scores,
+        dec = decisions(model, proba, emb, logits)
+        out = Outputs(embeddings=emb, logits=logits, probabilities=proba, decisions=dec,
                       method=support.method, maps_note=support.reason)
         if not support.available or len(images) == 0:
             return out
         labels = list(labels) if labels is not None else [None] * len(images)
-        picks = [resolve_classes(classes, proba[j], model.classes, labels[j]) for j in range(len(images))]
+        picks = [resolve_classes(classes, (dec.label[j], dec.runner_up[j], proba[j]), model.classes, labels[j])
+                 for j in range(len(images))]
         width = max(len(p) for p in picks)
-        padded = [p + [p[-1]] * (width - len(p)) for p in picks]
+        out.map_classes = picks
+        if width == 0:  # every image decided unknown and no class asked by name: no maps
+            out.maps = np.zeros((len(images), 0, 1, 1), np.float32)
+            return out
+        padded = [p + [p[-1] if p else 0] * (width - len(p)) for p in picks]
         if support.method == "cam":
             from .explain.cam import class_activation_maps
 
@@ -244,11 +256,46 @@ class Predictor:
 
             out.maps = gradient_cams(self._torch_backbone(), model.head, images, padded, support.method,
                                      cam_layer=model.info.backbone.cam_layer)
-        out.map_classes = picks
         return out
 
     def _torch_backbone(self):
         # Grad-CAM needs gradients, so it runs the PyTorch network (built once per model).
-        if getattr(self.model, "_torch_backbone", None) is None:
+        if self.model._torch_backbone is None:
             self.model._torch_backbone = self.model.backbone()
         return self.model._torch_backbone
+
+
+def predictor(model, *, engine: str = "auto", cache_dir=None) -> Predictor:
+    """The :class:`Predictor` of ``model``: decoded pixels -> probabilities, decisions and maps."""
+    return Predictor(model, model.extractor(engine=engine, cache_dir=cache_dir, progress=False).engine)
+
+
+def predict(model, paths, *, progress: bool = True, engine: str = "auto", cache_dir=None) -> pd.DataFrame:
+    """Decide on image files or folders: one row per file (see :func:`predictions_table`)."""
+    from .data.discover import list_image_files
+
+    files = list_image_files(paths)
+    emb = model.embed(files, progress=progress, engine=engine, cache_dir=cache_dir)
+    logits, probs = probabilities(model, emb.X)
+    return predictions_table(emb, decisions(model, probs, emb.X, logits))
+
+
+def predictions_table(emb, dec: Decisions) -> pd.DataFrame:
+    """One row per input: path, the decision's columns (:meth:`~frugalvision.decision.Decisions.columns`: label,
+    probability, rule, most probable class and probability, runner-up and probability, ood_score when the model
+    has one) for the readable rows, and ``error`` (the reason a file was skipped, else empty)."""
+    reasons = dict(emb.failures)
+    n, rows_ok = len(emb.paths), np.flatnonzero(emb.ok)
+    cols = {"path": list(emb.paths)}
+    for name, values in dec.columns().items():
+        values = np.asarray(values, dtype=object if name in _TEXT else float)
+        full = np.full(n, "" if name in _TEXT else np.nan, dtype=object if name in _TEXT else float)
+        full[rows_ok] = values
+        cols[name] = full
+    cols["error"] = [reasons.get(p, "") for p in emb.paths]
+    return pd.DataFrame(cols)
+
+
+_TEXT = {"label", "rule", "most_probable", "runner_up"}
+
+

@@ -1,8 +1,9 @@
-"""A trained classifier: backbone identity + preprocessing + head, with predict/explain.
+"""A trained classifier: backbone identity + preprocessing + head + decision settings, and how to store it.
 
-``Model`` is a plain object. It builds its backbone engine only when an image has to
-be embedded (cached embeddings need no network), and it is saved as one
-``.safetensors`` file (see :mod:`frugalvision.artifact`).
+``Model`` is plain data at the bottom of the pipeline: training makes one, and prediction
+(:mod:`frugalvision.inference`), evaluation, explanation and reporting take one; it imports none of them.
+It builds its backbone engine only when an image has to be embedded (cached embeddings need no network),
+and it is saved as one ``.safetensors`` file (see :mod:`frugalvision.artifact`).
 """
 
 from __future__ import annotations
@@ -36,19 +37,39 @@ class Model:
         head, temperature, versions, training summary.
     path : Path or None
         Where the model was loaded from / saved to; its folder holds ``split.csv``.
+    ood_state : OODState or None
+        The fitted "none of these" score (:mod:`frugalvision.ood`), saved as ``ood.*`` tensors.
+    training_data : TrainingData or None
+        The embedded, split data of a model trained in this process (``split.csv`` holds it on disk).
     """
 
-    def __init__(self, head, info: ModelInfo | dict, backbone_tensors: dict | None = None, path=None):
+    def __init__(self, head, info: ModelInfo | dict, backbone_tensors: dict | None = None, path=None, *,
+                 ood_state=None, training_data=None):
         self.head = head
         if isinstance(info, dict):  # a freshly trained model: its head fills in what the dict leaves out
             info = ModelInfo.from_json({**info, "classes": [str(c) for c in head.classes_],
                                         "head": {"type": head_type(head), "params": {}}}, source="new model")
         self.info = info
         self.backbone_tensors = backbone_tensors or {}
-        self.ood_state = None  # fitted "none of these" score (frugalvision.ood), saved as ood.* tensors
+        self.ood_state = ood_state
+        self.training_data = training_data
         self.path = Path(path) if path else None
         self._extractor = None
-        self._predictor = None
+        self._torch_backbone = None  # built once, for gradient maps that need PyTorch
+
+    @property
+    def training_(self) -> dict:
+        """The training summary stored with the model (``info.training``)."""
+        return self.info.training
+
+    @property
+    def finetune_(self) -> dict | None:
+        """The fine-tuning summary (``info.finetune``), None for a frozen backbone."""
+        return self.info.finetune
+
+    @property
+    def data_(self):
+        return self.training_data
 
     # -- identity -----------------------------------------------------------------------------
     @property
@@ -112,17 +133,17 @@ class Model:
             raise ArtifactError(f"'{p}' is not a usable frugalvision model: its {kind} parameters {params} "
                                 f"cannot be applied ({exc}). Train the model again.") from None
         bb = {k[9:]: v for k, v in tensors.items() if k.startswith("backbone.")}
-        model = cls(head, info, bb, p)
+        ood_state = None
         if info.reject is not None:
             from .ood import OODState
 
             try:
-                model.ood_state = OODState.from_state(info.reject["params"],
-                                                      {k[4:]: v for k, v in tensors.items() if k.startswith("ood.")})
+                ood_state = OODState.from_state(info.reject.params,
+                                                {k[4:]: v for k, v in tensors.items() if k.startswith("ood.")})
             except (KeyError, TypeError, ValueError) as exc:
                 raise ArtifactError(f"'{p}' is not a usable frugalvision model: its 'none of these' score cannot "
                                     f"be read ({exc}). Train the model again.") from None
-        return model
+        return cls(head, info, bb, p, ood_state=ood_state)
 
     # -- embedding ----------------------------------------------------------------------------
     def extractor(self, *, cache_dir=None, engine="auto", progress: bool = True):
@@ -183,94 +204,12 @@ class Model:
         """Embeddings (cached) for image files, with this model's backbone."""
         return self.extractor(**kw)(list(paths))
 
-    # -- the rest of the pipeline, as one-line delegations ----------------------------------------
-    def evaluate(self, data=None, **kw):
-        """Metrics, CIs, confusion, bias audit, calibration; see :func:`frugalvision.evaluate.evaluate`."""
-        from .evaluate import evaluate
-
-        return evaluate(self, data, **kw)
-
-    def explain(self, path, cls="top1", **kw):
-        """Class activation map(s) for one image; see :func:`frugalvision.explain.explain_image`."""
-        from .explain import explain_image
-
-        return explain_image(self, path, cls=cls, **kw)
-
-    def report(self, out, **kw):
-        """One self-contained HTML report; see :func:`frugalvision.report.write_report`."""
-        from .report import write_report
-
-        return write_report(self, out, **kw)
-
-    # -- prediction ---------------------------------------------------------------------------
-    def predictor(self, *, engine: str = "auto", cache_dir=None):
-        """The :class:`~frugalvision.inference.Predictor` of this model: decoded pixels -> probabilities and maps."""
-        from .inference import Predictor
-
-        return Predictor(self, self.extractor(engine=engine, cache_dir=cache_dir, progress=False).engine)
-
-    def predict_proba_embeddings(self, X: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities of embeddings (the head step of :mod:`frugalvision.inference`)."""
-        from .inference import probabilities
-
-        return probabilities(self, X)[1]
-
-    def predict(self, paths, *, top_k: int = 2, progress: bool = True, **kw) -> pd.DataFrame:
-        """Predict labels for image files or folders.
-
-        Returns
-        -------
-        DataFrame
-            ``path, label, probability, top2_label, top2_probability, ...`` (``top_k`` pairs)
-            and ``error`` (empty when the image was read; else the reason it was skipped).
-        """
-        from .data.discover import list_image_files
-
-        from .inference import decisions, probabilities
-
-        files = list_image_files(paths)
-        emb = self.embed(files, progress=progress, **kw)
-        logits, probs = probabilities(self, emb.X)
-        labels, scores = decisions(self, probs, emb.X, logits)
-        return predictions_table(emb, probs, self.classes, top_k, labels=labels, ood_scores=scores)
-
     # -- decisions ----------------------------------------------------------------------------
     @property
     def operating_point(self):
         """The :class:`~frugalvision.decision.OperatingPoint` chosen at train time, or None (arg-max)."""
-        from .decision import OperatingPoint
-
         op = self.info.operating_point
-        return OperatingPoint.from_json(op, self.classes) if op else None
-
-
-def predictions_table(emb, probs: np.ndarray, classes: list[str], top_k: int = 2, *, labels=None,
-                      ood_scores=None) -> pd.DataFrame:
-    """One row per input: the decided label (``unknown`` when rejected) and its probability, the next
-    classes by probability, ``ood_score`` when the model has one, or the reason the file was skipped."""
-    from .inference import label_names
-
-    top_k = max(1, min(int(top_k), len(classes)))
-    order = np.argsort(-probs, axis=1)[:, :top_k]
-    labels = order[:, 0] if labels is None else np.asarray(labels)
-    reasons = dict(emb.failures)
-    n, rows_ok = len(emb.paths), np.flatnonzero(emb.ok)
-    at = np.arange(len(rows_ok))
-    lab, pr = np.full(n, "", dtype=object), np.full(n, np.nan)
-    lab[rows_ok] = label_names(classes, labels)
-    pr[rows_ok] = np.where(labels < 0, probs.max(axis=1, initial=0), probs[at, np.maximum(labels, 0)])
-    cols = {"path": emb.paths, "label": lab, "probability": pr}
-    for r in range(1, top_k):
-        lab, pr = np.full(n, "", dtype=object), np.full(n, np.nan)
-        lab[rows_ok] = [classes[i] for i in order[:, r]]
-        pr[rows_ok] = probs[at, order[:, r]]
-        cols[f"top{r + 1}_label"], cols[f"top{r + 1}_probability"] = lab, pr
-    if ood_scores is not None:
-        sc = np.full(n, np.nan)
-        sc[rows_ok] = ood_scores
-        cols["ood_score"] = sc
-    cols["error"] = [reasons.get(p, "") for p in emb.paths]
-    return pd.DataFrame(cols)
+        return op if op is not None and (op.recall_thresholds or op.precision_thresholds) else None
 
 
 def load_model(path, *, inference_only: bool = False) -> Model:

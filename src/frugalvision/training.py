@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from ._io import run_folder, write_json, write_text
-from .backbones.registry import DEFAULT_BACKBONE
+from .artifact import RejectInfo
 from .data.discover import discover
 from .data.split import assign_splits
 from .exceptions import DataError
 from .features.extract import Extractor
 from .heads import HEADS
 from .model import Model
+from .recipe import Recipe, as_recipe
 
-__all__ = ["train", "TrainingData", "embed_dataset"]
+if TYPE_CHECKING:
+    from .decision import OperatingPoint
+
+__all__ = ["train", "TrainingData", "embed_dataset", "fit_head_stage", "HeadFit", "compare_precisions"]
 
 
 class TrainingData:
@@ -87,258 +93,266 @@ def embed_views(ex: Extractor, table: pd.DataFrame, policy: str, views: int, bal
     return np.vstack(Xs), np.concatenate(ys), np.concatenate(src)
 
 
-def train(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, out=None, head: str = "linear",
-          head_params: dict | None = None, views: int = 0, augment: str = "default",
-          balance_by_augmentation: bool = False, C="auto", class_weight=None, val_size: float = 0.15, test_size: float = 0.15, seed: int = 0,
-          engine: str = "auto", cache_dir=None, crop_pct: float | None = None, split_file=None,
-          calibrate: bool = True, targets=None, reject: bool = True, accept_rate: float = 0.95,
-          precision: str = "fp32", goals=None,
-          progress: bool = True, overwrite: bool = False,
-          extractor: Extractor | None = None) -> Model:
-    """Train a classifier on a folder of class sub-folders or a CSV manifest.
+def train(data, recipe: Recipe | None = None, *, out=None, engine: str = "auto", cache_dir=None, split_file=None,
+          progress: bool = True, overwrite: bool = False, extractor: Extractor | None = None, **options) -> Model:
+    """Train a classifier on a folder of class sub-folders or a CSV manifest, following one :class:`Recipe`.
 
     Parameters
     ----------
     data : path or DataFrame
         See :func:`frugalvision.data.discover`.
-    backbone : str
-        Registry name (``efficientnet_lite0`` default; ``frugalvision backbones`` lists them)
-        or ``timm:<name>``.
-    weights : path, optional
-        Local backbone weights (.safetensors / .pth), for offline use of timm backbones.
+    recipe : Recipe, optional
+        Every training option (backbone, precision, fine-tuning, head, regularisation, views, splits, goals,
+        targets, "none of these"), validated once; ``**options`` are its fields as keywords
+        (``train("data/", backbone="efficientnet_lite1")``), applied on top of ``recipe``.
     out : path, optional
-        Run folder to write ``model.safetensors``, ``split.csv``, ``skipped.csv`` and
-        ``training.json`` into. Existing files are never overwritten unless ``overwrite``.
-    head : {'linear', 'mlp'}
-    head_params : dict, optional
-        Parameters of the head (``MLPHead(hidden=..., dropout=...)``; for linear, ``C`` below).
-    views : int
-        Augmented views per training image (cached like clean images); validation/test stay clean.
-    augment : {'light', 'default', 'strong'}
-        Augmentation policy of the views.
-    balance_by_augmentation : bool
-        Give minority classes more views, up to about the size of the largest class.
-    C : float or 'auto'
-        Inverse regularisation strength of the linear head; ``'auto'`` picks it from
-        :data:`C_GRID` by validation log-loss.
-    class_weight : {'balanced'} or None
-    val_size, test_size : float
-        Fractions held out (stratified, seeded). An existing ``train/``+``test/`` layout
-        keeps its test set; validation then comes out of ``train/``.
+        Run folder to write ``model.safetensors``, ``split.csv``, ``skipped.csv`` and ``training.json`` into.
+        Existing files are never overwritten unless ``overwrite``.
     engine : {'auto', 'onnx', 'torch'}
-    calibrate : bool
-        Fit a softmax temperature on the validation split so probabilities mean what they say.
-    precision : {'fp32', 'int8', 'auto'}
-        ``int8`` runs the shipped quantized backbone (1.8x the images per second on an AVX2 CPU, ~2.3x with VNNI); ``auto`` uses it only when,
-        on a sample of your images, its embeddings stay close to fp32 (cosine) and the validation accuracy
-        of the fitted head does not drop by more than 0.5 point; else it keeps fp32 and says why
-        (``model.training_["precision_check"]``).
-    goals : list of str, optional
-        What "good enough" means (``"accuracy>=0.9"``, ``"defective:recall>=0.9"``), stored with the model;
-        the report gives its verdict against them unless told other goals.
-    targets : list of str, optional
-        Operating points, e.g. ``["defective:recall>=0.9"]``: per-class thresholds chosen on the validation
-        split (see :mod:`frugalvision.decision`); predictions then follow them instead of the arg-max.
-    reject : bool
-        Fit the "none of these" score (:mod:`frugalvision.ood`) and label images beyond its threshold
-        ``unknown``.
-    accept_rate : float
-        Share of in-distribution validation images the reject threshold keeps (0.95: 5 % of normal images
-        are expected to come out ``unknown``).
     cache_dir : path, optional
         Embedding cache root (default ``~/.cache/frugalvision``).
+    split_file : path, optional
+        A ``split.csv`` from an earlier run: the same split instead of a new draw.
 
     Returns
     -------
     Model
-        With ``model.training_`` (summary: counts, validation accuracy per class, skipped files).
+        Its ``info.training`` holds the summary (counts, validation accuracy per class, skipped files, the recipe,
+        the precision check).
 
     Examples
     --------
     >>> model = frugalvision.train("data/", backbone="efficientnet_lite0", out="runs/first")  # doctest: +SKIP
-    >>> model.predict(["new/photo.jpg"])  # doctest: +SKIP
+    >>> model = frugalvision.train("data/", frugalvision.Recipe(finetune="last-stage", targets=["bad:recall>=0.9"]))  # doctest: +SKIP
     """
-    C_requested = C
-    if head not in ("linear", "mlp"):
-        raise DataError(f"Unknown head '{head}'. Choose one of linear, mlp.")
+    recipe = as_recipe(recipe, **options)
     # One run at a time per folder, and nothing in it replaced unless asked (checked before any work).
     folder = run_folder(out, RUN_FILES, overwrite=overwrite) if out is not None else contextlib.nullcontext()
+    run = dict(engine=engine, cache_dir=cache_dir, split_file=split_file, progress=progress)
     with folder:
         t0 = _dt.datetime.now(_dt.timezone.utc)
-        check = None
-        if precision == "auto" and extractor is None:
-            precision, check = _int8_drift_check(data, backbone, weights, engine, cache_dir, crop_pct, seed)
-        elif precision not in ("fp32", "int8"):
-            raise DataError(f"precision must be fp32, int8 or auto, got {precision!r}.")
-        ex = extractor or Extractor(backbone, weights=weights, engine=engine, cache_dir=cache_dir, crop_pct=crop_pct,
-                                    progress=progress, precision=precision)
-        td = embed_dataset(data, ex, split_file=split_file, val_size=val_size, test_size=test_size, seed=seed)
-        X_tr, y_tr, tr_table = td.part("train")
-        if len(np.unique(y_tr)) < 2:
-            raise DataError("The training split has fewer than 2 classes after skipping unreadable files.")
-        n_aug = 0
-        if views:
-            Xa, ya, _ = embed_views(ex, tr_table, augment, views, balance_by_augmentation)
-            X_tr, y_tr, n_aug = np.vstack([X_tr, Xa]), np.concatenate([y_tr, ya]), len(ya)
-        X_va, y_va, _ = td.part("val")
-        params = dict(head_params or {})
-        c_curve = []
-        if head == "linear":
-            C, c_curve = _choose_C(params.pop("C", C), X_tr, y_tr, X_va, y_va, head, class_weight, seed)
-            params = {"C": C, "class_weight": params.pop("class_weight", class_weight), **params}
+        if recipe.finetune:
+            from .finetune import finetune_model
+
+            model = finetune_model(data, recipe, out=Path(out) if out is not None else None, **run)
+        elif recipe.precision == "auto" and extractor is None:
+            model = _train_auto_precision(data, recipe, **run)
         else:
-            params.setdefault("class_weight", class_weight)
-        est = HEADS[head](**params, random_state=seed).fit(X_tr, y_tr)
-        summary = _summary(td, est, data)
-        summary["C"] = params.get("C")
-        summary["C_search"] = c_curve
-        if check is not None and ex.precision == "int8":
-            check.update(_int8_accuracy_check(ex, td, est, Extractor(backbone, weights=weights, engine=engine,
-                                                                     cache_dir=cache_dir, crop_pct=crop_pct,
-                                                                     progress=False)))
-            if check["val_accuracy_drop"] > 0.005:  # more than half a point: keep fp32, and say why
-                check.update(chosen="fp32", reason=f"int8 lost {100 * check['val_accuracy_drop']:.1f} points of "
-                                                   f"validation accuracy (more than 0.5)")
-                model = train(data, backbone=backbone, weights=weights, head=head, head_params=head_params,
-                              views=views, augment=augment, balance_by_augmentation=balance_by_augmentation,
-                              C=C_requested, class_weight=class_weight, val_size=val_size, test_size=test_size,
-                              seed=seed, engine=engine, cache_dir=cache_dir, crop_pct=crop_pct,
-                              split_file=split_file, calibrate=calibrate, targets=targets, reject=reject,
-                              accept_rate=accept_rate, precision="fp32", progress=progress)
-                model.training_["precision_check"] = model.info.training["precision_check"] = check
-                if out is not None:
-                    save_run(model, model.data_, Path(out), overwrite=overwrite)
-                return model
-        summary["precision_check"] = check
-        summary["augmentation"] = {"policy": augment if views else None, "views": views,
-                                   "balance_by_augmentation": balance_by_augmentation, "augmented_rows": n_aug}
-        temperature = None
-        if calibrate and len(y_va) >= 10:
-            from .evaluate.calibration import fit_temperature
-
-            classes = list(est.classes_)
-            known = np.isin(y_va, classes)
-            temperature = fit_temperature(est.logits(X_va[known]), [classes.index(c) for c in y_va[known]])
-        if goals:
-            from .report.verdict import parse_goal
-
-            goals = [parse_goal(g, est.classes_)["name"] for g in ([goals] if isinstance(goals, str) else goals)]
-        decisions = _decision_meta(est, temperature, X_tr[:len(tr_table)], y_tr[:len(tr_table)], X_va, y_va,
-                                   targets=targets, reject=reject, accept_rate=accept_rate)
-        meta = {
-            "backbone": {"name": ex.spec.name, "timm_name": ex.spec.timm_name, "weights_id": ex.weights_id,
-                         "weights_source": ex.spec.weights, "weights_file": str(weights) if weights else None,
-                         "embed_dim": ex.spec.embed_dim, "cam_layer": ex.spec.cam_layer,
-                         "pooled_is_plain_avg": ex.spec.pooled_is_plain_avg, "license": ex.spec.license,
-                         "precision": ex.precision},
-            "preprocessing": ex.preprocessing,
-            "temperature": temperature,
-            "training": {**summary, "started": t0.isoformat(timespec="seconds"),
-                         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                         "settings": {"head": head, "head_params": params, "C_requested": C_requested,
-                                      "class_weight": class_weight, "views": views,
-                                      "augment": augment if views else None, "val_size": val_size,
-                                      "test_size": test_size, "seed": seed},
-                         "goals": list(goals or [])},
-            "operating_point": decisions["operating_point"],
-            "reject": decisions["reject"],
-        }
-        model = Model(est, meta)
-        model.ood_state = decisions["ood_state"]
-        model.training_ = summary
-        model.data_ = td
+            ex = extractor or make_extractor(recipe, recipe.precision, engine=engine, cache_dir=cache_dir,
+                                             progress=progress)
+            td = embed_dataset(data, ex, split_file=split_file, val_size=recipe.val_size, test_size=recipe.test_size,
+                               seed=recipe.seed)
+            model = fit_frozen(td, ex, recipe, data)
+        model.info.training.update(started=t0.isoformat(timespec="seconds"),
+                                   finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
         if out is not None:
-            save_run(model, td, Path(out), overwrite=overwrite)
+            save_run(model, model.training_data, Path(out), overwrite=overwrite)
         return model
 
 
-def _decision_meta(est, temperature, X_tr, y_tr, X_va, y_va, *, targets, reject: bool, accept_rate: float) -> dict:
-    """The operating point (targets met on validation) and the fitted "none of these" score with its threshold.
+def make_extractor(recipe: Recipe, precision: str, *, engine="auto", cache_dir=None, progress=True) -> Extractor:
+    return Extractor(recipe.backbone, weights=recipe.weights, engine=engine, cache_dir=cache_dir,
+                     crop_pct=recipe.crop_pct, progress=progress, precision=precision)
 
-    ``X_tr`` holds the clean training embeddings only (augmented views are not what predict will see).
+
+@dataclass
+class HeadFit:
+    """What the head stage fits on embeddings, the same for a frozen and a fine-tuned backbone."""
+
+    head: object
+    temperature: float | None
+    operating_point: OperatingPoint | None
+    reject: RejectInfo | None
+    ood_state: object
+    goals: list
+    C: float | None
+    C_search: list
+    notes: list
+
+
+def fit_head_stage(X_tr, y_tr, X_va, y_va, recipe: Recipe, *, n_clean: int | None = None) -> HeadFit:
+    """Head, temperature, operating point, "none of these" score and goals from train/validation embeddings.
+
+    ``X_tr[:n_clean]`` are the clean training embeddings (the rest augmented views): the "none of these" score is
+    fitted on what predict will see.
     """
-    from .heads import softmax
-
-    if not 0 < accept_rate <= 1:
-        raise DataError(f"accept_rate must be in (0, 1], got {accept_rate!r}: the share of normal images to keep.")
+    n_clean = len(y_tr) if n_clean is None else n_clean
+    params = dict(recipe.head_params)
+    C, c_curve = None, []
+    if recipe.head == "linear":
+        C, c_curve = _choose_C(params.pop("C", recipe.C), X_tr, y_tr, X_va, y_va, recipe.head,
+                               recipe.class_weight, recipe.seed)
+        params = {"C": C, "class_weight": params.pop("class_weight", recipe.class_weight), **params}
+    else:
+        params.setdefault("class_weight", recipe.class_weight)
+    est = HEADS[recipe.head](**params, random_state=recipe.seed).fit(X_tr, y_tr)
     classes = [str(c) for c in est.classes_]
     known = np.isin(y_va, classes)
-    t = temperature or 1.0
-    out = {"operating_point": None, "reject": None, "ood_state": None}
-    if targets:
+    temperature = None
+    notes = []
+    if recipe.calibrate:
+        if known.sum() >= 10:
+            from .evaluate.calibration import fit_temperature
+
+            temperature = fit_temperature(est.logits(X_va[known]), [classes.index(c) for c in y_va[known]])
+        else:
+            notes.append(f"probabilities not calibrated: {int(known.sum())} validation images (needs 10)")
+    goals = []
+    if recipe.goals:
+        from .report.verdict import parse_goal
+
+        goals = [parse_goal(g, classes)["name"] for g in recipe.goals]
+    op, reject, state = _decision_fit(est, temperature, X_tr[:n_clean], y_tr[:n_clean], X_va[known], y_va[known],
+                                      recipe)
+    return HeadFit(head=est, temperature=temperature, operating_point=op, reject=reject, ood_state=state,
+                   goals=goals, C=C, C_search=c_curve, notes=notes)
+
+
+def _decision_fit(est, temperature, X_tr, y_tr, X_va, y_va, recipe: Recipe):
+    """The operating point (targets met on validation) and the fitted "none of these" score with its threshold."""
+    from .heads import softmax
+
+    classes = [str(c) for c in est.classes_]
+    op = reject = state = None
+    if recipe.targets:
         from .decision import choose_operating_point
 
-        proba_va = softmax(est.logits(X_va[known]) / t)
-        out["operating_point"] = choose_operating_point(proba_va, y_va[known], classes, list(targets)).to_json()
-    if reject:
+        proba_va = softmax(est.logits(X_va) / (temperature or 1.0))
+        op = choose_operating_point(proba_va, y_va, classes, list(recipe.targets))
+    if recipe.reject:
         from .ood import fit_ood, ood_score, threshold_for_accept_rate
 
         state = fit_ood(X_tr, y_tr, est.logits(X_tr))
-        threshold = None
-        if known.sum():
-            scores = ood_score(state, X_va[known], est.logits(X_va[known]))
-            threshold = float(threshold_for_accept_rate(scores, accept_rate))
-        out["ood_state"] = state
-        out["reject"] = {"params": state.params(), "threshold": threshold, "accept_rate": accept_rate,
-                         "n_validation": int(known.sum())}
-    return out
+        threshold, note = None, "no validation image to choose the threshold on: scored, never rejected"
+        if len(y_va):
+            scores = ood_score(state, X_va, est.logits(X_va))
+            threshold, note = float(threshold_for_accept_rate(scores, recipe.accept_rate)), ""
+        reject = RejectInfo(params=state.params(), threshold=threshold, accept_rate=recipe.accept_rate,
+                            n_validation=int(len(y_va)), note=note)
+    return op, reject, state
 
 
-#: ``precision='auto'``: int8 is used when, on up to this many of your images, the embeddings stay this close to fp32.
-#: Measured on fashion4's 400 test images (bench/int8.py): the shipped graph (7-bit weights) gives the same integers on
-#: every CPU, cosine mean 0.975, 1st percentile 0.913, and the same probe accuracy as fp32; an 8-bit-weight graph on a
-#: CPU without VNNI (int16 saturation) gave mean 0.886, 1st percentile 0.70. The thresholds pass the first and stop
-#: the second; the paired validation-accuracy check (0.5 point) then guards what matters.
-INT8_SAMPLE, INT8_MIN_MEAN_COSINE, INT8_MIN_P1_COSINE = 200, 0.96, 0.88
+def backbone_meta(ex: Extractor, recipe: Recipe) -> dict:
+    return {"name": ex.spec.name, "timm_name": ex.spec.timm_name, "weights_id": ex.weights_id,
+            "weights_source": ex.spec.weights, "weights_file": recipe.weights, "embed_dim": ex.spec.embed_dim,
+            "cam_layer": ex.spec.cam_layer, "pooled_is_plain_avg": ex.spec.pooled_is_plain_avg,
+            "license": ex.spec.license, "precision": ex.precision}
 
 
-def _int8_drift_check(data, backbone, weights, engine, cache_dir, crop_pct, seed) -> tuple[str, dict]:
-    """``(precision, check)``: int8 unless its embeddings drift from fp32 on a sample of the images."""
+def assemble_model(fit: HeadFit, *, backbone: dict, preprocessing: dict, recipe: Recipe, summary: dict,
+                   td: "TrainingData", backbone_tensors: dict | None = None, finetune: dict | None = None) -> Model:
+    """The Model of a head stage: typed metadata, the "none of these" state and the training data it came from."""
+    training = {**summary, "C": fit.C, "C_search": fit.C_search, "notes": fit.notes, "goals": fit.goals,
+                "recipe": recipe.to_json()}
+    meta = {"backbone": backbone, "preprocessing": preprocessing, "temperature": fit.temperature,
+            "training": training}
+    model = Model(fit.head, meta, backbone_tensors=backbone_tensors, ood_state=fit.ood_state, training_data=td)
+    model.info.operating_point = fit.operating_point
+    model.info.reject = fit.reject
+    model.info.finetune = finetune
+    return model
+
+
+def fit_frozen(td: "TrainingData", ex: Extractor, recipe: Recipe, source) -> Model:
+    """The head stage on a frozen backbone's cached embeddings (plus augmented views when asked)."""
+    X_tr, y_tr, tr_table = td.part("train")
+    if len(np.unique(y_tr)) < 2:
+        raise DataError("The training split has fewer than 2 classes after skipping unreadable files.")
+    n_clean, n_aug = len(y_tr), 0
+    if recipe.views:
+        Xa, ya, _ = embed_views(ex, tr_table, recipe.augment_policy, recipe.views, recipe.balance_by_augmentation)
+        X_tr, y_tr, n_aug = np.vstack([X_tr, Xa]), np.concatenate([y_tr, ya]), len(ya)
+    X_va, y_va, _ = td.part("val")
+    fit = fit_head_stage(X_tr, y_tr, X_va, y_va, recipe, n_clean=n_clean)
+    summary = _summary(td, fit, source, X_va)
+    summary["augmentation"] = {"policy": recipe.augment_policy if recipe.views else None, "views": recipe.views,
+                               "balance_by_augmentation": recipe.balance_by_augmentation, "augmented_rows": n_aug}
+    summary["precision_check"] = None
+    return assemble_model(fit, backbone=backbone_meta(ex, recipe), preprocessing=ex.preprocessing, recipe=recipe,
+                          summary=summary, td=td)
+
+
+#: ``precision='auto'`` keeps int8 only when the int8 model loses at most this much against the fp32 model on the
+#: same validation images: accuracy, and the recall or precision of every target.
+INT8_MAX_LOSS = 0.005
+
+
+def _train_auto_precision(data, recipe: Recipe, *, engine, cache_dir, split_file, progress) -> Model:
+    """Train the fp32 model and the int8 model on the same split, compare them on the same validation images, and
+    keep int8 only when it loses at most half a point (accuracy and every target); the check is stored."""
     from .backbones.shipped import shipped_graph
 
-    spec_name = Extractor(backbone, weights=weights, cache_dir=cache_dir).spec.name
-    if weights is not None or shipped_graph(f"{spec_name}.int8") is None:
-        return "fp32", {"chosen": "fp32", "reason": f"no int8 graph ships for '{spec_name}'" +
-                        (" with your own weights" if weights is not None else "")}
-    df = data if isinstance(data, pd.DataFrame) else discover(data)
-    paths = df["path"].sample(n=min(INT8_SAMPLE, len(df)), random_state=seed).tolist()
-    kw = dict(weights=weights, engine=engine, cache_dir=cache_dir, crop_pct=crop_pct, progress=False)
-    a, b = Extractor(backbone, **kw)(paths), Extractor(backbone, precision="int8", **kw)(paths)
-    both = a.ok & b.ok
-    fa, fb = a.X[both[a.ok]], b.X[both[b.ok]]
-    cos = (fa * fb).sum(1) / np.maximum(np.linalg.norm(fa, axis=1) * np.linalg.norm(fb, axis=1), 1e-12)
-    check = {"sample": int(len(cos)), "cosine_mean": float(cos.mean()) if len(cos) else None,
-             "cosine_p1": float(np.quantile(cos, 0.01)) if len(cos) else None}
-    if not len(cos) or check["cosine_mean"] < INT8_MIN_MEAN_COSINE or check["cosine_p1"] < INT8_MIN_P1_COSINE:
-        return "fp32", {**check, "chosen": "fp32", "reason": "int8 embeddings drift from fp32 on your images "
-                        f"(cosine mean {check['cosine_mean']}, 1st percentile {check['cosine_p1']}; needs "
-                        f">= {INT8_MIN_MEAN_COSINE} and >= {INT8_MIN_P1_COSINE})"}
-    return "int8", {**check, "chosen": "int8", "reason": "int8 embeddings stay close to fp32 on your images"}
+    fp = make_extractor(recipe, "fp32", engine=engine, cache_dir=cache_dir, progress=progress)
+    td = embed_dataset(data, fp, split_file=split_file, val_size=recipe.val_size, test_size=recipe.test_size,
+                       seed=recipe.seed)
+    fp32_model = fit_frozen(td, fp, recipe, data)
+    if recipe.weights is not None or shipped_graph(f"{fp.spec.name}.int8") is None:
+        why = f"no int8 graph ships for '{fp.spec.name}'" + (" with your own weights" if recipe.weights else "")
+        fp32_model.info.training["precision_check"] = {"chosen": "fp32", "reason": why}
+        return fp32_model
+    q = make_extractor(recipe, "int8", engine=engine, cache_dir=cache_dir, progress=progress)
+    td8 = embed_dataset(td.table.drop(columns=["hash"]), q, val_size=recipe.val_size, test_size=recipe.test_size,
+                        seed=recipe.seed)
+    int8_model = fit_frozen(td8, q, recipe, data)
+    check = compare_precisions(fp32_model, int8_model, td, td8)
+    chosen = int8_model if check["chosen"] == "int8" else fp32_model
+    chosen.info.training["precision_check"] = check
+    return chosen
 
 
-def _int8_accuracy_check(ex_int8, td, est, ex_fp32) -> dict:
-    """Validation accuracy of the int8-fitted head on int8 vs fp32 embeddings of the same images (paired)."""
-    X_va, y_va, table = td.part("val")
-    if not len(y_va):
-        return {"val_accuracy_drop": 0.0, "val_n": 0}
-    fp = ex_fp32(table["path"].tolist())
-    X_fp = fp.X
-    keep = fp.ok
-    acc_int8 = float(np.mean(est.predict(X_va[keep]) == y_va[keep]))
-    acc_fp32 = float(np.mean(est.predict(X_fp) == y_va[keep]))
-    return {"val_accuracy_int8": acc_int8, "val_accuracy_fp32": acc_fp32,
-            "val_accuracy_drop": acc_fp32 - acc_int8, "val_n": int(keep.sum())}
+def compare_precisions(fp32_model: Model, int8_model: Model, td: "TrainingData", td8: "TrainingData") -> dict:
+    """Each model's decisions on the validation images both could read: accuracy and every target's value."""
+    from .decision import decide
+    from .inference import decisions, probabilities
+
+    _, y_va, t32 = td.part("val")
+    X8, y8, t8 = td8.part("val")
+    X32 = td.part("val")[0]
+    common = sorted(set(t32["path"]) & set(t8["path"]))
+    i32 = pd.Index(t32["path"]).get_indexer(common)
+    i8 = pd.Index(t8["path"]).get_indexer(common)
+    y = np.asarray(y_va)[i32]
+    out = {"n_validation": len(common), "max_loss": INT8_MAX_LOSS}
+    losses = {}
+    for name, model, X in (("fp32", fp32_model, X32[i32]), ("int8", int8_model, X8[i8])):
+        logits, proba = probabilities(model, X)
+        dec = decisions(model, proba, X, logits) if len(X) else decide(proba, model.classes)
+        pred = np.asarray(dec.names(), dtype=object)
+        row = {"accuracy": float(np.mean(pred == y)) if len(y) else None}
+        for t in (model.operating_point.targets if model.operating_point else []):
+            hit = (pred == t.cls) & (y == t.cls)
+            denom = (y == t.cls).sum() if t.metric == "recall" else (pred == t.cls).sum()
+            row[str(t)] = float(hit.sum() / denom) if denom else None
+        out[name] = row
+    for key, v32 in out["fp32"].items():
+        v8 = out["int8"].get(key)
+        if v32 is not None and v8 is not None:
+            losses[key] = v32 - v8
+    out["losses"] = losses
+    worst = max(losses, key=losses.get) if losses else None
+    if not len(common):
+        out.update(chosen="fp32", reason="no validation image to compare int8 with fp32 on: kept fp32")
+    elif worst is not None and losses[worst] > INT8_MAX_LOSS:
+        out.update(chosen="fp32", reason=f"the int8 model lost {100 * losses[worst]:.1f} points of {worst} against "
+                                         f"the fp32 model on {len(common)} validation images (more than "
+                                         f"{100 * INT8_MAX_LOSS:.1f}): kept fp32")
+    else:
+        out.update(chosen="int8", reason=f"the int8 model is within {100 * INT8_MAX_LOSS:.1f} point of the fp32 "
+                                         f"model on {len(common)} validation images (accuracy "
+                                         f"{100 * out['int8']['accuracy']:.1f} % vs {100 * out['fp32']['accuracy']:.1f} %)")
+    return out
 
 
 #: What ``train`` writes into its ``out`` folder; all of it is checked before any work starts.
 RUN_FILES = ("model.safetensors", "split.csv", "skipped.csv", "training.json")
 
 
-def save_run(model: Model, td: TrainingData, out: Path, *, overwrite: bool, extra_training: dict | None = None):
+def save_run(model: Model, td: TrainingData, out: Path, *, overwrite: bool):
     """Write the run folder atomically: the model last, so a folder with a model file is complete."""
     write_text(out / "split.csv", td.table.to_csv(index=False))
     write_text(out / "skipped.csv", td.skipped.to_csv(index=False))
-    write_json(out / "training.json", {**model.info.training, **(extra_training or {})})
+    extra = {"finetune": model.info.finetune} if model.info.finetune else {}
+    write_json(out / "training.json", {**model.info.training, **extra})
     model.save(out / "model.safetensors", overwrite=overwrite)
 
 
@@ -368,15 +382,28 @@ def _choose_C(C, X_tr, y_tr, X_va, y_va, head, class_weight, seed):
     return best["C"], curve
 
 
-def _summary(td: TrainingData, est, source, val_pred=None) -> dict:
-    """Counts, skipped files and validation accuracy; ``val_pred`` replaces ``est.predict`` on the frozen
-    validation embeddings (a fine-tuned model predicts from its own network's embeddings)."""
+def _summary(td: TrainingData, fit: HeadFit, source, X_va, y_va=None) -> dict:
+    """Counts, skipped files and validation accuracy of the model's decisions (operating point and "none of
+    these" included) on ``X_va`` (the validation embeddings of the network the head reads)."""
+    from .decision import decide
+    from .heads import softmax
+
     counts = td.table.groupby(["split", "label"]).size().unstack(fill_value=0)
     val = {}
-    X_va, y_va, _ = td.part("val")
+    y_va = td.part("val")[1] if y_va is None else y_va
     if len(y_va):
-        pred = est.predict(X_va) if val_pred is None else np.asarray(val_pred)
-        val = {"accuracy": float(np.mean(pred == y_va)),
+        est = fit.head
+        logits = est.logits(X_va)
+        scores = None
+        if fit.ood_state is not None and fit.reject is not None and fit.reject.threshold is not None:
+            from .ood import ood_score
+
+            scores = ood_score(fit.ood_state, np.asarray(X_va, np.float32), np.asarray(logits, np.float32))
+        dec = decide(softmax(logits / (fit.temperature or 1.0)), est.classes_, operating_point=fit.operating_point,
+                     ood_scores=scores, reject_threshold=fit.reject.threshold if fit.reject else None)
+        pred = np.asarray(dec.names(), dtype=object)
+        val = {"accuracy": float(np.mean(pred == y_va)), "n": int(len(y_va)),
+               "unknown_share": float(dec.unknown.mean()),
                "per_class": {c: float(np.mean(pred[y_va == c] == c)) for c in est.classes_ if (y_va == c).any()}}
     return {
         "source": str(source) if not isinstance(source, pd.DataFrame) else "<DataFrame>",

@@ -20,6 +20,8 @@ def register(app: typer.Typer) -> None:
         import time
 
         from ..data.demo import write_demo_dataset
+        from ..evaluate import evaluate
+        from ..report import write_report
         from ..training import train
         from .train import print_training
 
@@ -29,9 +31,9 @@ def register(app: typer.Typer) -> None:
         run = out / "run"
         model = train(data, out=run, engine=engine, cache_dir=cache_dir, progress=not quiet, overwrite=True)
         print_training(model, time.perf_counter() - t0)
-        result = model.evaluate(progress=not quiet)
+        result = evaluate(model, progress=not quiet)
         typer.echo(result.summary())
         written = result.save(run / "evaluation", overwrite=True)
-        report = model.report(run / "report.html", evaluation=result, overwrite=True, progress=not quiet)
+        report = write_report(model, run / "report.html", evaluation=result, overwrite=True, progress=not quiet)
         echo_paths("Wrote:", [run / "model.safetensors", *written, report])
         typer.echo(f"Demo finished in {time.perf_counter() - t0:.0f} s. Open {report} in a browser.")

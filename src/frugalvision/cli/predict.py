@@ -16,26 +16,27 @@ def register(app: typer.Typer) -> None:
         model: Path = typer.Argument(..., help="Model file or run folder."),
         paths: List[Path] = typer.Argument(..., help="Image files or folders."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="CSV to write (default: print to the terminal)."),
-        top_k: int = typer.Option(2, "--top-k", "-k", help="How many labels per image."),
         engine: str = RunEngine, cache_dir: Optional[Path] = CacheDir, quiet: bool = Quiet, overwrite: bool = Overwrite,
         address: Optional[str] = RayAddress, actors: Optional[int] = RayActors, cpus_per_actor: float = RayCpus,
         shard_size: int = RayShard,
         embeddings: bool = typer.Option(False, "--embeddings", help="With --engine ray: add each image's embedding."),
         cams: bool = typer.Option(False, "--cams", help="With --engine ray: also write a CAM panel PNG (top-1, top-2) per image."),
     ):
-        """Predict labels: CSV path,label,probability,top2_label,top2_probability,...,error.
+        """Predict labels: CSV path,label,probability,rule,most_probable,most_probable_probability,runner_up,
+        runner_up_probability[,ood_score],error (see "How a decision is made" in the README).
 
         With --engine ray: Parquet shards in the --out folder (same columns, plus all probabilities,
         and embeddings / CAM PNGs when asked); a re-run skips finished shards.
         """
         from .._io import refuse_overwrite, write_text
+        from ..inference import predict
         from ..model import load_model
 
         if engine == "ray":
             if out is None:
                 raise typer.BadParameter("--engine ray writes Parquet shards to a folder: pass --out FOLDER.")
             ray_batch(model, paths, out, address=address, actors=actors, cpus_per_actor=cpus_per_actor,
-                      shard_size=shard_size, engine_kw={"cache_dir": cache_dir}, top_k=top_k, embeddings=embeddings,
+                      shard_size=shard_size, engine_kw={"cache_dir": cache_dir}, embeddings=embeddings,
                       cams=("top2", "auto") if cams else None, progress=not quiet, overwrite=overwrite)
             return
         if embeddings or cams:
@@ -44,7 +45,7 @@ def register(app: typer.Typer) -> None:
         if out is not None:
             refuse_overwrite(out, overwrite, "predictions file")
         m = load_model(model)
-        table = m.predict(paths, top_k=top_k, progress=not quiet, engine=engine, cache_dir=cache_dir)
+        table = predict(m, paths, progress=not quiet, engine=engine, cache_dir=cache_dir)
         csv = table.to_csv(index=False, float_format="%.4f")
         if out is None:
             typer.echo(csv, nl=False)

@@ -26,10 +26,11 @@ def register(app: typer.Typer) -> None:
     ):
         """Write the HTML report: summary, data, metrics with CIs, confusion, bias, calibration, CAMs, model card."""
         from ..model import load_model
+        from ..report import write_report
 
         m = load_model(model)
         target = out or (m.run_dir / "report.html")
-        path = m.report(target, data=data, group_by=group_by or None, explain=not no_explain, unknown=unknown,
+        path = write_report(m, target, data=data, group_by=group_by or None, explain=not no_explain, unknown=unknown,
                         faithfulness=not no_explain, json_out=json_out, overwrite=overwrite, progress=not quiet,
                         engine=engine, cache_dir=cache_dir, goals=goal or None,
                         faithfulness_per_class=faithfulness_images)

@@ -35,37 +35,27 @@ def register(app: typer.Typer) -> None:
         no_reject: bool = typer.Option(False, "--no-reject", help="Never label an image 'unknown' (no 'none of these' score)."),
         engine: str = Engine, cache_dir: Optional[Path] = CacheDir, quiet: bool = Quiet, overwrite: bool = Overwrite,
     ):
-        """Train a classifier from a folder of labelled images (embeddings are cached)."""
+        """Train a classifier from a folder of labelled images (embeddings are cached).
+
+        Every option composes with every other, --finetune included; a combination that cannot work is refused
+        with the reason before any work starts.
+        """
         import time
 
+        from ..recipe import Recipe
         from ..training import train
 
-        if class_weight not in (None, "balanced"):
-            raise typer.BadParameter("--class-weight takes 'balanced' or nothing.")
-        try:
-            C_value = C if C == "auto" else float(C)
-        except ValueError:
-            raise typer.BadParameter(f"--C takes a positive number or 'auto', got {C!r}.") from None
+        recipe = Recipe(backbone=backbone, weights=str(weights) if weights else None, precision=precision,
+                        finetune=finetune, epochs=epochs, head=head, C=C, class_weight=class_weight, views=views,
+                        augment=augment, balance_by_augmentation=balance_by_augmentation, val_size=val_size,
+                        test_size=test_size, seed=seed, goals=tuple(goal or ()), targets=tuple(target or ()),
+                        reject=not no_reject, accept_rate=accept_rate)
         t = time.perf_counter()
-        if finetune:
-            from ..finetune import finetune as run_finetune
-
-            model = run_finetune(data, backbone=backbone, weights=weights, stages=finetune, out=out, epochs=epochs,
-                                 views=views or 8, augment=augment or "light", seed=seed, engine=engine,
-                                 cache_dir=cache_dir, progress=not quiet, overwrite=overwrite)
-            f = model.finetune_
-            typer.echo(f"Fine-tuned {', '.join(f['trainable'])} for {f['epochs_run']} epochs (best epoch "
-                       f"{f['best_epoch']}, val loss {f['best_val_loss']:.4f}) in {f['seconds']:.0f} s"
-                       + (f"; resumed after epoch {f['resumed_from_epoch']}" if f['resumed_from_epoch'] else ""))
-            echo_paths("Wrote:", [out / "model.safetensors", out / "finetune_checkpoint.safetensors"])
-            return
-        model = train(data, backbone=backbone, weights=weights, out=out, C=C_value, class_weight=class_weight,
-                      head=head, views=views, augment=augment or "default", balance_by_augmentation=balance_by_augmentation,
-                      val_size=val_size, test_size=test_size, seed=seed, engine=engine, cache_dir=cache_dir,
-                      targets=target, reject=not no_reject, accept_rate=accept_rate, precision=precision, goals=goal,
-                      progress=not quiet, overwrite=overwrite)
+        model = train(data, recipe, out=out, engine=engine, cache_dir=cache_dir, progress=not quiet,
+                      overwrite=overwrite)
         print_training(model, time.perf_counter() - t)
-        echo_paths("Wrote:", [out / n for n in ("model.safetensors", "split.csv", "skipped.csv", "training.json")])
+        files = ["model.safetensors", "split.csv", "skipped.csv", "training.json"]
+        echo_paths("Wrote:", [out / n for n in files + (["finetune_checkpoint.safetensors"] if finetune else [])])
         typer.echo(f"Next: frugalvision evaluate {out}   |   frugalvision report {out}")
 
 
@@ -78,11 +68,18 @@ def print_training(model, seconds: float) -> None:
         typer.secho(f"Skipped {s['n_skipped']} unreadable files (see skipped.csv):", fg="yellow")
         for row in s["skipped"][:10]:
             typer.echo(f"  {row['path']}: {row['reason']}")
-    settings = model.info.training["settings"]
-    if settings["head"] == "linear":
+    recipe = s.get("recipe") or {}
+    f = model.info.finetune
+    if f:
+        typer.echo(f"Fine-tuned {', '.join(f['trainable'])} for {f['epochs_run']} epochs (best epoch "
+                   f"{f['best_epoch']}, val loss {f['best_val_loss']:.4f}) in {f['seconds']:.0f} s"
+                   + (f"; resumed after epoch {f['resumed_from_epoch']}" if f['resumed_from_epoch'] else ""))
+    if recipe.get("head", "linear") == "linear":
         typer.echo(f"Head: linear, C={s['C']:g}" + (" (chosen on validation log-loss)" if s.get("C_search") else ""))
     else:
-        typer.echo(f"Head: {settings['head']} {settings['head_params']}")
+        typer.echo(f"Head: {recipe['head']} {recipe.get('head_params') or {}}")
+    for note in s.get("notes") or []:
+        typer.secho(f"Note: {note}", fg="yellow")
     if s.get("augmentation", {}).get("augmented_rows"):
         a = s["augmentation"]
         typer.echo(f"Augmentation: {a['policy']}, {a['views']} views/image -> {a['augmented_rows']} extra training rows")
@@ -90,15 +87,20 @@ def print_training(model, seconds: float) -> None:
     if pc:
         typer.echo(f"Precision: {pc['chosen']} ({pc['reason']})")
     op = model.info.operating_point
-    for goal, got in (op or {}).get("validation", {}).items():
+    for goal, got in (op.validation if op is not None else {}).items():
         typer.echo(f"Operating point {goal}: threshold {got['threshold']:.3f}, reached {fmt_pct(got['value'])} on "
                    f"{got['n']} validation images")
     rej = model.info.reject
-    if rej and rej.get("threshold") is not None:
-        typer.echo(f"'None of these': images scoring above {rej['threshold']:.3f} are labelled unknown (keeps "
-                   f"{fmt_pct(rej['accept_rate'])} of normal validation images; --no-reject turns it off)")
+    if rej is not None and rej.threshold is not None:
+        typer.echo(f"'None of these': images scoring above {rej.threshold:.3f} are labelled unknown (keeps "
+                   f"{fmt_pct(rej.accept_rate)} of {rej.n_validation} normal validation images; --no-reject turns "
+                   f"it off)")
+    elif rej is not None:
+        typer.secho(f"'None of these': {rej.note}", fg="yellow")
     v = s.get("validation") or {}
     if v:
-        typer.echo(f"Validation accuracy {fmt_pct(v['accuracy'])}")
+        unknown = v.get("unknown_share") or 0
+        typer.echo(f"Validation accuracy {fmt_pct(v['accuracy'])} on {v.get('n', '?')} images (the model's decisions"
+                   + (f"; {fmt_pct(unknown)} answered unknown, counted as not correct)" if unknown else ")"))
         for c, acc in v["per_class"].items():
             typer.echo(f"  {c:<24} {fmt_pct(acc)}")

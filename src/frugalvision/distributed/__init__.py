@@ -55,12 +55,12 @@ class BatchResult:
                 f"{self.skipped_shards} already done; {self.failed} unreadable images (column 'error').")
 
 
-def _job_identity(model, paths, *, shard_size, top_k, embeddings, cams) -> dict:
+def _job_identity(model, paths, *, shard_size, embeddings, cams) -> dict:
     import hashlib
 
     return {"model_sha256": hashlib.sha256(Path(model.path).read_bytes()).hexdigest()[:16],
             "classes": list(model.classes), "inputs": fingerprint(paths), "n_inputs": len(paths),
-            "shard_size": shard_size, "top_k": top_k, "embeddings": embeddings, "cams": list(cams) if cams else None}
+            "shard_size": shard_size, "embeddings": embeddings, "cams": list(cams) if cams else None}
 
 
 def _prepare_out(out: Path, identity: dict, overwrite: bool) -> None:
@@ -89,7 +89,7 @@ def _prepare_out(out: Path, identity: dict, overwrite: bool) -> None:
 
 
 def run_batch(model, sources, out, *, address: str | None = None, actors: int | None = None,
-              cpus_per_actor: float = 1, shard_size: int = 1024, batch_size: int = 8, top_k: int = 2,
+              cpus_per_actor: float = 1, shard_size: int = 1024, batch_size: int = 8,
               embeddings: bool = False, cams=None, engine: str = "auto", cache_dir=None,
               object_store_mb: int = 256, progress: bool = True, overwrite: bool = False) -> BatchResult:
     """Label (and optionally embed / explain) images on Ray; see the module docstring.
@@ -121,7 +121,7 @@ def run_batch(model, sources, out, *, address: str | None = None, actors: int | 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = list_inputs(sources)
-    identity = _job_identity(m, paths, shard_size=shard_size, top_k=top_k, embeddings=embeddings, cams=cams)
+    identity = _job_identity(m, paths, shard_size=shard_size, embeddings=embeddings, cams=cams)
     _prepare_out(out, identity, overwrite)
     if not (out / INPUTS_FILE).exists():  # else it is this job's list: _prepare_out compared fingerprints
         write_inputs(out, paths, shard_size)
@@ -132,7 +132,7 @@ def run_batch(model, sources, out, *, address: str | None = None, actors: int | 
         # Build (export) the engine once here, so that actors on this machine find the ONNX file.
         m.extractor(engine=engine, cache_dir=cache_dir, progress=False).engine
         done = _run_on_ray(m, out, pending, address=address, actors=actors, cpus_per_actor=cpus_per_actor,
-                           batch_size=batch_size, top_k=top_k, embeddings=embeddings, cams=cams, engine=engine,
+                           batch_size=batch_size, embeddings=embeddings, cams=cams, engine=engine,
                            cache_dir=cache_dir, object_store_mb=object_store_mb, progress=progress,
                            n_images=min(len(paths), len(pending) * shard_size))
     # Failures of the shards computed now came back in their rows; only shards done before are read.
@@ -146,7 +146,7 @@ def run_batch(model, sources, out, *, address: str | None = None, actors: int | 
     return result
 
 
-def _run_on_ray(m, out, pending, *, address, actors, cpus_per_actor, batch_size, top_k, embeddings, cams, engine,
+def _run_on_ray(m, out, pending, *, address, actors, cpus_per_actor, batch_size, embeddings, cams, engine,
                 cache_dir, object_store_mb, progress, n_images) -> dict:
     import ray
     from tqdm.auto import tqdm
@@ -171,7 +171,7 @@ def _run_on_ray(m, out, pending, *, address, actors, cpus_per_actor, batch_size,
         ctx.execution_options.verbose_progress = False
         n_cpu = ray.cluster_resources().get("CPU", 1)
         pool = max(1, min(len(pending), actors or int(n_cpu // cpus_per_actor) or 1))
-        kwargs = {"model_path": str(m.path), "out": str(out.resolve()), "top_k": top_k, "embeddings": embeddings,
+        kwargs = {"model_path": str(m.path), "out": str(out.resolve()), "embeddings": embeddings,
                   "cams": cams, "batch_size": batch_size, "threads": max(1, int(cpus_per_actor)), "engine": engine,
                   "cache_dir": None if cache_dir is None else str(cache_dir)}
         ds = ray.data.from_items([{"shard": k} for k in pending], override_num_blocks=len(pending))

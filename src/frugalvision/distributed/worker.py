@@ -44,26 +44,26 @@ def _read_source(path: str):
         return DecodedInput(None, error=f"cannot read from object store ({type(exc).__name__}: {exc})")
 
 
-def label_images(predictor, decoder, paths: list[str], *, top_k: int = 2, embeddings: bool = False,
+def label_images(predictor, decoder, paths: list[str], *, embeddings: bool = False,
                  cams=None, batch_size: int = 16):
     """Label images in mini-batches through the model's :class:`~frugalvision.inference.Predictor`.
 
-    Returns ``(table, explanations_by_index)``. ``table`` has the local ``predict`` columns (path, label,
-    probability, top-k pairs, error) plus ``probabilities`` (all classes, model order) and ``embedding`` when
+    Returns ``(table, explanations_by_index)``. ``table`` has the local ``predict`` columns (path, the decision's
+    columns, error) plus ``probabilities`` (all classes, model order) and ``embedding`` when
     asked. ``cams`` is None or ``(class_selector, method)``; then, per readable image, its
     :class:`~frugalvision.explain.Explanation` and its bytes when it came from an object store (the panel
     draws it without reading it again).
     """
+    from ..decision import Decisions
     from ..explain import explanations_of
-    from ..model import predictions_table
+    from ..inference import predictions_table
 
     model = predictor.model
     dim = model.info.backbone.embed_dim
     ok = np.zeros(len(paths), bool)
     emb = np.zeros((len(paths), dim), np.float32)
     probs = np.zeros((len(paths), len(model.classes)))
-    labels, scores = np.zeros(len(paths), int), np.full(len(paths), np.nan)
-    failures, expl = [], {}
+    failures, expl, parts = [], {}, []
     for s in range(0, len(paths), batch_size):
         chunk = paths[s:s + batch_size]
         sources = [_read_source(p) for p in chunk]
@@ -78,12 +78,10 @@ def label_images(predictor, decoder, paths: list[str], *, top_k: int = 2, embedd
         else:
             res = predictor.run(np.stack([decoded[i].array for i in good]))
         idx = [s + i for i in good]
-        emb[idx], probs[idx], labels[idx], ok[idx] = res.embeddings, res.probabilities, res.labels, True
-        if res.ood_scores is not None:
-            scores[idx] = res.ood_scores
-    table = predictions_table(SimpleNamespace(paths=list(paths), ok=ok, failures=failures), probs[ok],
-                              model.classes, top_k, labels=labels[ok],
-                              ood_scores=scores[ok] if model.ood_state is not None else None)
+        emb[idx], probs[idx], ok[idx] = res.embeddings, res.probabilities, True
+        parts.append(res.decisions)  # batches in path order, so the readable rows stay in order
+    table = predictions_table(SimpleNamespace(paths=list(paths), ok=ok, failures=failures),
+                              Decisions.concat(parts, model.classes))
     all_p = [probs[i].astype(np.float32) if ok[i] else None for i in range(len(paths))]
     arrow = pa.Table.from_pandas(table, preserve_index=False)
     arrow = arrow.append_column("probabilities", pa.array(all_p, type=pa.list_(pa.float32())))
@@ -101,15 +99,16 @@ class ShardWorker:
     end time, process), never the predictions themselves, so results don't pass through Ray's object store.
     """
 
-    def __init__(self, model_path: str, out: str, *, top_k: int = 2, embeddings: bool = False, cams=None,
+    def __init__(self, model_path: str, out: str, *, embeddings: bool = False, cams=None,
                  batch_size: int = 16, threads: int = 1, engine: str = "auto", cache_dir=None):
+        from ..inference import predictor
         from ..model import load_model
 
         self.model = load_model(model_path, inference_only=True)  # no scikit-learn import: faster actor start
         ex = self.model.extractor(engine=engine, cache_dir=cache_dir, progress=False)
         ex.threads = threads  # the actor's CPUs, not the machine's
-        self.predictor, self.decoder = self.model.predictor(engine=engine, cache_dir=cache_dir), ex.decoder()
-        self.out, self.top_k, self.embeddings, self.cams, self.batch_size = out, top_k, embeddings, cams, batch_size
+        self.predictor, self.decoder = predictor(self.model, engine=engine, cache_dir=cache_dir), ex.decoder()
+        self.out, self.embeddings, self.cams, self.batch_size = out, embeddings, cams, batch_size
 
     def __call__(self, batch: dict) -> dict:
         rows = {"shard": [], "images": [], "failed": [], "started": [], "finished": [], "pid": []}
@@ -125,7 +124,7 @@ class ShardWorker:
         from ..explain import render_panel
 
         paths = read_shard_paths(self.out, shard)
-        table, expl = label_images(self.predictor, self.decoder, paths, top_k=self.top_k,
+        table, expl = label_images(self.predictor, self.decoder, paths,
                                    embeddings=self.embeddings, cams=self.cams, batch_size=self.batch_size)
         if self.cams is not None:
             names = [None] * len(paths)

@@ -73,8 +73,7 @@ def _rows(model, data, split: str):
 
 def _evaluate_rows(model, table, balance, *, group_by=None, n_boot=1000, seed=0, min_group_size=MIN_GROUP_SIZE,
                    progress=True, engine="auto", cache_dir=None, unknown=None) -> EvaluationResult:
-    from ..decision import decide
-    from ..inference import probabilities, unusualness
+    from ..inference import decisions, probabilities, unusualness
 
     emb = model.embed(table["path"].tolist(), progress=progress, engine=engine, cache_dir=cache_dir)
     table = table[emb.ok].reset_index(drop=True)
@@ -82,10 +81,11 @@ def _evaluate_rows(model, table, balance, *, group_by=None, n_boot=1000, seed=0,
     op = model.operating_point
     result = evaluate_predictions(table, proba, model.classes, group_by=group_by, n_boot=n_boot, seed=seed,
                                   min_group_size=min_group_size, balance=balance,
-                                  proba_uncalibrated=_softmax(logits), decided=decide(proba, op, model.classes))
+                                  proba_uncalibrated=_softmax(logits), decisions=decisions(model, proba, emb.X, logits))
     result.skipped = [{"path": p, "reason": r} for p, r in emb.failures]
+    result.settings["precision_check"] = model.info.training.get("precision_check")
     scores, score_name = unusualness(model, emb.X, logits, proba)
-    threshold = (model.info.reject or {}).get("threshold")
+    threshold = model.info.reject.threshold if model.info.reject is not None else None
     result.open_world.update(_open_world(result, op, scores, score_name, threshold, n_boot, seed))
     if unknown is not None:
         result.open_world["unknown"] = _unknown(model, unknown, scores, threshold, result, n_boot, seed,
@@ -105,7 +105,7 @@ def _open_world(result, op, scores, score_name, threshold, n_boot, seed) -> dict
            "operating_point": operating_point_report(op, y, p["pred"].to_numpy(), result.classes, idx),
            "selective": selective_curve(p["correct"].to_numpy(), -scores, idx)}
     if threshold is not None and len(p):
-        kept = scores <= threshold
+        kept = (p["pred"] != "unknown").to_numpy()  # the decision's own rejection, not a second reading of it
         out["rejection"] = {"threshold": threshold, "rejected_share": float(1 - kept.mean()),
                             "accuracy_on_kept": float(p["correct"].to_numpy()[kept].mean()) if kept.any() else None,
                             "n": int(len(p))}
@@ -171,8 +171,15 @@ def _held_out(model, split: str):
 
 def evaluate_predictions(table: pd.DataFrame, proba: np.ndarray, classes, *, group_by=None, n_boot: int = 1000,
                          seed: int = 0, min_group_size: int = MIN_GROUP_SIZE, balance=None,
-                         proba_uncalibrated=None, decided=None) -> EvaluationResult:
-    """Every metric from a table (``path``, ``label``, metadata) and its class probabilities."""
+                         proba_uncalibrated=None, decisions=None) -> EvaluationResult:
+    """Every metric from a table (``path``, ``label``, metadata), its class probabilities and the model's
+    :class:`~frugalvision.decision.Decisions` (default: the most probable class).
+
+    ``pred`` is the decided label, ``unknown`` included: an image the model answered "none of these" counts as
+    not correct, and ``per_class["unknown"]`` says how many of each class it answered so.
+    """
+    from ..decision import UNKNOWN, decide
+
     classes = [str(c) for c in classes]
     y = table["label"].astype(str).to_numpy()
     unknown = sorted(set(y) - set(classes))
@@ -180,15 +187,14 @@ def evaluate_predictions(table: pd.DataFrame, proba: np.ndarray, classes, *, gro
         from ..exceptions import DataError
 
         raise DataError(f"Labels {unknown} are not classes of this model ({classes}); evaluate on the same classes.")
-    order = np.argsort(-proba, axis=1)
-    # The model's decision (its operating point when it has one), else the arg-max.
-    pred_idx = order[:, 0] if decided is None else np.asarray(decided, int)
-    pred = np.asarray(classes)[pred_idx]
+    dec = decide(proba, classes) if decisions is None else decisions
+    pred = np.asarray(dec.names(), dtype=object).astype(str)
     head = headline_metrics(y, pred, proba, classes)
     idx = bootstrap_indices(len(y), n_boot, seed)
     correct = pred == y
     acc_ci = wilson_ci(int(correct.sum()), len(y))
     per_class = per_class_table(y, pred, classes)
+    per_class["unknown"] = [int(((y == c) & (pred == UNKNOWN)).sum()) for c in classes]
     gap = class_gap(y, pred, classes, idx)
     per_class["recall_ci_low"] = [gap["recall_ci"].get(c, (np.nan, np.nan))[0] for c in classes]
     per_class["recall_ci_high"] = [gap["recall_ci"].get(c, (np.nan, np.nan))[1] for c in classes]
@@ -199,9 +205,7 @@ def evaluate_predictions(table: pd.DataFrame, proba: np.ndarray, classes, *, gro
     pairs.sort(key=lambda p: (-p["count"], -p["rate"]))
     preds = pd.DataFrame({
         "path": table["path"].to_numpy(), "true": y, "pred": pred,
-        "probability": proba[np.arange(len(y)), pred_idx],
-        "top2": np.asarray(classes)[order[:, 1]] if len(classes) > 1 else "",
-        "top2_probability": proba[np.arange(len(y)), order[:, 1]] if len(classes) > 1 else np.nan,
+        **{k: v for k, v in dec.columns().items() if k not in ("label", "ood_score")},
         "p_true": proba[np.arange(len(y)), [classes.index(t) for t in y]],
         "correct": correct,
         **{f"p_{c}": proba[:, k] for k, c in enumerate(classes)},

@@ -31,8 +31,9 @@ class EvaluationResult:
     confused_pairs : list of dict
         Off-diagonal cells, most frequent first: true, predicted, count, of, rate.
     predictions : DataFrame
-        One row per evaluated image: path, true, pred, probability, top2, top2_probability, correct,
-        plus manifest metadata columns.
+        One row per evaluated image: path, true, pred (the decided label, ``unknown`` included), probability,
+        rule, most_probable(_probability), runner_up(_probability), p_true, correct, p_<class>, plus manifest
+        metadata columns.
     class_gap, groups, calibration, balance, skipped : see ``to_dict``.
     """
 
@@ -54,9 +55,25 @@ class EvaluationResult:
 
     # -- reading ------------------------------------------------------------------------------
     def mistakes(self, n: int = 12) -> pd.DataFrame:
-        """The ``n`` most confident errors."""
+        """Up to ``n`` errors showing every kind of mistake (true -> decided, ``unknown`` included) in proportion
+        to how often it happens (at least one of each while room is left), the most confident of each kind first.
+
+        Confidence is the top class's probability: under an operating point a false alarm's decided class can be
+        unlikely, so sorting by the decided class's probability alone would hide every false alarm.
+        """
         p = self.predictions
-        return p[~p["correct"]].sort_values("probability", ascending=False).head(n)
+        wrong = p[~p["correct"]].sort_values("most_probable_probability", ascending=False, kind="stable")
+        if wrong.empty:
+            return wrong
+        kinds = wrong.groupby(["true", "pred"], sort=False).size().sort_values(ascending=False, kind="stable")
+        share = {k: max(1, int(round(n * c / len(wrong)))) for k, c in kinds.items()}
+        picked = []
+        for (t, d), k in share.items():
+            if len(picked) >= n:
+                break
+            rows = wrong[(wrong["true"] == t) & (wrong["pred"] == d)].head(min(k, n - len(picked)))
+            picked.append(rows)
+        return pd.concat(picked).sort_values("most_probable_probability", ascending=False, kind="stable")
 
     def least_confident_correct(self, n: int = 12) -> pd.DataFrame:
         p = self.predictions
@@ -95,6 +112,13 @@ class EvaluationResult:
             f"log-loss {h['log_loss']:.3f}   ECE {self.calibration['ece']:.3f}",
             f"{'class':<24}{'recall':>8}{'95 % Wilson':>16}{'precision':>11}{'F1':>7}{'n':>6}",
         ]
+        n_unknown = int((self.predictions["pred"] == "unknown").sum()) if len(self.predictions) else 0
+        if n_unknown:
+            lines.insert(2, f"  {n_unknown} of {h['n']} images were answered 'unknown' (none of these) and count as "
+                            f"not correct above")
+        pc = self.settings.get("precision_check")
+        if pc:
+            lines.insert(2, f"  Precision: {pc['chosen']} ({pc['reason']})")
         for r in self.per_class.itertuples():
             lines.append(f"{str(r._1):<24}{100 * r.recall:7.1f}%{'':>3}{100 * r.recall_ci_low:5.1f}-{100 * r.recall_ci_high:5.1f}"
                          f"{100 * r.precision:10.1f}%{r.f1:7.3f}{r.support:6d}")

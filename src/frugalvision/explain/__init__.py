@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.decode import load_rgb
+from ..decision import Decision
 from ..exceptions import ImageDecodeError
 from ..inference import METHODS, Predictor, map_support, resolve_classes
 from .cam import class_activation_maps
@@ -52,6 +53,9 @@ class Explanation:
     size : (W, H)
         Size of the decoded image the box refers to.
     method : str
+    decision : Decision or None
+        The model's decision for the image (:mod:`frugalvision.decision`): maps are titled by it
+        (decided class, runner-up), not by probability rank.
     """
 
     path: str
@@ -62,6 +66,7 @@ class Explanation:
     size: tuple
     method: str
     input: np.ndarray | None = None
+    decision: "Decision | None" = None
 
     def heat(self, i: int = 0, size=None) -> np.ndarray:
         """Map ``i`` in image coordinates (``size`` = (W, H), default the decoded size), scaled to its own [0, 1].
@@ -110,7 +115,7 @@ def explanations_of(predictor: Predictor, paths, decoded, *, cls="top2", method:
         out.append(Explanation(
             path=str(paths[i]), class_names=[classes[c] for c in res.map_classes[j]], maps=res.maps[j, :k],
             probabilities={c: float(p) for c, p in zip(classes, res.probabilities[j])}, box=decoded[i].box,
-            size=decoded[i].size, method=res.method, input=arrays[j]))
+            size=decoded[i].size, method=res.method, input=arrays[j], decision=res.decisions[j]))
     return out, res
 
 
@@ -124,6 +129,11 @@ def explain_image(model, path, *, cls="top1", method: str = "auto", label=None, 
     if failed:
         raise ImageDecodeError(failed[0][0], failed[0][1])
     maps = expl[0].maps
+    if maps.shape[0] == 0:
+        from ..exceptions import DataError
+
+        raise DataError(f"{path}: the model decided '{expl[0].decision.label}' (none of these), so there is no "
+                        f"decided class to explain; name a class (cls='NAME') to see its map anyway.")
     return maps[0] if maps.shape[0] == 1 else maps
 
 

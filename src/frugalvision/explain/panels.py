@@ -94,6 +94,17 @@ def _rank_name(k: int) -> str:
     return f"top-{k}" if k <= 3 else f"rank {k}"
 
 
+def _role(c: str, d) -> str:
+    """'decided' / 'runner-up' when ``c`` plays that part in decision ``d``; '' otherwise."""
+    if d is None:
+        return ""
+    if c == d.label:
+        return "decided"
+    if c == d.runner_up and not d.unknown:
+        return "runner-up"
+    return ""
+
+
 def readable_maps(e, *, true_label=None, longest: int = 240, min_p: float = MIN_MAP_PROBABILITY, source=None,
                   image: np.ndarray | None = None) -> ReadableMaps:
     """Tiles of ``e`` (an :class:`~frugalvision.explain.Explanation`): one per explained class, then the difference.
@@ -108,17 +119,20 @@ def readable_maps(e, *, true_label=None, longest: int = 240, min_p: float = MIN_
         image = display_image(e.path if source is None else source, longest)
     size = (image.shape[1], image.shape[0])
     ranks = sorted(e.probabilities, key=e.probabilities.get, reverse=True)
+    d = e.decision
     raw = [to_image_coordinates(e.maps[i], e.box, size) for i in range(len(e.class_names))]
     shown = [e.probabilities[c] >= min_p for c in e.class_names]
     vmax = max([float(np.nanmax(np.maximum(r, 0))) for r, s in zip(raw, shown) if s and np.isfinite(r).any()]
                or [0.0])
     name = Path(str(e.path).split("://", 1)[-1]).name or str(e.path)
-    out = ReadableMaps(image=image, heading=[name] + ([f"true: {true_label}"] if true_label is not None else []),
-                       scale=vmax, method=e.method, min_p=min_p)
+    heading = [name] + ([f"true: {true_label}"] if true_label is not None else [])
+    if d is not None:
+        heading.append(f"decided: {d.label}" + (f" ({d.rule})" if d.rule != "most probable" else ""))
+    out = ReadableMaps(image=image, heading=heading, scale=vmax, method=e.method, min_p=min_p)
     for c, r, s in zip(e.class_names, raw, shown):
         k = ranks.index(c) + 1
         p = float(e.probabilities[c])
-        head = f"{_rank_name(k)}: {c}"
+        head = f"{_role(c, d) or _rank_name(k)}: {c}"
         if s:
             out.tiles.append(Tile("class", c, [head, _p(p)], f"{head} ({_p(p)})",
                                   overlay(image, normalise_map(r, vmax if vmax > 0 else None), cmap=EVIDENCE_CMAP),
@@ -133,7 +147,8 @@ def readable_maps(e, *, true_label=None, longest: int = 240, min_p: float = MIN_
         d = raw[0] - raw[1]
         m = float(np.nanmax(np.abs(d))) if np.isfinite(d).any() else 0.0
         heat = (np.clip(d / m, -1, 1) + 1) / 2 if m > 0 else np.where(np.isnan(d), np.nan, 0.5)
-        why = f"why {a}, not {b}" if e.probabilities[a] >= e.probabilities[b] else f"{a} against {b}"
+        decided_first = a == d.label if d is not None else e.probabilities[a] >= e.probabilities[b]
+        why = f"why {a}, not {b}" if decided_first else f"{a} against {b}"
         out.tiles.append(Tile("difference", why, [why, f"red: for {a} · blue: for {b}"],
                               f"{why} (red: for {a} · blue: for {b})",
                               overlay(image, heat, alpha=0.55, cmap=DIFFERENCE_CMAP), pair=(a, b)))

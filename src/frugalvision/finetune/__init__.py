@@ -18,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import refuse_overwrite
 from ..backbones.registry import DEFAULT_BACKBONE
 from ..exceptions import DataError
 
-__all__ = ["finetune", "stage_names", "parse_stages"]
+__all__ = ["finetune", "finetune_model", "stage_names", "parse_stages"]
 
 
 def stage_names(model) -> list[str]:
@@ -120,28 +119,37 @@ def _prefix_engine(split: _Split, spec, weights_id: str, n_stages: int, engine: 
     return make_engine(backbone=mod, engine=engine, onnx_dir=cache_root(cache_dir) / "onnx", threads=1)
 
 
-def finetune(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, stages="last-stage", out=None,
-             epochs: int = 24, lr_backbone: float = 1e-4, lr_head: float = 1e-3, weight_decay: float = 1e-4,
-             batch_size: int = 32, views: int = 8, augment: str = "light", patience: int = 8, seed: int = 0,
-             engine: str = "auto", cache_dir=None, progress: bool = True, overwrite: bool = False,
-             schedule: str = "cosine"):
-    """Fine-tune the last ``stages`` of the backbone with a linear head; returns a :class:`Model`.
+def finetune(data, *, stages="last-stage", out=None, epochs: int = 24, views: int = 8, augment: str = "light",
+             seed: int = 0, backbone: str = DEFAULT_BACKBONE, weights=None, engine: str = "auto", cache_dir=None,
+             progress: bool = True, overwrite: bool = False, **finetune_params):
+    """Fine-tune the last ``stages`` of the backbone: ``train(data, Recipe(finetune=stages, ...))`` in one call.
 
-    Parameters
-    ----------
-    stages : 'last-stage', 'N-stages' or int
-    lr_backbone, views, patience, schedule :
-        Defaults chosen on fashion4 (28-px product photos, 1,360 training images): a backbone rate 10x below
-        the head's, 8 light views, patience 8, cosine decay over ``epochs``. There the last stage alone did not
-        beat the frozen backbone (92.8 % mean test accuracy over 3 splits vs 93.25 %); 2 stages reached 94.25 %
-        on one split (frozen 93.5 %).
-    views : int
-        Augmented views per training image; epoch *e* trains on view *e mod views* (plus the clean
-        image on the first epoch), so augmentation changes every epoch while the frozen prefix
-        still runs only once per view.
-    out : path
-        Run folder. ``finetune_checkpoint.safetensors`` is written there after every epoch; running
-        the same command again resumes from it.
+    ``finetune_params``: ``lr_backbone``, ``lr_head``, ``weight_decay``, ``batch_size``, ``patience``, ``schedule``
+    (defaults :data:`frugalvision.recipe.FINETUNE_DEFAULTS`). For every other option (head, goals, targets,
+    "none of these", splits) build a :class:`~frugalvision.recipe.Recipe` and call :func:`frugalvision.train`.
+    """
+    from ..recipe import Recipe
+    from ..training import train
+
+    recipe = Recipe(backbone=backbone, weights=None if weights is None else str(weights), finetune=str(stages),
+                    epochs=epochs, views=views, augment=augment, seed=seed, finetune_params=finetune_params)
+    return train(data, recipe, out=out, engine=engine, cache_dir=cache_dir, progress=progress, overwrite=overwrite)
+
+
+def finetune_model(data, recipe, *, out=None, engine: str = "auto", cache_dir=None, split_file=None,
+                   progress: bool = True):
+    """The fine-tuning path of :func:`frugalvision.train`: returns a :class:`Model`.
+
+    The frozen model gives the split and the starting linear head; the last ``recipe.finetune`` stages and a
+    linear head are trained on cached prefix activations of ``recipe.views`` augmented views (8 when 0) with the
+    backbone at a lower rate than the head (``recipe.finetune_settings``), keeping the epoch with the lowest
+    validation loss. Then the recipe's head stage runs on the fine-tuned embeddings exactly as on frozen ones:
+    head and C, class weights, temperature, operating point, "none of these" score, goals.
+
+    Defaults chosen on fashion4 (28-px product photos, 1,360 training images): a backbone rate 10x below the head's,
+    8 light views, patience 8, cosine decay. There the last stage alone did not beat the frozen backbone (92.8 %
+    mean test accuracy over 3 splits vs 93.25 %); 2 stages reached 94.25 % on one split (frozen 93.5 %).
+    ``finetune_checkpoint.safetensors`` is written to ``out`` after every epoch; the same command resumes from it.
     """
     from .._optional import require_torch
 
@@ -151,22 +159,24 @@ def finetune(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, stages="la
     from ..backbones.build import build_backbone
     from ..features.augment import augmented_decoder, view_name
     from ..features.extract import Extractor
-    from ..heads import LinearHead
-    from ..model import Model
-    from ..training import _summary, save_run, train
+    from ..training import _summary, assemble_model, fit_head_stage
 
-    n_stages = parse_stages(stages)
-    if schedule not in ("cosine", "constant"):
-        raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}.")
+    st = recipe.finetune_settings
+    lr_backbone, lr_head, weight_decay = st["lr_backbone"], st["lr_head"], st["weight_decay"]
+    batch_size, patience, schedule = int(st["batch_size"]), int(st["patience"]), st["schedule"]
+    n_stages, epochs, seed = recipe.finetune_stages, recipe.epochs, recipe.seed
+    views, augment = recipe.views or 8, recipe.augment_policy
+    backbone, weights = recipe.backbone, recipe.weights
     torch.manual_seed(seed)
-    out = Path(out) if out is not None else None
-    if out is not None:
-        refuse_overwrite(out / "model.safetensors", overwrite, "model file")
     t0 = time.perf_counter()
-    # 1. The frozen model: split, clean embeddings, and a linear head to start from.
-    base = train(data, backbone=backbone, weights=weights, engine=engine, cache_dir=cache_dir, progress=progress,
-                 seed=seed)
-    td = base.data_
+    # 1. The frozen model: the split (the recipe's sizes and seed) and a linear head to start from.
+    from ..training import train
+
+    base = train(data, recipe.replace(finetune=None, epochs=24, finetune_params={}, precision="fp32", head="linear",
+                                      head_params={}, C="auto", views=0, augment=None, goals=(), targets=(),
+                                      reject=False, balance_by_augmentation=False),
+                 engine=engine, cache_dir=cache_dir, split_file=split_file, progress=progress)
+    td = base.training_data
     bb = build_backbone(backbone, weights)
     split = _Split(bb, n_stages)
     pre = Extractor(backbone, engine=_prefix_engine(split, bb.spec, bb.weights_id, n_stages, engine, cache_dir),
@@ -198,7 +208,13 @@ def finetune(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, stages="la
                             weight_decay=weight_decay)
     config = {"backbone": backbone, "stages": n_stages, "lr_backbone": lr_backbone, "lr_head": lr_head,
               "weight_decay": weight_decay, "batch_size": batch_size, "views": views, "augment": augment,
-              "seed": seed, "n_train": int(len(tr)), "epochs": epochs, "patience": patience, "schedule": schedule}
+              "seed": seed, "n_train": int(len(tr)), "epochs": epochs, "patience": patience, "schedule": schedule,
+              "class_weight": recipe.class_weight}
+    # Class weights (--class-weight balanced) apply to the fine-tuning loss as to the head.
+    loss_weight = None
+    if recipe.class_weight == "balanced":
+        counts = np.bincount(y_tr, minlength=len(classes)).astype(np.float32)
+        loss_weight = torch.as_tensor(len(y_tr) / (len(classes) * np.maximum(counts, 1)), dtype=torch.float32)
     ckpt = out / "finetune_checkpoint.safetensors" if out is not None else None
     state = {"epoch": 0, "bad_epochs": 0, "history": [], "resumed_from_epoch": None}
     best = None
@@ -228,7 +244,7 @@ def finetune(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, stages="la
                 for g, lr0 in zip(opt.param_groups, base_lrs):
                     g["lr"] = lr0 * f
             opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(head(split.suffix(a)), torch.as_tensor(y[bi]))
+            loss = torch.nn.functional.cross_entropy(head(split.suffix(a)), torch.as_tensor(y[bi]), weight=loss_weight)
             loss.backward()
             opt.step()
             tl += float(loss.detach()) * len(bi)
@@ -259,42 +275,47 @@ def finetune(data, *, backbone: str = DEFAULT_BACKBONE, weights=None, stages="la
             _save_checkpoint(ckpt, named, best, opt, state, config)
     if state["best_epoch"] == 0:
         say(f"  no epoch beat the frozen backbone on validation (loss {state['start_val_loss']:.4f}): keeping it")
-    # The selected weights, and a temperature from their validation logits.
+    # The selected weights; then the recipe's head stage on the embeddings of the fine-tuned network.
     with torch.no_grad():
         for n, p in named.items():
             p.copy_(best[n])
-    from ..evaluate.calibration import fit_temperature
-
-    val_logits = _validate(split, head, act_va, y_va, shape)[2]
-    temperature = fit_temperature(val_logits, y_va)
-    # 4. Final weights -> a Model with fine-tuned backbone tensors and a linear head (exact CAM still works).
+    names = np.asarray(classes)
+    X_tr = _embed_acts(split, act_views[0][0], shape)
+    y_all, X_all = [names[y_tr]], [X_tr]
+    if recipe.views:  # the views fine-tuning trained on also train the head, as --views does for a frozen backbone
+        for X_act, y_v in act_views[1:]:
+            X_all.append(_embed_acts(split, X_act, shape))
+            y_all.append(names[y_v])
+    X_va = _embed_acts(split, act_va, shape)
+    fit = fit_head_stage(np.vstack(X_all), np.concatenate(y_all), X_va, names[y_va], recipe, n_clean=len(y_tr))
     tensors = {k: v.detach().numpy().copy() for k, v in bb.model.state_dict().items()}
     digest = hashlib.sha256(b"".join(tensors[k].tobytes() for k in sorted(tensors))).hexdigest()[:16]
-    lin = LinearHead.from_state({"C": None}, {"coef": head.weight.detach().numpy(), "intercept": head.bias.detach().numpy()},
-                                classes)
-    meta = json.loads(json.dumps(base.meta, default=str))
-    # The frozen model's "none of these" score and operating point were fitted on other embeddings: not carried over.
-    meta.pop("reject", None)
-    meta.pop("operating_point", None)
-    meta["backbone"]["weights_id"] = f"finetuned:{digest}"
-    meta["backbone"]["base_weights_id"] = base.meta["backbone"]["weights_id"]
-    meta["finetune"] = {**config, "epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
-                        "best_val_loss": state["best_val_loss"], "best_val_accuracy": state.get("best_val_accuracy"),
-                        "start_val_loss": state.get("start_val_loss"),
-                        "start_val_accuracy": state.get("start_val_accuracy"),
-                        "history": state["history"],
-                        "resumed_from_epoch": state["resumed_from_epoch"],
-                        "trainable": split.trainable_names + split.tail_names,
-                        "seconds": time.perf_counter() - t0}
-    model = Model(lin, meta, backbone_tensors=tensors)
-    model.info.temperature = temperature
-    # Validation predictions of the selected weights (td.X holds the frozen network's embeddings).
-    model.training_ = _summary(td, lin, data, val_pred=np.asarray(classes)[val_logits.argmax(axis=1)])
-    model.data_ = td
-    model.finetune_ = meta["finetune"]
-    if out is not None:
-        save_run(model, td, out, overwrite=overwrite, extra_training={"finetune": meta["finetune"]})
-    return model
+    backbone_meta = {**base.info.to_json()["backbone"], "weights_id": f"finetuned:{digest}",
+                     "base_weights_id": base.info.backbone.weights_id, "precision": "fp32"}
+    finetune_info = {**config, "epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
+                     "best_val_loss": state["best_val_loss"], "best_val_accuracy": state.get("best_val_accuracy"),
+                     "start_val_loss": state.get("start_val_loss"),
+                     "start_val_accuracy": state.get("start_val_accuracy"),
+                     "history": state["history"],
+                     "resumed_from_epoch": state["resumed_from_epoch"],
+                     "trainable": split.trainable_names + split.tail_names,
+                     "seconds": time.perf_counter() - t0}
+    summary = _summary(td, fit, data, X_va, names[y_va])
+    summary["augmentation"] = {"policy": augment, "views": views, "balance_by_augmentation": False,
+                               "augmented_rows": int(sum(len(x) for x in X_all[1:]))}
+    summary["precision_check"] = ({"chosen": "fp32", "reason": "a fine-tuned backbone runs in fp32 (the int8 graph "
+                                   "holds the shipped weights)"} if recipe.precision == "auto" else None)
+    return assemble_model(fit, backbone=backbone_meta, preprocessing=base.info.preprocessing.to_dict(),
+                          recipe=recipe, summary=summary, td=td, backbone_tensors=tensors, finetune=finetune_info)
+
+
+def _embed_acts(split, act, shape) -> np.ndarray:
+    """Pooled embeddings of the trainable suffix over cached prefix activations (what the exported network gives)."""
+    import torch
+
+    with torch.no_grad():
+        return torch.cat([split.suffix(torch.from_numpy(np.asarray(act[s:s + 64], dtype=np.float32)).view(-1, *shape))
+                          for s in range(0, len(act), 64)]).numpy().astype(np.float32)
 
 
 def _act_shape(split: _Split, size: int):

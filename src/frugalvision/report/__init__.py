@@ -21,6 +21,7 @@ def write_report(model, out, *, evaluation=None, data=None, group_by=None, expla
     ``["accuracy>=0.9", "defective:recall>=0.9"]``) make the summary open with a verdict against them;
     without ``goals``, the goals stored at train time (``meta["training"]["goals"]``, when any) are used.
     """
+    from ..evaluate import evaluate
     from .sections import FAITHFULNESS_PER_CLASS
     from .verdict import parse_goal
 
@@ -34,7 +35,7 @@ def write_report(model, out, *, evaluation=None, data=None, group_by=None, expla
     refuse_overwrite(out, overwrite, "report")
     if json_out is not None:
         refuse_overwrite(json_out, overwrite, "report JSON")
-    ev = evaluation or model.evaluate(data, group_by=group_by, progress=progress, engine=engine, cache_dir=cache_dir,
+    ev = evaluation or evaluate(model, data, group_by=group_by, progress=progress, engine=engine, cache_dir=cache_dir,
                                       unknown=unknown)
     sections = build_sections(model, ev, explain=explain, faithfulness=faithfulness, n_mistakes=n_mistakes,
                               n_typical=n_typical, engine=engine, cache_dir=cache_dir, goals=goals,

@@ -31,10 +31,12 @@ def _subsample(y, frac, rng, min_per_class=2):
     return np.sort(np.concatenate(idx))
 
 
-def refit_predictions(X_tr, y_tr, X_te, make_head, *, fractions=FRACTIONS, repeats: int = 2, seed: int = 0) -> dict:
+def refit_predictions(X_tr, y_tr, X_te, make_head, *, fractions=FRACTIONS, repeats: int = 2, seed: int = 0,
+                      decide_fn=None) -> dict:
     """Predicted test labels of heads refitted on stratified fractions of the training rows.
 
-    ``make_head()`` returns a fresh unfitted estimator. Returns ``{"fractions", "n_train": [...],
+    ``make_head()`` returns a fresh unfitted estimator; ``decide_fn(head, X_te)`` gives the decided labels
+    (default: the head's most probable class). Returns ``{"fractions", "n_train": [...],
     "preds": [array (repeats_f, n_test) of labels, one per fraction]}``.
     """
     y_tr = np.asarray(y_tr).astype(str)
@@ -48,7 +50,7 @@ def refit_predictions(X_tr, y_tr, X_te, make_head, *, fractions=FRACTIONS, repea
             if len(np.unique(y_tr[idx])) < len(np.unique(y_tr)):
                 continue
             head = make_head().fit(X_tr[idx], y_tr[idx])
-            rows.append(np.asarray(head.predict(X_te)).astype(str))
+            rows.append(np.asarray(head.predict(X_te) if decide_fn is None else decide_fn(head, X_te)).astype(str))
             ns.append(len(idx))
         if rows:
             preds.append(np.stack(rows))
@@ -152,20 +154,37 @@ def learning_curve(model, ev, *, engine: str = "auto", cache_dir=None, repeats: 
     if not emb_tr.ok.any() or emb_te.ok.sum() != len(ev.predictions):
         return None
     y_tr = tr["label"].astype(str).to_numpy()[emb_tr.ok]
-    settings = (model.meta.get("training") or {}).get("settings") or {}
-    kind = settings.get("head", "linear")
-    params = dict(settings.get("head_params") or {})
+    training = model.info.training
+    recipe = training.get("recipe") or {}
+    kind = recipe.get("head", "linear")
+    params = dict(recipe.get("head_params") or {})
     if kind not in ("linear", "mlp"):
         return None
+    if kind == "linear":
+        params = {"C": training.get("C") or 0.01, "class_weight": recipe.get("class_weight"), **params}
 
     def make_head():
         return HEADS[kind](**params, random_state=seed)
 
-    lc = refit_predictions(emb_tr.X, y_tr, emb_te.X, make_head, repeats=repeats, seed=seed)
+    def decide_fn(head, X):
+        # The model's own decision rule (temperature, "none of these", operating point) on the refit's scores, so
+        # the curve measures what the verdict above it measures.
+        from ..decision import decide
+        from ..heads import softmax
+        from ..ood import ood_score
+
+        logits = head.logits(X)
+        threshold = model.info.reject.threshold if model.info.reject is not None else None
+        scores = (ood_score(model.ood_state, np.asarray(X, np.float32), np.asarray(logits, np.float32))
+                  if model.ood_state is not None and threshold is not None else None)
+        return decide(softmax(logits / model.temperature), model.classes, operating_point=model.operating_point,
+                      ood_scores=scores, reject_threshold=threshold).names()
+
+    lc = refit_predictions(emb_tr.X, y_tr, emb_te.X, make_head, repeats=repeats, seed=seed, decide_fn=decide_fn)
     lc["y_test"] = ev.predictions["true"].astype(str).to_numpy()
     lc["head"] = kind
     lc["finetuned"] = bool(model.meta.get("finetune"))
-    lc["augmented"] = bool((settings.get("views") or 0) > 0)
+    lc["augmented"] = bool((recipe.get("views") or 0) > 0)
     lc["class_counts"] = {str(c): int((y_tr == c).sum()) for c in model.classes}
     lc["X_test"] = emb_te.X  # reused by the data map (not written to JSON)
     return lc

@@ -140,7 +140,6 @@ def _learning_curve_section(lc, verdict, learning_curve_png) -> dict | None:
 
 
 def _data_map(model, ev, lc, engine, cache_dir) -> dict | None:
-    from ..inference import probabilities, unusualness
     from .data_map import data_map
 
     p = ev.predictions
@@ -152,18 +151,17 @@ def _data_map(model, ev, lc, engine, cache_dir) -> dict | None:
         if emb.ok.sum() != len(p):
             return None
         X = emb.X
-    rejected = None
-    threshold = (model.info.reject or {}).get("threshold")
-    if threshold is not None:
-        logits, proba = probabilities(model, X)
-        scores, _ = unusualness(model, X, logits, proba)
-        rejected = scores > threshold
-    return data_map(ev, X, rejected=rejected)
+    rejected = (p["pred"] == "unknown").to_numpy()  # the decision, not a second reading of the threshold
+    return data_map(ev, X, rejected=rejected if rejected.any() else None)
 
 
 def _gallery_rows(df: pd.DataFrame) -> list[dict]:
-    return [{"path": r.path, "true": r.true, "pred": r.pred, "p": float(r.probability), "top2": r.top2,
-             "p2": float(r.top2_probability), "panel": None} for r in df.itertuples()]
+    """Caption data of a gallery, all from the decision: decided label and rule, runner-up, most probable class."""
+    return [{"path": r.path, "true": r.true, "pred": r.pred, "rule": r.rule,
+             "p": None if pd.isna(r.probability) else float(r.probability),
+             "runner_up": r.runner_up, "p2": None if pd.isna(r.runner_up_probability) else float(r.runner_up_probability),
+             "most_probable": r.most_probable, "p_top": float(r.most_probable_probability), "panel": None}
+            for r in df.itertuples()]
 
 
 def _panel(e, true_label) -> dict:
@@ -231,6 +229,7 @@ def _faithfulness(model, ev, per_class, engine, cache_dir, steps: int = FAITHFUL
     from ..explain import explain_images
     from ..explain.faithfulness import deletion_insertion
     from ..inference import map_support, probabilities
+    from ..inference import predictor as make_predictor
 
     p = ev.predictions
     chosen, available = [], {}
@@ -256,7 +255,7 @@ def _faithfulness(model, ev, per_class, engine, cache_dir, steps: int = FAITHFUL
             return np.concatenate([probabilities(model, eng.run(arrays[i:i + 32])[1])[1]
                                    for i in range(0, len(arrays), 32)])
     else:
-        predictor = model.predictor(engine=engine, cache_dir=cache_dir)
+        predictor = make_predictor(model, engine=engine, cache_dir=cache_dir)
 
         def prob_fn(arrays):
             return np.concatenate([predictor.run(arrays[i:i + 32]).probabilities for i in range(0, len(arrays), 32)])
@@ -349,7 +348,7 @@ def _model_card(meta: dict, model=None) -> dict:
     """The model card as plain sentences and a small table (no raw dictionaries)."""
     b = meta.get("backbone", {}) or {}
     t = meta.get("training", {}) or {}
-    st = t.get("settings") or {}
+    st = t.get("recipe") or {}
     pre = meta.get("preprocessing") or {}
     head = meta.get("head") or {}
     hp = (head.get("params") or {})
@@ -369,7 +368,7 @@ def _model_card(meta: dict, model=None) -> dict:
     if kind == "LinearHead":
         cw = hp.get("class_weight") or st.get("class_weight")
         sentences.append(f"Regularisation strength C = {hp.get('C', t.get('C'))}"
-                         + (" (chosen by validation log-loss)" if st.get("C_requested") == "auto" else "")
+                         + (" (chosen by validation log-loss)" if st.get("C") == "auto" else "")
                          + "; smaller C means a simpler, more cautious classifier. "
                          + ("Classes are weighted to balance their sizes." if cw == "balanced"
                             else "Classes are not re-weighted."))
@@ -388,6 +387,11 @@ def _model_card(meta: dict, model=None) -> dict:
         sentences.append("There is no 'unknown' label: every image gets one of the classes.")
     if meta.get("finetune"):
         sentences.append("The backbone was fine-tuned on these images.")
+    pc = t.get("precision_check")
+    if pc:
+        sentences.append(f"Precision: {pc['chosen']}, chosen by --precision auto: {pc['reason']}.")
+    elif b.get("precision") == "int8":
+        sentences.append("The backbone runs in int8 (asked for with --precision int8).")
     aug = (t.get("augmentation") or {})
     if aug.get("views"):
         sentences.append(f"Training used {aug['views']} augmented view(s) per image ({aug.get('policy')} policy).")

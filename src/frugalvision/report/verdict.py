@@ -193,8 +193,8 @@ def next_steps(ev, rows, lc, lc_ext, model, groups_gaps) -> list[str]:
                          f"{100 * g['ci_high']:.1f} points"
                          + (f". {fix}" if g["significant"]
                             else f" — could be chance at this size. {fix[:-1]} to find out."))
-    rej = model.info.reject or {}
-    if rej.get("threshold") is None:
+    rej = model.info.reject
+    if rej is None or rej.threshold is None:
         steps.append("Unknown-image rejection is off: a photo of something else still gets one of the classes. "
                      "Retrain with rejection on, and test with report --unknown FOLDER.")
     elif not (ev.open_world or {}).get("unknown"):

@@ -82,23 +82,28 @@ def analyze(model, data: bytes, *, limits: Limits = Limits(), cams: bool = False
     """
     from ..explain import Explanation, display_image
     from ..explain.panels import CAM_HELP, readable_maps
-    from ..inference import label_names
+    from ..inference import predictor
 
     pre = model.preprocessing
     dec = decode_for_input(data, pre["input_size"], pre["crop_pct"], pre["interpolation"], limits.max_pixels)
     if dec.array is None:
         raise UploadRejected(_status_for(dec.error), dec.error)
     with lock or threading.Lock():
-        res = model.predictor().run(dec.array[None], classes="top2" if cams else None, strict=False)
+        res = predictor(model).run(dec.array[None], classes="top2" if cams else None, strict=False)
     proba = res.probabilities[0]
-    order = np.argsort(-proba)
     classes = model.classes
-    decided = int(res.labels[0])
-    out = {"label": label_names(classes, [decided])[0],
-           "unknown": decided < 0,  # the "none of these" score rejected the image
-           "ood_score": None if res.ood_scores is None else round(float(res.ood_scores[0]), 6),
-           "top": [{"label": classes[i], "probability": round(float(proba[i]), 6)}
-                   for i in order[: min(limits.top_k, len(classes))]]}
+    d = res.decisions[0]
+    order = np.argsort(-proba)
+    out = {"label": d.label, "rule": d.rule,
+           "probability": None if d.probability is None else round(d.probability, 6),
+           "unknown": d.unknown,  # the "none of these" score rejected the image
+           "most_probable": {"label": d.most_probable, "probability": round(d.most_probable_probability, 6)},
+           "runner_up": None if d.runner_up is None else {"label": d.runner_up,
+                                                           "probability": round(d.runner_up_probability, 6)},
+           "ood_score": None if d.ood_score is None else round(d.ood_score, 6),
+           # An unknown image gets no class bars: its probabilities only rank classes it does not belong to.
+           "top": [] if d.unknown else [{"label": classes[i], "probability": round(float(proba[i]), 6)}
+                                        for i in order[: min(limits.top_k, len(classes))]]}
     if cams:
         out["cams"], out["cams_note"], out["difference"] = [], res.maps_note, None
         if res.maps is None:
@@ -109,9 +114,12 @@ def analyze(model, data: bytes, *, limits: Limits = Limits(), cams: bool = False
         except ImageDecodeError as exc:  # pragma: no cover - decoded fine a moment ago
             raise UploadRejected(_status_for(exc.reason), exc.reason) from None
         picked = res.map_classes[0]
+        if not picked:  # decided unknown: no class map unless a class is asked by name
+            out["cams_note"] = "no map: the image looks like none of the classes"
+            return out
         e = Explanation(path="upload", class_names=[classes[i] for i in picked], maps=res.maps[0, :len(picked)],
                         probabilities={c: float(p) for c, p in zip(classes, proba)}, box=dec.box, size=dec.size,
-                        method=res.method)
+                        method=res.method, decision=d)
         rm = readable_maps(e, image=shown)
         out["image"] = _png_data_url(shown)
         out["cams_help"] = CAM_HELP

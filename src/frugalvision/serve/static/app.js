@@ -121,11 +121,14 @@ async function analyse(file, card, status) {
     }
     const parts = [];
     if (data.unknown) {
-      // The "none of these" score: the image looks unlike every class the model was trained on.
+      // The "none of these" score: the image looks unlike every class the model was trained on. No class bars:
+      // its probabilities only rank classes it does not belong to.
+      const closest = data.most_probable ? `${data.most_probable.label} (${pText(data.most_probable.probability)})` : "";
       parts.push(text("p", `None of these: this image looks unlike the trained classes (unusualness score ` +
-        `${Number(data.ood_score).toFixed(2)}). The closest classes were:`, "unknown"));
-    } else if (data.label && data.top && data.top.length && data.label !== data.top[0].label) {
-      parts.push(text("p", `Decision: ${data.label} (the model's operating point favours it over the top class).`, "note"));
+        `${Number(data.ood_score).toFixed(2)}). Closest class, not trusted: ${closest}.`, "unknown"));
+    } else {
+      const ru = data.runner_up ? `; runner-up: ${data.runner_up.label} (${pText(data.runner_up.probability)})` : "";
+      parts.push(text("p", `Decision: ${data.label} (${pText(data.probability)}), by ${data.rule}${ru}.`, "decision"));
     }
     parts.push(topTable(data.top));
     const cams = Array.isArray(data.cams) ? data.cams : [];
@@ -134,7 +137,7 @@ async function analyse(file, card, status) {
       row.className = "row";
       if (data.image) row.append(figure(data.image, "image"));
       for (const c of cams) {
-        const caption = `CAM top-${c.rank}: ${c.label} (${pText(c.probability)})`;
+        const caption = c.caption || `CAM ${c.label} (${pText(c.probability)})`;
         row.append(c.hidden || !c.overlay ? noMap(caption, c.note) : figure(c.overlay, caption));
       }
       const diff = data.difference && data.difference.overlay ? data.difference : null;
