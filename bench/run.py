@@ -210,7 +210,7 @@ def section_int8(work: Path, quick: bool) -> dict:
     import int8 as q8
 
     import frugalvision as fv
-    from frugalvision.evaluate import paired_difference
+    from frugalvision.evaluation import paired_difference
 
     out = {}
     speed = q8.speed({"fp32": q8.GRAPHS / "efficientnet_lite0.onnx", "int8": q8.GRAPHS / "efficientnet_lite0.int8.onnx"},
@@ -480,7 +480,7 @@ def section_ray(work: Path, quick: bool) -> dict:
 
 
 def section_cam(work: Path, quick: bool) -> dict:
-    from frugalvision.explain.cam import class_activation_maps
+    from frugalvision.explanation.cam import class_activation_maps
 
     rng = np.random.default_rng(0)
     fm = rng.normal(size=(32, 1280, 7, 7)).astype(np.float32)
@@ -497,7 +497,7 @@ def section_cam(work: Path, quick: bool) -> dict:
 def section_models(work: Path, quick: bool) -> dict:
     """Does each step beyond the plain head pay? Same training data, two test sets, paired differences."""
     import frugalvision as fv
-    from frugalvision.evaluate import evaluate, paired_difference
+    from frugalvision.evaluation import evaluate, paired_difference
     from frugalvision.finetune import finetune
     from frugalvision.tune import tune
 

@@ -107,7 +107,7 @@ def run_everything(data, run, browser, ray=None, *, group_by=None, head="linear"
     from fastapi.testclient import TestClient
 
     from frugalvision.data.decode import decode_for_input
-    from frugalvision.explain import write_explanations
+    from frugalvision.explanation import write_explanations
     from frugalvision.export import export_onnx_model
     from frugalvision.serve import create_app
 

@@ -9,8 +9,8 @@ import pytest
 from sklearn import metrics as skm
 
 from frugalvision.cli.main import main
-from frugalvision.evaluate import evaluate_predictions, expected_calibration_error
-from frugalvision.evaluate.calibration import fit_temperature
+from frugalvision.evaluation import evaluate_predictions, expected_calibration_error
+from frugalvision.evaluation.calibration import fit_temperature
 
 CLASSES = ["fragrance", "haircare", "make-up", "skincare"]
 
@@ -53,7 +53,7 @@ def test_metrics_match_scikit_learn():
 
 
 def test_proportions_get_wilson_intervals_and_gaps_a_seeded_bootstrap():
-    from frugalvision.evaluate.bootstrap import wilson_ci
+    from frugalvision.evaluation.bootstrap import wilson_ci
 
     table, proba = _synthetic(400)
     a = evaluate_predictions(table, proba, CLASSES, seed=3)
@@ -83,7 +83,7 @@ def test_all_right_does_not_give_a_collapsed_interval():
 
 
 def test_vectorised_roc_auc_and_average_precision_match_scikit_learn():
-    from frugalvision.evaluate.open_world import average_precision_rows, roc_auc_rows
+    from frugalvision.evaluation.open_world import average_precision_rows, roc_auc_rows
 
     rng = np.random.default_rng(0)
     pos = rng.random((30, 80)) < 0.3
@@ -158,7 +158,7 @@ def test_cli_evaluate_with_group_by(tmp_path, capsys):
 
 def test_paired_difference_matches_rows_by_path_and_is_narrower_than_separate_intervals():
     from frugalvision import DataError
-    from frugalvision.evaluate import paired_difference
+    from frugalvision.evaluation import paired_difference
 
     rng = np.random.default_rng(0)
     n = 2000
@@ -184,7 +184,7 @@ def test_paired_difference_matches_rows_by_path_and_is_narrower_than_separate_in
 def test_compare_models_uses_the_same_images_and_refuses_ones_a_model_learned_from(trained, shapes_dir, tmp_path, capsys):
     import frugalvision as fv
     from frugalvision import DataError
-    from frugalvision.evaluate import compare_models
+    from frugalvision.evaluation import compare_models
 
     model, run = trained
     other = fv.train(shapes_dir, C=1e-4, out=tmp_path / "weak", progress=False)  # same split (seed 0), weaker head

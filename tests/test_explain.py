@@ -9,9 +9,9 @@ from PIL import Image
 
 import frugalvision as fv
 from frugalvision.cli.main import main
-from frugalvision.explain import explain_images, resolve_classes
-from frugalvision.explain.faithfulness import deletion_insertion
-from frugalvision.explain.overlay import overlay, to_image_coordinates
+from frugalvision.explanation import explain_images, resolve_classes
+from frugalvision.explanation.faithfulness import deletion_insertion
+from frugalvision.explanation.overlay import overlay, to_image_coordinates
 
 from conftest import needs_torch
 from frugalvision.inference import probabilities as _probs
@@ -144,15 +144,23 @@ def test_map_lands_on_the_right_pixels_of_a_non_square_image():
     assert out[y, x, 0] > out[y, x, 2] + 40  # hot spot is red in the 'jet' map (RGB order, not BGR)
 
 
-def test_class_selectors():
+def test_class_selectors_follow_the_decision():
     p = np.array([0.1, 0.6, 0.3])
     classes = ["a", "b", "c"]
-    assert resolve_classes("top1", p, classes) == [1]
-    assert resolve_classes("top2", p, classes) == [1, 2]
-    assert resolve_classes("true", p, classes, "a") == [0]
-    assert resolve_classes(["c", "top1"], p, classes) == [2, 1]
+    argmax = (1, 2, p)  # decided b, runner-up c
+    assert resolve_classes("top1", argmax, classes) == [1]
+    assert resolve_classes("top2", argmax, classes) == [1, 2]
+    assert resolve_classes("true", argmax, classes, "a") == [0]
+    assert resolve_classes(["c", "top1"], argmax, classes) == [2, 1]
+    # An operating point decided c: top-1 is c (not the most probable b), and the runner-up is b.
+    op = (2, 1, p)
+    assert resolve_classes("top2", op, classes) == [2, 1] and resolve_classes("second", op, classes) == [1]
+    assert resolve_classes("top3", op, classes) == [2, 1, 0]
+    # Decided unknown: no class map unless a class is asked by name.
+    unknown = (-1, 1, p)
+    assert resolve_classes("top2", unknown, classes) == [] and resolve_classes("b", unknown, classes) == [1]
     with pytest.raises(fv.DataError, match="Unknown class selector"):
-        resolve_classes("nope", p, classes)
+        resolve_classes("nope", argmax, classes)
 
 
 def test_cli_explain_writes_readable_panels_and_sheet(trained, shapes_dir, tmp_path, capsys):
@@ -181,7 +189,7 @@ def test_cli_explain_writes_readable_panels_and_sheet(trained, shapes_dir, tmp_p
 
 def _synthetic_explanation(tmp_path, p_b=0.3):
     """Two maps on a grey 70x70 image: equal (2.0) everywhere but the bottom-right cell (A 4.0, B 0.0)."""
-    from frugalvision.explain import Explanation
+    from frugalvision.explanation import Explanation
 
     path = tmp_path / "grey.png"
     Image.new("RGB", (70, 70), (128, 128, 128)).save(path)
@@ -193,7 +201,7 @@ def _synthetic_explanation(tmp_path, p_b=0.3):
 
 
 def test_one_colour_scale_per_image_and_the_difference_map(tmp_path):
-    from frugalvision.explain.panels import readable_maps, readable_panel_png
+    from frugalvision.explanation.panels import readable_maps, readable_panel_png
 
     rm = readable_maps(_synthetic_explanation(tmp_path), longest=140)
     a, b, diff = rm.tiles
@@ -214,7 +222,7 @@ def test_one_colour_scale_per_image_and_the_difference_map(tmp_path):
 
 
 def test_a_map_below_p_005_is_hidden_with_a_note(tmp_path):
-    from frugalvision.explain.panels import readable_maps, readable_panel_png
+    from frugalvision.explanation.panels import readable_maps, readable_panel_png
 
     rm = readable_maps(_synthetic_explanation(tmp_path, p_b=0.02))
     a, b = rm.tiles  # no difference map without the runner-up's map

@@ -8,7 +8,7 @@ from PIL import Image
 
 from frugalvision.cli.main import main
 from frugalvision.data.decode import decode_for_input
-from frugalvision.explain import explain_images
+from frugalvision.explanation import explain_images
 from frugalvision.export import read_onnx_metadata
 from frugalvision.inference import probabilities as _probs
 

@@ -63,10 +63,23 @@ def test_auto_keeps_fp32_when_int8_drifts(images, tmp_path, monkeypatch):
     root, _ = images
     ok = fv.train(root, precision="auto", progress=False, cache_dir=tmp_path)
     assert ok.training_["precision_check"]["chosen"] == "int8", ok.training_["precision_check"]
-    monkeypatch.setattr(training, "INT8_MIN_MEAN_COSINE", 1.01)  # planted: no int8 embedding is close enough
-    kept = fv.train(root, precision="auto", progress=False, cache_dir=tmp_path)
+    assert ok.info.backbone.precision == "int8" and ok.training_["precision_check"]["int8"]["accuracy"] is not None
+    real = training.embed_dataset
+
+    def drifted(data, ex, **kw):  # planted drift: the int8 embeddings no longer belong to their images
+        td = real(data, ex, **kw)
+        if ex.precision == "int8":
+            td.X = td.X[np.random.default_rng(0).permutation(len(td.X))]
+        return td
+
+    monkeypatch.setattr(training, "embed_dataset", drifted)
+    kept = fv.train(root, precision="auto", goals=["accuracy>=0.5"], progress=False, cache_dir=tmp_path)
     check = kept.training_["precision_check"]
-    assert check["chosen"] == "fp32" and "drift" in check["reason"] and kept.info.backbone.precision == "fp32"
+    # The int8 model is compared with the fp32 model on the same validation images, and the fp32 one is kept with
+    # its goals (the old fallback re-trained and dropped them).
+    assert check["chosen"] == "fp32" and "lost" in check["reason"] and kept.info.backbone.precision == "fp32"
+    assert check["fp32"]["accuracy"] - check["int8"]["accuracy"] > 0.005 and check["n_validation"] > 0
+    assert kept.info.training["goals"] == ["accuracy>=0.5"]
 
 
 def test_int8_is_refused_where_no_graph_ships(images):

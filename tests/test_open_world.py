@@ -19,7 +19,7 @@ from conftest import draw_shape
 
 
 def _wilson(k: int, n: int) -> tuple[float, float]:
-    from frugalvision.evaluate.bootstrap import wilson_ci  # the one Wilson function
+    from frugalvision.evaluation.bootstrap import wilson_ci  # the one Wilson function
 
     return wilson_ci(k, n)
 
@@ -50,7 +50,7 @@ def shapes_run(tmp_path_factory):
 def test_unknown_images_are_rejected_and_known_ones_kept_at_the_stated_rate(shapes_run, photos):
     data, run = shapes_run
     model = fv.load_model(run)
-    assert model.info.reject["accept_rate"] == 0.95 and model.info.reject["threshold"] is not None
+    assert model.info.reject.accept_rate == 0.95 and model.info.reject.threshold is not None
     unk = fv.predict(model, photos, progress=False)
     assert (unk["label"] == "unknown").mean() >= 0.9, unk[["path", "label", "ood_score"]]
     ev = fv.evaluate(model, progress=False, unknown=photos, n_boot=200)
@@ -88,7 +88,7 @@ def test_a_recall_target_holds_on_held_out_images(tmp_path):
     data = _ambiguous(tmp_path / "data")
     plain = fv.train(data, out=tmp_path / "plain", reject=False, progress=False)
     tuned = fv.train(data, out=tmp_path / "tuned", reject=False, targets=["defective:recall>=0.9"], progress=False)
-    assert tuned.info.operating_point["recall_thresholds"]["defective"] < 0.5
+    assert tuned.info.operating_point.recall_thresholds["defective"] < 0.5
     ev_plain = fv.evaluate(plain, progress=False, n_boot=200)
     ev = fv.evaluate(fv.load_model(tmp_path / "tuned"), progress=False, n_boot=200)
     recall = ev.per_class.set_index("class").loc["defective", "recall"]
@@ -113,7 +113,7 @@ def test_targets_parse_and_fail_clearly():
 def test_operating_point_and_unknown_shares_get_wilson_intervals():
     from types import SimpleNamespace
 
-    from frugalvision.evaluate.open_world import operating_point_report, selective_curve, unknown_detection
+    from frugalvision.evaluation.open_world import operating_point_report, selective_curve, unknown_detection
 
     y = np.array(["defective"] * 50 + ["ok"] * 50)
     pred = np.array(["defective"] * 50 + ["ok"] * 45 + ["defective"] * 5)
@@ -136,9 +136,20 @@ def test_operating_point_and_unknown_shares_get_wilson_intervals():
 def test_the_decision_rule():
     classes = ["a", "b", "c"]
     p = np.array([[0.5, 0.3, 0.2], [0.4, 0.1, 0.5], [0.34, 0.33, 0.33]])
+    plain = decide(p, classes)
+    assert list(plain.label) == [0, 2, 0] and list(plain.rule) == ["most probable"] * 3
+    assert list(plain.runner_up) == [1, 0, 1]
+    # A recall target on b: the lowest b probability of a true b (0.3) becomes b's threshold.
     op = choose_operating_point(p, ["b", "a", "c"], classes, ["b:recall>=1"])
-    assert list(decide(p, op, classes)) == [1, 0, 2] or decide(p, op, classes)[0] == 1
-    assert list(decide(p, None, classes)) == [0, 2, 0]
+    assert op.recall_thresholds["b"] == pytest.approx(0.3)
+    d = decide(p, classes, operating_point=op, ood_scores=np.array([0.0, 0.0, 9.0]), reject_threshold=1.0)
+    assert list(d.label) == [1, 2, -1] and list(d.rule) == ["operating point", "most probable", "rejected"]
+    # The runner-up is never the decided class; for an unknown image it is the most probable class.
+    assert list(d.runner_up) == [0, 0, 0] and list(d.most_probable) == [0, 2, 0]
+    assert d.names() == ["b", "c", "unknown"] and np.isnan(d.probability[2])
+    first = d[0]
+    assert (first.label, first.probability, first.most_probable, first.runner_up) == ("b", pytest.approx(0.3), "a", "a")
+    assert d[2].unknown and d[2].runner_up == "a" and d[2].most_probable_probability == pytest.approx(0.34)
 
 
 def test_predict_serve_export_and_ray_make_the_same_decisions(shapes_run, photos, tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from frugalvision.explain.faithfulness import _cell_masks, deletion_insertion
+from frugalvision.explanation.faithfulness import _cell_masks, deletion_insertion
 
 
 def _toy_model(W, pool: int):
@@ -55,7 +55,7 @@ def test_shared_passes_give_the_same_curves_with_fewer_forward_passes(n_steps):
 
 
 def test_a_known_full_image_probability_saves_a_pass_and_changes_nothing():
-    from frugalvision.explain.faithfulness import passes_per_image
+    from frugalvision.explanation.faithfulness import passes_per_image
 
     rng = np.random.default_rng(1)
     images = rng.integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from frugalvision.evaluate import evaluate_predictions
-from frugalvision.evaluate.bootstrap import newcombe_diff_ci, wilson_ci
-from frugalvision.evaluate.groups import class_metrics_by_group
+from frugalvision.evaluation import evaluate_predictions
+from frugalvision.evaluation.bootstrap import newcombe_diff_ci, wilson_ci
+from frugalvision.evaluation.groups import class_metrics_by_group
 from frugalvision.exceptions import DataError
-from frugalvision.report.learning_curve import extrapolate, refit_predictions
-from frugalvision.report.verdict import judge_goals, parse_goal
+from frugalvision.reporting.learning_curve import extrapolate, refit_predictions
+from frugalvision.reporting.verdict import judge_goals, parse_goal
 
 
 def test_wilson_does_not_collapse_at_0_or_100_percent():
@@ -81,8 +81,8 @@ def test_per_group_recall_gap_of_the_rare_class_is_found_with_a_ci():
 
 
 def test_report_shows_the_per_group_recall_gap_in_html_and_json(trained, tmp_path):
-    from frugalvision.report import render_html, sections_to_json
-    from frugalvision.report.sections import build_sections
+    from frugalvision.reporting import render_html, sections_to_json
+    from frugalvision.reporting.sections import build_sections
 
     model, _ = trained
     c0, c1 = model.classes[0], model.classes[1]

@@ -111,7 +111,7 @@ def open_in_chromium(path, tmp_path, must_show: list[str]) -> None:
 # Fast: no model, no browser.
 
 def test_image_filter_escapes_alt_and_only_embeds_png_bytes():
-    from frugalvision.report.render import _img
+    from frugalvision.reporting.render import _img
 
     for name in HOSTILE_NAMES:
         tag = str(_img(b"\x89PNG fake", "CAM " + name))

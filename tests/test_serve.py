@@ -157,7 +157,7 @@ def test_browser_upload_shows_readable_maps_on_desktop_and_phone(app, tmp_path, 
         labels = card.locator("td.label").all_inner_texts()
         assert len(labels) == 3 and set(labels) <= {"circle", "square", "triangle"}
         captions = card.locator("figcaption").all_inner_texts()
-        assert captions[1].startswith("CAM top-1") and captions[2].startswith("CAM top-2")
+        assert captions[1].startswith("decided: ") and captions[2].startswith("runner-up: ")
         assert captions[3].startswith("why ") and "(red: for " in captions[3]
         loaded = card.evaluate("c => Array.from(c.querySelectorAll('figure img')).filter(i => i.naturalWidth > 0).length")
         assert loaded == 4

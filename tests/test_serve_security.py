@@ -450,7 +450,7 @@ def test_report_is_served_under_a_script_free_policy(trained, tmp_path):
     from frugalvision.serve import create_app
     from frugalvision.serve.guard import REPORT_CSP
 
-    template = resources.files("frugalvision.report").joinpath("templates/report.html").read_text()
+    template = resources.files("frugalvision.reporting").joinpath("templates/report.html").read_text()
     assert "<script" not in template.lower() and not OUTSIDE.findall(template)  # REPORT_CSP allows no script
     report = tmp_path / "report.html"
     report.write_text("<!doctype html><style>body{color:rgb(1, 2, 3)}</style><p>ok</p>")

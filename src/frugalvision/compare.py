@@ -27,7 +27,7 @@ def compare_backbones(data, *, backbones=None, n_timing: int = 64, engine: str =
         ``n_timing`` images outside the cache), model_ms_per_image, params_m, gflops, embed_dim, error.
     """
     from .features.extract import Extractor
-    from .evaluate import evaluate
+    from .evaluation import evaluate
     from .training import train
 
     rows = []
@@ -63,7 +63,7 @@ def _timing(ex, paths) -> dict:
 
 def comparison_png(table: pd.DataFrame) -> bytes:
     """Accuracy (with CI) against ms/image; marker area grows with the parameter count."""
-    from .evaluate.plots import _plt, _png
+    from .evaluation.plots import _plt, _png
 
     plt = _plt()
     ok = table[table["error"] == ""]

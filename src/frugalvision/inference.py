@@ -247,12 +247,12 @@ class Predictor:
             return out
         padded = [p + [p[-1] if p else 0] * (width - len(p)) for p in picks]
         if support.method == "cam":
-            from .explain.cam import class_activation_maps
+            from .explanation.cam import class_activation_maps
 
             allmaps = class_activation_maps(fmaps, model.head.coef_)
             out.maps = np.stack([allmaps[j, padded[j]] for j in range(len(images))])
         else:
-            from .explain.gradcam import gradient_cams
+            from .explanation.gradcam import gradient_cams
 
             out.maps = gradient_cams(self._torch_backbone(), model.head, images, padded, support.method,
                                      cam_layer=model.info.backbone.cam_layer)

@@ -192,20 +192,26 @@ def fit_head_stage(X_tr, y_tr, X_va, y_va, recipe: Recipe, *, n_clean: int | Non
     notes = []
     if recipe.calibrate:
         if known.sum() >= 10:
-            from .evaluate.calibration import fit_temperature
+            from .evaluation.calibration import fit_temperature
 
             temperature = fit_temperature(est.logits(X_va[known]), [classes.index(c) for c in y_va[known]])
         else:
             notes.append(f"probabilities not calibrated: {int(known.sum())} validation images (needs 10)")
     goals = []
     if recipe.goals:
-        from .report.verdict import parse_goal
+        from .reporting.verdict import parse_goal
 
         goals = [parse_goal(g, classes)["name"] for g in recipe.goals]
     op, reject, state = _decision_fit(est, temperature, X_tr[:n_clean], y_tr[:n_clean], X_va[known], y_va[known],
                                       recipe)
     return HeadFit(head=est, temperature=temperature, operating_point=op, reject=reject, ood_state=state,
                    goals=goals, C=C, C_search=c_curve, notes=notes)
+
+
+#: Fewest in-distribution validation images a "none of these" threshold is placed from: the 95th percentile of fewer
+#: is the largest score or close to it, and on tiny sets the score's own scale is unstable (seen: thresholds in the
+#: thousands where normal scores are ~1, which rejected training images).
+MIN_REJECT_VALIDATION = 20
 
 
 def _decision_fit(est, temperature, X_tr, y_tr, X_va, y_va, recipe: Recipe):
@@ -223,8 +229,12 @@ def _decision_fit(est, temperature, X_tr, y_tr, X_va, y_va, recipe: Recipe):
         from .ood import fit_ood, ood_score, threshold_for_accept_rate
 
         state = fit_ood(X_tr, y_tr, est.logits(X_tr))
-        threshold, note = None, "no validation image to choose the threshold on: scored, never rejected"
-        if len(y_va):
+        threshold, note = None, ""
+        if len(y_va) < MIN_REJECT_VALIDATION:
+            note = (f"not set: {len(y_va)} validation images are too few to place a threshold that keeps "
+                    f"{100 * recipe.accept_rate:g} % of normal images (needs {MIN_REJECT_VALIDATION}); every image "
+                    f"gets a class. Label more images, or a larger --val-size")
+        else:
             scores = ood_score(state, X_va, est.logits(X_va))
             threshold, note = float(threshold_for_accept_rate(scores, recipe.accept_rate)), ""
         reject = RejectInfo(params=state.params(), threshold=threshold, accept_rate=recipe.accept_rate,

@@ -20,8 +20,8 @@ def register(app: typer.Typer) -> None:
         import time
 
         from ..data.demo import write_demo_dataset
-        from ..evaluate import evaluate
-        from ..report import write_report
+        from ..evaluation import evaluate
+        from ..reporting import write_report
         from ..training import train
         from .train import print_training
 

@@ -24,11 +24,12 @@ def register(app: typer.Typer) -> None:
         engine: str = Engine, cache_dir: Optional[Path] = CacheDir, quiet: bool = Quiet, overwrite: bool = Overwrite,
     ):
         """Evaluate on the held-out split (or any labelled data): per-class metrics with 95 % CIs (Wilson for proportions)."""
+        from ..evaluation import evaluate
         from ..model import load_model
 
         m = load_model(model)
-        result = m.evaluate(data, group_by=group_by or None, n_boot=n_boot, seed=seed, min_group_size=min_group_size, progress=not quiet,
-                            engine=engine, cache_dir=cache_dir, unknown=unknown)
+        result = evaluate(m, data, group_by=group_by or None, n_boot=n_boot, seed=seed, min_group_size=min_group_size, progress=not quiet,
+                          engine=engine, cache_dir=cache_dir, unknown=unknown)
         typer.echo(result.summary())
         target = out or (m.run_dir / "evaluation")
         echo_paths("Wrote:", result.save(target, overwrite=overwrite))
@@ -43,7 +44,7 @@ def register(app: typer.Typer) -> None:
         engine: str = Engine, cache_dir: Optional[Path] = CacheDir, quiet: bool = Quiet,
     ):
         """Is B really more accurate than A? Both on the same images, with a paired bootstrap CI of B - A."""
-        from ..evaluate import compare_models
+        from ..evaluation import compare_models
         from ..model import load_model
 
         ra, rb, d = compare_models(load_model(model_a), load_model(model_b), data, n_boot=n_boot, seed=seed,

@@ -1,6 +1,6 @@
 """``frugalvision explain``: readable CAM panels (image | top-1 | top-2 | why top-1, not top-2) for images.
 
-The panels are the report's and the web page's rendering (:mod:`frugalvision.explain.panels`): one colour
+The panels are the report's and the web page's rendering (:mod:`frugalvision.explanation.panels`): one colour
 scale per image, no map for a class below p = 0.05.
 """
 
@@ -16,7 +16,7 @@ from ._common import (CacheDir, Overwrite, RayActors, RayAddress, RayCpus, RaySh
 
 
 def _methods() -> str:
-    from ..explain import METHODS  # the CLI's choices come from the registry
+    from ..explanation import METHODS  # the CLI's choices come from the registry
 
     return ", ".join(METHODS)
 
@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         One colour scale per image (a weak runner-up looks weak), no map below p = 0.05, and a 'why A, not B' map.
         """
         from ..data.discover import list_image_files
-        from ..explain import METHODS, write_explanations
+        from ..explanation import METHODS, write_explanations
         from ..model import load_model
 
         if method not in METHODS:

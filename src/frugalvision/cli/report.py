@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
     ):
         """Write the HTML report: summary, data, metrics with CIs, confusion, bias, calibration, CAMs, model card."""
         from ..model import load_model
-        from ..report import write_report
+        from ..reporting import write_report
 
         m = load_model(model)
         target = out or (m.run_dir / "report.html")

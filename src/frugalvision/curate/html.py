@@ -130,7 +130,7 @@ def issue_rows(manifest: pd.DataFrame) -> dict[str, pd.DataFrame]:
 def audit_html(manifest: pd.DataFrame, summary: dict) -> str:
     from jinja2 import Environment
 
-    from ..evaluate.plots import balance_png
+    from ..evaluation.plots import balance_png
     from .audit import ISSUE_KINDS
 
     # Older or hand-made summaries lack the newer figures: derive what can be, leave out the rest.

@@ -113,7 +113,7 @@ def run_batch(model, sources, out, *, address: str | None = None, actors: int | 
     if m.path is None:
         raise DataError("run_batch needs a saved model (the actors load it from its file); call model.save() first.")
     if cams is not None:
-        from ..explain import checked_method
+        from ..explanation import checked_method
 
         cams = (cams[0], checked_method(m, cams[1]))
     if shard_size < 1 or batch_size < 1:

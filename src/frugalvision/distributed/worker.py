@@ -51,11 +51,11 @@ def label_images(predictor, decoder, paths: list[str], *, embeddings: bool = Fal
     Returns ``(table, explanations_by_index)``. ``table`` has the local ``predict`` columns (path, the decision's
     columns, error) plus ``probabilities`` (all classes, model order) and ``embedding`` when
     asked. ``cams`` is None or ``(class_selector, method)``; then, per readable image, its
-    :class:`~frugalvision.explain.Explanation` and its bytes when it came from an object store (the panel
+    :class:`~frugalvision.explanation.Explanation` and its bytes when it came from an object store (the panel
     draws it without reading it again).
     """
     from ..decision import Decisions
-    from ..explain import explanations_of
+    from ..explanation import explanations_of
     from ..inference import predictions_table
 
     model = predictor.model
@@ -121,7 +121,7 @@ class ShardWorker:
 
     def run_shard(self, shard: int) -> tuple[int, int]:
         from .._io import atomic_writer, write_bytes
-        from ..explain import render_panel
+        from ..explanation import render_panel
 
         paths = read_shard_paths(self.out, shard)
         table, expl = label_images(self.predictor, self.decoder, paths,

@@ -75,13 +75,13 @@ def analyze(model, data: bytes, *, limits: Limits = Limits(), cams: bool = False
     """Labels (and the readable maps of the top-2 classes) for one uploaded image, from bytes in memory.
 
     Predicts through the model's one inference path (:class:`~frugalvision.inference.Predictor`). The maps are
-    the report's rendering (:func:`frugalvision.explain.panels.readable_maps`): one colour scale shared by the
+    the report's rendering (:func:`frugalvision.explanation.panels.readable_maps`): one colour scale shared by the
     maps of the image, no map for a class below p = 0.05 (``hidden``, with a ``note``), and ``difference``, the
     top-1 map minus the top-2 map. When this model gives no maps, ``cams`` is empty and ``cams_note`` says why;
     the labels are still answered.
     """
-    from ..explain import Explanation, display_image
-    from ..explain.panels import CAM_HELP, readable_maps
+    from ..explanation import Explanation, display_image
+    from ..explanation.panels import CAM_HELP, readable_maps
     from ..inference import predictor
 
     pre = model.preprocessing

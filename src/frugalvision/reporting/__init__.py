@@ -21,7 +21,7 @@ def write_report(model, out, *, evaluation=None, data=None, group_by=None, expla
     ``["accuracy>=0.9", "defective:recall>=0.9"]``) make the summary open with a verdict against them;
     without ``goals``, the goals stored at train time (``meta["training"]["goals"]``, when any) are used.
     """
-    from ..evaluate import evaluate
+    from ..evaluation import evaluate
     from .sections import FAITHFULNESS_PER_CLASS
     from .verdict import parse_goal
 

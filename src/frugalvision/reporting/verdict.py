@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from ..evaluate.bootstrap import bootstrap_indices, percentile_ci, wilson_ci
+from ..evaluation.bootstrap import bootstrap_indices, percentile_ci, wilson_ci
 from ..exceptions import DataError
 from .render import pct as _pct
 

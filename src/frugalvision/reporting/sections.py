@@ -18,7 +18,7 @@ __all__ = ["build_sections"]
 
 def accuracy_wilson(ev) -> tuple[float, float]:
     """Wilson interval of the headline accuracy (does not collapse to 100.0–100.0 at 50 of 50)."""
-    from ..evaluate.bootstrap import wilson_ci
+    from ..evaluation.bootstrap import wilson_ci
 
     p = ev.predictions
     return wilson_ci(int(p["correct"].sum()), len(p))  # the same function as ev.accuracy_ci
@@ -47,9 +47,9 @@ def build_sections(model, ev, *, explain: bool = True, n_mistakes: int = 8, n_ty
     """All report content as plain data (see ``render.render_html``).
 
     ``goals``: strings such as ``"accuracy>=0.9"`` or ``"defective:recall>=0.9"`` (see
-    :func:`frugalvision.report.verdict.parse_goal`); the summary then opens with a verdict against them.
+    :func:`frugalvision.reporting.verdict.parse_goal`); the summary then opens with a verdict against them.
     """
-    from ..evaluate.plots import balance_png, bar_png, confusion_png, learning_curve_png, reliability_png
+    from ..evaluation.plots import balance_png, bar_png, confusion_png, learning_curve_png, reliability_png
     from .verdict import parse_goal, verdict_section
 
     parsed_goals = [parse_goal(g, model.classes) for g in (goals or [])]
@@ -105,7 +105,7 @@ def build_sections(model, ev, *, explain: bool = True, n_mistakes: int = 8, n_ty
     sections["maps_hidden"] = 0
     sections["cam_legend"] = None
     if explain and support.available:
-        from ..explain.panels import DIFFERENCE_CMAP, EVIDENCE_CMAP, legend_bar, png_bytes
+        from ..explanation.panels import DIFFERENCE_CMAP, EVIDENCE_CMAP, legend_bar, png_bytes
 
         sections["cam_legend"] = {k: png_bytes(legend_bar(c, 120, 10))
                                   for k, c in (("evidence", EVIDENCE_CMAP), ("difference", DIFFERENCE_CMAP))}
@@ -166,7 +166,7 @@ def _gallery_rows(df: pd.DataFrame) -> list[dict]:
 
 def _panel(e, true_label) -> dict:
     """The readable maps of one image (the rendering ``explain`` and the web page use), as tiles for HTML."""
-    from ..explain.panels import png_bytes, readable_maps
+    from ..explanation.panels import png_bytes, readable_maps
 
     rm = readable_maps(e, true_label=true_label)
     return {"heading": " · ".join(rm.heading), "image": png_bytes(rm.image), "scale": rm.scale,
@@ -177,7 +177,7 @@ def _panel(e, true_label) -> dict:
 
 
 def _attach_panels(model, sections, mistakes, unsure, ev, n_typical, engine, cache_dir):
-    from ..explain import explain_images
+    from ..explanation import explain_images
 
     def render_panel(e, true_label):
         panel = _panel(e, true_label)
@@ -225,9 +225,9 @@ def _faithfulness(model, ev, per_class, engine, cache_dir, steps: int = FAITHFUL
     a proportion, so Wilson does not apply. All images go through the backbone together: one pass for the maps
     (whose probabilities are the curves' unperturbed point), then every perturbed copy in large batches.
     """
-    from ..evaluate.bootstrap import percentile_ci
-    from ..explain import explain_images
-    from ..explain.faithfulness import deletion_insertion
+    from ..evaluation.bootstrap import percentile_ci
+    from ..explanation import explain_images
+    from ..explanation.faithfulness import deletion_insertion
     from ..inference import map_support, probabilities
     from ..inference import predictor as make_predictor
 
@@ -415,7 +415,7 @@ def _model_card(meta: dict, model=None) -> dict:
 
 def _open_world_section(ev) -> dict:
     """Operating point in words, per-class ROC/PR, accuracy-coverage and unknown images, as the report shows them."""
-    from ..evaluate.plots import coverage_png, curves_png
+    from ..evaluation.plots import coverage_png, curves_png
 
     ow = ev.open_world
     pc = ev.per_class.set_index("class")

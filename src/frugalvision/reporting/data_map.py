@@ -59,7 +59,7 @@ def _thumb_png(path: str) -> bytes | None:
     from PIL import Image
 
     from ..exceptions import ImageDecodeError
-    from ..explain import display_image
+    from ..explanation import display_image
 
     try:
         img = Image.fromarray(display_image(path, THUMB))

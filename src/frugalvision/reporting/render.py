@@ -50,7 +50,7 @@ def render_html(sections: dict) -> str:
     env.filters["pp"] = pp
     env.filters["f3"] = lambda x: "n/a" if x is None else f"{x:.3f}"
     env.filters["basename"] = lambda p: str(p).replace("\\", "/").rsplit("/", 1)[-1]
-    template = resources.files("frugalvision.report").joinpath("templates/report.html").read_text(encoding="utf-8")
+    template = resources.files("frugalvision.reporting").joinpath("templates/report.html").read_text(encoding="utf-8")
     return env.from_string(template).render(s=sections)
 
 

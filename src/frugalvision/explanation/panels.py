@@ -1,6 +1,6 @@
 """Readable class activation maps: the one rendering behind the report, ``frugalvision explain`` and the web page.
 
-:func:`readable_maps` turns an :class:`~frugalvision.explain.Explanation` into tiles people can read:
+:func:`readable_maps` turns an :class:`~frugalvision.explanation.Explanation` into tiles people can read:
 
 - the class maps of one image share **one colour scale** (the largest positive evidence of the maps shown),
   so a weak runner-up looks weak instead of saturated;
@@ -43,7 +43,8 @@ DIFFERENCE_CMAP = "RdBu_r"
 class Tile:
     """One tile of a readable panel.
 
-    ``kind`` is ``"class"`` (a class map) or ``"difference"`` (map 1 minus map 2). ``overlay`` is the RGB
+    ``kind`` is ``"class"`` (a class map), ``"difference"`` (map 1 minus map 2) or ``"unknown"`` (the image was
+    decided "none of these": no class map, ``note`` says so). ``overlay`` is the RGB
     uint8 tile, or None when the map is hidden (``hidden``; ``note`` says why). ``title`` holds the lines
     drawn above the tile in a PNG; ``caption`` is the same as one line for HTML.
     """
@@ -107,7 +108,7 @@ def _role(c: str, d) -> str:
 
 def readable_maps(e, *, true_label=None, longest: int = 240, min_p: float = MIN_MAP_PROBABILITY, source=None,
                   image: np.ndarray | None = None) -> ReadableMaps:
-    """Tiles of ``e`` (an :class:`~frugalvision.explain.Explanation`): one per explained class, then the difference.
+    """Tiles of ``e`` (an :class:`~frugalvision.explanation.Explanation`): one per explained class, then the difference.
 
     ``source``: the image's bytes when ``e.path`` is not a local file; ``image``: the display image itself
     (RGB uint8), when already decoded.
@@ -119,20 +120,20 @@ def readable_maps(e, *, true_label=None, longest: int = 240, min_p: float = MIN_
         image = display_image(e.path if source is None else source, longest)
     size = (image.shape[1], image.shape[0])
     ranks = sorted(e.probabilities, key=e.probabilities.get, reverse=True)
-    d = e.decision
+    dec = e.decision
     raw = [to_image_coordinates(e.maps[i], e.box, size) for i in range(len(e.class_names))]
     shown = [e.probabilities[c] >= min_p for c in e.class_names]
     vmax = max([float(np.nanmax(np.maximum(r, 0))) for r, s in zip(raw, shown) if s and np.isfinite(r).any()]
                or [0.0])
     name = Path(str(e.path).split("://", 1)[-1]).name or str(e.path)
     heading = [name] + ([f"true: {true_label}"] if true_label is not None else [])
-    if d is not None:
-        heading.append(f"decided: {d.label}" + (f" ({d.rule})" if d.rule != "most probable" else ""))
+    if dec is not None:
+        heading.append(f"decided: {dec.label}" + (f" ({dec.rule})" if dec.rule != "most probable" else ""))
     out = ReadableMaps(image=image, heading=heading, scale=vmax, method=e.method, min_p=min_p)
     for c, r, s in zip(e.class_names, raw, shown):
         k = ranks.index(c) + 1
         p = float(e.probabilities[c])
-        head = f"{_role(c, d) or _rank_name(k)}: {c}"
+        head = f"{_role(c, dec) or _rank_name(k)}: {c}"
         if s:
             out.tiles.append(Tile("class", c, [head, _p(p)], f"{head} ({_p(p)})",
                                   overlay(image, normalise_map(r, vmax if vmax > 0 else None), cmap=EVIDENCE_CMAP),
@@ -142,12 +143,17 @@ def readable_maps(e, *, true_label=None, longest: int = 240, min_p: float = MIN_
             out.tiles.append(Tile("class", c, [head, f"{_p(p)} · no map"], f"{head} ({_p(p)}), no map",
                                   None, rank=k, probability=p, hidden=True,
                                   note=f"{note}, too unlikely for its map to mean anything"))
+    if dec is not None and dec.unknown and not e.class_names:
+        out.tiles.append(Tile("unknown", "unknown", ["decided: unknown", "no class map"],
+                              f"decided unknown (none of these), closest class {dec.most_probable} "
+                              f"({_p(dec.most_probable_probability)}): no class map", None,
+                              note="none of these; name a class to see its map"))
     if len(e.class_names) >= 2 and all(shown[:2]):
         a, b = e.class_names[0], e.class_names[1]
         d = raw[0] - raw[1]
         m = float(np.nanmax(np.abs(d))) if np.isfinite(d).any() else 0.0
         heat = (np.clip(d / m, -1, 1) + 1) / 2 if m > 0 else np.where(np.isnan(d), np.nan, 0.5)
-        decided_first = a == d.label if d is not None else e.probabilities[a] >= e.probabilities[b]
+        decided_first = a == dec.label if dec is not None else e.probabilities[a] >= e.probabilities[b]
         why = f"why {a}, not {b}" if decided_first else f"{a} against {b}"
         out.tiles.append(Tile("difference", why, [why, f"red: for {a} · blue: for {b}"],
                               f"{why} (red: for {a} · blue: for {b})",
@@ -230,7 +236,9 @@ def compose_panel(rm: ReadableMaps, *, colorbar: bool = False, font_size: int = 
             canvas.paste(Image.fromarray(arr), (x, top))
         else:
             draw.rectangle([x, top, x + W - 1, top + H - 1], fill=(236, 236, 236))
-            note = [ln for t in ("no map:", "too unlikely", f"(p < {rm.min_p:g})") for ln in _wrap(t, font, W - 8)]
+            unknown = j > 0 and rm.tiles[j - 1].kind == "unknown"
+            words = ("no map:", "none of these") if unknown else ("no map:", "too unlikely", f"(p < {rm.min_p:g})")
+            note = [ln for t in words for ln in _wrap(t, font, W - 8)]
             y0 = top + H / 2 - len(note) * line_h / 2
             for i, ln in enumerate(note):
                 draw.text((x + W / 2, y0 + i * line_h), ln, fill=(85, 85, 85), font=font, anchor="ma")
