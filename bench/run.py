@@ -480,7 +480,7 @@ def section_ray(work: Path, quick: bool) -> dict:
 
 
 def section_cam(work: Path, quick: bool) -> dict:
-    from frugalvision.explanation.cam import class_activation_maps
+    from frugalvision.maps.cam import class_activation_maps
 
     rng = np.random.default_rng(0)
     fm = rng.normal(size=(32, 1280, 7, 7)).astype(np.float32)

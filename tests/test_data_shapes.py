@@ -173,12 +173,11 @@ def test_two_classes_with_a_subgroup_column_run_everywhere(two_class, tmp_path, 
     assert main(["compare-models", run, str(other)]) == 0
 
 
-@needs_torch
-def test_two_classes_with_an_mlp_head_explain_with_gradcam(two_class, tmp_path, browser, local_ray):
+def test_two_classes_with_an_mlp_head_explain_with_gradient_maps(two_class, tmp_path, browser, local_ray):
     model = run_everything(two_class, tmp_path / "run", browser, local_ray, group_by="site", head="mlp")
     from frugalvision.inference import map_support
 
-    assert map_support(model).method == "gradcam"
+    assert map_support(model).method == "gradient"
 
 
 def test_two_classes_imbalanced_1_to_20(tmp_path, browser, local_ray):

@@ -4,8 +4,8 @@ Every consumer predicts through here: ``Model.predict`` and ``evaluate`` (embedd
 then :func:`probabilities`), ``explain`` and the report, the web app, the Ray worker (all through
 :meth:`Predictor.run`), and the ONNX export (which composes the same backbone graph with the head, see
 :mod:`frugalvision.export`). Which maps a model can give is decided in one place, :func:`map_support`:
-exact CAM for a linear head on average-pooled features, a Grad-CAM method for any other head (it needs
-torch and a known feature layer), or none, with the reason.
+exact CAM for a linear head on average-pooled features, Grad-CAM in numpy for any other head on such features,
+a pytorch-grad-cam method for other backbones (it needs torch and a known feature layer), or none, with the reason.
 """
 
 from __future__ import annotations
@@ -17,14 +17,13 @@ import pandas as pd
 
 from .decision import UNKNOWN, Decisions, decide
 from .exceptions import DataError
+from .maps.gradcam import GRADIENT_METHODS
 
-__all__ = ["UNKNOWN", "decisions", "label_names", "predict", "predictor", "predictions_table", "GRADIENT_METHODS", "METHODS", "MapSupport", "Outputs", "Predictor", "map_support", "probabilities", "resolve_classes"]
+__all__ = ["UNKNOWN", "decisions", "label_names", "predict", "predictor", "predictions_table", "GRADIENT_METHODS",
+           "METHODS", "MapSupport", "Outputs", "Predictor", "map_support", "probabilities", "resolve_classes"]
 
-#: Gradient methods, by their class name in the ``grad-cam`` package (see ``explain/gradcam.py``).
-GRADIENT_METHODS = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "layercam": "LayerCAM",
-                    "scorecam": "ScoreCAM"}
 #: Explanation methods (``--method``); ``auto`` picks the best one this model supports.
-METHODS = ("auto", "cam", *GRADIENT_METHODS)
+METHODS = ("auto", "cam", "gradient", *GRADIENT_METHODS)
 
 
 @dataclass(frozen=True)
@@ -70,6 +69,13 @@ def map_support(model, method: str = "auto") -> MapSupport:
         if cam_problem:
             return MapSupport(None, cam_problem + "; use --method gradcam")
         return MapSupport("cam", "exact class activation maps (CAM)")
+    plain = model.info.backbone.pooled_is_plain_avg
+    if method == "gradient" or (method == "auto" and plain):
+        if not plain:
+            return MapSupport(None, f"gradient maps need an embedding that is the plain average of the last feature "
+                                    f"map; backbone '{model.info.backbone.name}' pools differently; use --method gradcam")
+        return MapSupport("gradient", "Grad-CAM maps computed with numpy (the head's gradient with respect to the "
+                                      "pooled features, times the feature map)")
     grad = "gradcam" if method == "auto" else method
     problem = _gradient_problem(model)
     if problem:
@@ -229,7 +235,7 @@ class Predictor:
         support = map_support(model, method) if classes is not None else MapSupport(None, "no maps asked")
         if classes is not None and not support.available and strict:
             raise DataError(f"No maps for this model: {support.reason}.")
-        want_fmaps = support.method == "cam"
+        want_fmaps = support.method in ("cam", "gradient")
         fmaps, emb = self.engine.run(np.ascontiguousarray(images), maps=want_fmaps)
         logits, proba = probabilities(model, emb)
         dec = decisions(model, proba, emb, logits)
@@ -247,12 +253,16 @@ class Predictor:
             return out
         padded = [p + [p[-1] if p else 0] * (width - len(p)) for p in picks]
         if support.method == "cam":
-            from .explanation.cam import class_activation_maps
+            from .maps.cam import class_activation_maps
 
             allmaps = class_activation_maps(fmaps, model.head.coef_)
             out.maps = np.stack([allmaps[j, padded[j]] for j in range(len(images))])
+        elif support.method == "gradient":
+            from .maps.head_gradient import gradient_maps
+
+            out.maps = gradient_maps(fmaps, emb, model.head, padded)
         else:
-            from .explanation.gradcam import gradient_cams
+            from .maps.gradcam import gradient_cams
 
             out.maps = gradient_cams(self._torch_backbone(), model.head, images, padded, support.method,
                                      cam_layer=model.info.backbone.cam_layer)

@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         paths: List[Path] = typer.Argument(..., help="Image files or folders."),
         out: Path = typer.Option(Path("explanations"), "--out", "-o", help="Folder for the PNGs."),
         classes: str = typer.Option("top2", "--classes", help="top1, top2, topK, all, or comma-separated class names."),
-        method: str = typer.Option("auto", "--method", help="auto (cam for linear heads, else gradcam), cam, gradcam, gradcam++, layercam, scorecam."),
+        method: str = typer.Option("auto", "--method", help="auto (cam for linear heads, gradient for other heads: both numpy), cam, gradient, gradcam, gradcam++, layercam, scorecam (the last four need the torch extra)."),
         colorbar: bool = typer.Option(False, "--colorbar", help="Add the colour scales under each panel (evidence, shared by the image's maps; difference)."),
         engine: str = RunEngine, cache_dir: Optional[Path] = CacheDir, overwrite: bool = Overwrite,
         address: Optional[str] = RayAddress, actors: Optional[int] = RayActors, cpus_per_actor: float = RayCpus,

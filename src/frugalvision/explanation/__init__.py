@@ -18,7 +18,7 @@ from ..data.decode import load_rgb
 from ..decision import Decision
 from ..exceptions import ImageDecodeError
 from ..inference import METHODS, Predictor, map_support, resolve_classes
-from .cam import class_activation_maps
+from ..maps.cam import class_activation_maps
 from .overlay import normalise_map, to_image_coordinates
 
 __all__ = ["METHODS", "Explanation", "display_image", "explain_image", "explain_images", "resolve_classes", "render_panel",

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..inference import GRADIENT_METHODS
+#: Gradient methods, by their class name in the ``grad-cam`` package.
+GRADIENT_METHODS = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "layercam": "LayerCAM",
+                    "scorecam": "ScoreCAM"}
 
 __all__ = ["GRADIENT_METHODS", "gradient_cams"]
 
