@@ -135,7 +135,10 @@ def run_everything(data, run, browser, ray=None, *, group_by=None, head="linear"
     with TestClient(create_app(model), base_url="http://127.0.0.1") as client:
         r = client.post("/predict", files={"files": ("x.png", _one_image(files[0]), "image/png")})
         assert r.status_code == 200, r.text
-        assert r.json()["results"][0]["top"][0]["label"] in model.classes
+        served = r.json()["results"][0]
+        local = fv.predict(model, [files[0]], progress=False).iloc[0]
+        assert served["label"] == local["label"] and served["runner_up"]["label"] == local["runner_up"]
+        assert served["most_probable"]["probability"] == pytest.approx(local["most_probable_probability"], abs=1e-5)
         r = client.post("/explain", files={"file": ("x.png", _one_image(files[0]), "image/png")})
         assert r.status_code == 200, r.text
         body = r.json()

@@ -19,7 +19,7 @@ pytestmark = needs_torch  # fine-tuning is the torch extra's
 
 _KILL_AFTER_CHECKPOINT = textwrap.dedent("""
     import os, sys
-    import frugalvision.finetune as ft
+    import frugalvision.finetune._partial as ft
     real, left = ft._save_checkpoint, [int(sys.argv[4])]
     def save_then_die(*a, **k):
         real(*a, **k)
@@ -51,8 +51,10 @@ def test_finetune_resumes_after_kill_and_round_trips(shapes_dir, tmp_path):
     f = model.finetune_
     assert f["resumed_from_epoch"] == 1 and f["epochs_run"] == 3
     assert f["best_epoch"] >= 1
-    # The reported validation accuracy is the fine-tuned network's at the selected epoch.
-    assert model.training_["validation"]["accuracy"] == pytest.approx(f["history"][f["best_epoch"] - 1]["val_accuracy"])
+    # The reported validation accuracy is the saved model's own decisions on the validation images, run through
+    # the fine-tuned network (the head is refitted on its embeddings, as for a frozen backbone).
+    val = fv.evaluate(fv.load_model(run), split="val", progress=False, cache_dir=cache, n_boot=20)
+    assert model.training_["validation"]["accuracy"] == pytest.approx(val.headline["accuracy"])
     assert set(model.training_["validation"]["per_class"]) == set(model.classes)
     assert [h["epoch"] for h in f["history"]] == [1, 2, 3]
     assert f["trainable"][0] == "blocks.6" and "conv_head" in f["trainable"]
@@ -101,3 +103,69 @@ def test_frozen_start_is_kept_when_no_epoch_beats_it(shapes_dir, tmp_path):
     assert all(h["val_loss"] > f["start_val_loss"] for h in f["history"])
     base = fv.train(shapes_dir, cache_dir=cache, progress=False)
     np.testing.assert_allclose(model.head.coef_, base.head.coef_, rtol=0, atol=1e-5)
+
+
+# -- every option of `train` composes with --finetune, or is refused with the reason --------------------------------
+
+#: Each CLI option of `train`: how its effect shows on a model fine-tuned with it (run A or B below), or None for
+#: the options that only say where and how to run (checked by every run), or 'refused' (refused with --finetune).
+_RUN_A = ["--epochs", "2", "--views", "1", "--augment", "strong", "--head", "mlp", "--class-weight", "balanced",
+          "--val-size", "0.35", "--test-size", "0.2", "--seed", "3", "--goal", "accuracy>=0.5",
+          "--target", "circle:recall>=0.9", "--precision", "auto", "--accept-rate", "0.9"]
+_RUN_B = ["--epochs", "1", "--views", "1", "--C", "0.1", "--no-reject"]
+_EFFECT = {
+    "backbone": lambda a, b: a.info.backbone.name == "efficientnet_lite0",
+    "weights": lambda a, b: a.info.backbone.weights_file is None,
+    "finetune": lambda a, b: a.info.finetune["stages"] == 1 and a.backbone_tensors,
+    "epochs": lambda a, b: a.info.finetune["epochs"] == 2 and b.info.finetune["epochs"] == 1,
+    "views": lambda a, b: a.info.finetune["views"] == 1 and a.training_["augmentation"]["augmented_rows"] > 0,
+    "augment": lambda a, b: a.info.finetune["augment"] == "strong",
+    "head": lambda a, b: a.info.head.type == "MLPHead" and b.info.head.type == "LinearHead",
+    "C": lambda a, b: b.training_["C"] == 0.1 and b.head.C == 0.1,
+    "class_weight": lambda a, b: a.info.finetune["class_weight"] == "balanced" and a.head.class_weight == "balanced",
+    "val_size": lambda a, b: a.training_["counts"]["val"] != b.training_["counts"]["val"],
+    "test_size": lambda a, b: sum(a.training_["counts"]["test"].values()) == 12,
+    "seed": lambda a, b: a.info.finetune["seed"] == 3 and a.training_["recipe"]["seed"] == 3,
+    "goal": lambda a, b: a.info.training["goals"] == ["accuracy>=0.5"],
+    "target": lambda a, b: a.operating_point is not None and b.operating_point is None,
+    "precision": lambda a, b: a.training_["precision_check"]["chosen"] == "fp32",
+    "accept_rate": lambda a, b: a.info.reject.accept_rate == 0.9,
+    "no_reject": lambda a, b: b.info.reject is None and a.info.reject is not None,
+}
+_RUNTIME = {"data", "out", "engine", "cache_dir", "quiet", "overwrite"}
+_REFUSED = {"balance_by_augmentation": ["--balance-by-augmentation"]}
+
+
+def _train_options():
+    import typer.main
+
+    from frugalvision.cli.main import app
+
+    command = next(c for c in typer.main.get_command(app).commands.values() if c.name == "train")
+    return {p.name for p in command.params}
+
+
+def test_every_train_option_composes_with_finetune_or_is_refused(shapes_dir, tmp_path, capsys):
+    from frugalvision.cli.main import main
+
+    options = _train_options()
+    unaccounted = options - set(_EFFECT) - _RUNTIME - set(_REFUSED)
+    assert not unaccounted, f"train options with no check of their effect under --finetune: {unaccounted}"
+    cache = tmp_path / "cache"
+    common = ["--finetune", "last-stage", "--cache-dir", str(cache), "-q"]
+    assert main(["train", str(shapes_dir), "--out", str(tmp_path / "a"), *common, *_RUN_A]) == 0
+    assert main(["train", str(shapes_dir), "--out", str(tmp_path / "b"), *common, *_RUN_B]) == 0
+    a, b = fv.load_model(tmp_path / "a"), fv.load_model(tmp_path / "b")
+    for name, effect in _EFFECT.items():
+        assert effect(a, b), f"--{name} had no effect under --finetune"
+    capsys.readouterr()
+    refusals = {**_REFUSED, "precision int8": ["--precision", "int8"], "C with mlp": ["--C", "0.1", "--head", "mlp"]}
+    for name, extra in refusals.items():
+        assert main(["train", str(shapes_dir), "--out", str(tmp_path / "r"), *common, *extra]) == 1, name
+        err = capsys.readouterr().err
+        assert "cannot" in err and "Traceback" not in err, (name, err)
+    assert not (tmp_path / "r" / "model.safetensors").exists()
+    # The fine-tuned model with a target gets the verdict in the report, like a frozen one.
+    html = fv.report(a, tmp_path / "a" / "report.html", explain=False, faithfulness=False, progress=False,
+                     cache_dir=cache).read_text(encoding="utf-8")
+    assert 'class="verdict' in html and "circle:recall" in html.replace("recall of circle", "circle:recall")

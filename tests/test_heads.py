@@ -58,7 +58,7 @@ def test_binary_head_has_one_row_per_class():
 
 def test_an_unknown_saved_head_kind_is_named_in_the_error():
     from frugalvision.heads import head_class
-    from frugalvision.heads.inference import InferenceHead
+    from frugalvision.heads.numpy_head import InferenceHead
 
     for build in (lambda: head_class("ForestHead"), lambda: InferenceHead("ForestHead", {}, {}, ["a", "b"])):
         with pytest.raises(ValueError, match="unknown head type 'ForestHead'; known: LinearHead, MLPHead"):

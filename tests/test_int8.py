@@ -52,9 +52,13 @@ def test_a_model_trained_int8_predicts_explains_and_exports_in_int8(images, tmp_
     onnx = export_onnx_model(again, tmp_path / "m.onnx")
     pre = again.preprocessing
     x = np.stack([decode_for_input(f, pre["input_size"], pre["crop_pct"], pre["interpolation"]).array for f in files])
-    probs = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"]).run(["probabilities"], {"images": x})[0]
-    assert [model.classes[i] for i in probs.argmax(1)] == list(table["label"].where(table["label"] != "unknown",
-                                                                                   [model.classes[i] for i in probs.argmax(1)]))
+    probs, decision, runner = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"]).run(
+        ["probabilities", "decision", "runner_up"], {"images": x})
+    # The graph's own decision (unknown included) and most probable class are predict's, image by image.
+    assert ["unknown" if i < 0 else model.classes[i] for i in decision] == list(table["label"])
+    assert [model.classes[i] for i in probs.argmax(1)] == list(table["most_probable"])
+    assert [model.classes[i] for i in runner] == list(table["runner_up"])
+    np.testing.assert_allclose(probs.max(1), table["most_probable_probability"], atol=2e-3)
 
 
 def test_auto_keeps_fp32_when_int8_drifts(images, tmp_path, monkeypatch):

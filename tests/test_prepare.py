@@ -11,7 +11,7 @@ from PIL import Image, ImageFilter
 
 import frugalvision as fv
 from frugalvision.cli.main import main
-from frugalvision.data.prepare import prepare, suggest_labels
+from frugalvision.curate import prepare, suggest_labels
 
 from conftest import draw_shape, make_split_shapes
 

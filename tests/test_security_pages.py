@@ -121,7 +121,7 @@ def test_image_filter_escapes_alt_and_only_embeds_png_bytes():
 
 
 def test_audit_page_escapes_every_value_without_a_model(tmp_path):
-    from frugalvision.data.audit_html import audit_html
+    from frugalvision.curate.html import audit_html
 
     labels = list(HOSTILE_NAMES)
     manifest = pd.DataFrame({
@@ -188,7 +188,7 @@ def test_report_with_hostile_names_runs_no_script_in_chromium(hostile_report, tm
 @pytest.fixture(scope="module")
 def hostile_audit(hostile_manifest, tmp_path_factory):
     """prepare on the same images plus planted problems with hostile names (exact copy, broken file)."""
-    from frugalvision.data.prepare import prepare
+    from frugalvision.curate import prepare
 
     df = pd.read_csv(hostile_manifest, dtype=str, keep_default_na=False)
     root = hostile_manifest.parent

@@ -124,7 +124,7 @@ class Model:
         head_tensors = {k[5:]: v for k, v in tensors.items() if k.startswith("head.")}
         try:
             if inference_only:
-                from .heads.inference import InferenceHead
+                from .heads.numpy_head import InferenceHead
 
                 head = InferenceHead(kind, params, head_tensors, info.classes)
             else:

@@ -1,7 +1,6 @@
 """Curate a labelled image set: audit (duplicates, leaks, quality, label errors), static page, review.
 
-Lives above the feature layer (it embeds images with :mod:`frugalvision.features`);
-``frugalvision.data.prepare`` and ``frugalvision.data.audit_html`` re-export it for old imports.
+Lives above the feature layer (it embeds images with :mod:`frugalvision.features`).
 """
 
 from .audit import AuditResult, prepare, suggest_labels

@@ -38,20 +38,12 @@ import pandas as pd
 from .._io import refuse_overwrite, write_json, write_text
 from ..exceptions import DataError
 from .duplicates import MAX_RESIDUAL, MIN_NCC, complete_linkage_groups, near_pairs
+from .issues import FINDING_OF, ISSUE_KINDS
 from .labels import MAX_P
 from .quality import DARK_FLOOR, quality_flags, scan
 
 __all__ = ["prepare", "suggest_labels", "AuditResult", "ISSUE_KINDS", "FINDING_OF", "MANIFEST_COLUMNS"]
 
-#: Issue kinds, in the order the pages show them.
-ISSUE_KINDS = ("unreadable", "scan_failed", "label_conflict", "leak", "exact_duplicate", "near_duplicate",
-               "label_error", "too_dark", "too_bright", "blurry", "low_information", "tiny", "odd_aspect", "atypical")
-#: audit.json ``findings`` key (number of files) per issue kind.
-FINDING_OF = {"unreadable": "unreadable", "scan_failed": "quality_scan_failed", "label_conflict": "label_conflicts",
-              "leak": "leaks", "exact_duplicate": "exact_duplicates", "near_duplicate": "near_duplicates",
-              "label_error": "label_issues", "too_dark": "too_dark", "too_bright": "too_bright", "blurry": "blurry",
-              "low_information": "near_constant", "tiny": "tiny", "odd_aspect": "extreme_aspect",
-              "atypical": "class_outliers"}
 MANIFEST_COLUMNS = ["path", "label", "split", "status", "reason", "issues", "severity", "suggested_label",
                     "duplicate_group", "hash", "width", "height", "brightness", "highlights", "shadows", "contrast",
                     "sharpness", "label_quality"]

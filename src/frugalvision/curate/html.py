@@ -17,6 +17,8 @@ import math
 
 import pandas as pd
 
+from .issues import ISSUE_KINDS
+
 __all__ = ["audit_html", "CSP", "ISSUE_TITLES", "issue_rows"]
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
@@ -113,7 +115,6 @@ def _kinds_in(reason: str) -> str:
 
 def issue_rows(manifest: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Rows per issue kind, most severe first (then by path)."""
-    from .audit import ISSUE_KINDS
 
     # A manifest from an older prepare (or written by hand) may lack the issue column: read the kinds off the reasons.
     issues = (manifest["issues"] if "issues" in manifest.columns else
@@ -131,7 +132,6 @@ def audit_html(manifest: pd.DataFrame, summary: dict) -> str:
     from jinja2 import Environment
 
     from ..evaluation.plots import balance_png
-    from .audit import ISSUE_KINDS
 
     # Older or hand-made summaries lack the newer figures: derive what can be, leave out the rest.
     n_excluded = int((manifest.get("status", pd.Series(dtype=str)) == "exclude").sum())

@@ -69,7 +69,7 @@ def compare_models(model_a, model_b, data=None, *, split: str = "test", n_boot: 
     was trained or validated on any of them (by path, and by content hash where both tables have one),
     since that model's score would be optimistic. Returns ``(result_a, result_b, PairedDifference)``.
     """
-    from . import _evaluate_rows, _rows, _split_table
+    from ._evaluate import _evaluate_rows, _rows, _split_table
 
     table, balance = _rows(model_a, data, split)
     for name, model in (("A", model_a), ("B", model_b)):

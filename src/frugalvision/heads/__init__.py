@@ -1,45 +1,10 @@
 """Heads trained on cached embeddings, as scikit-learn estimators.
 
 The estimator classes load on first use (PEP 562), so code that only applies a saved head
-(:class:`~frugalvision.heads.inference.InferenceHead`, e.g. in a Ray actor) never imports scikit-learn,
+(:class:`~frugalvision.heads.numpy_head.InferenceHead`, e.g. in a Ray actor) never imports scikit-learn,
 which takes about a second.
 """
 
-from ._base import softmax
+from ._registry import HEADS, HEAD_KINDS, LinearHead, MLPHead, check_head_kind, head_class, head_type, softmax
 
 __all__ = ["LinearHead", "MLPHead", "HEADS", "HEAD_KINDS", "check_head_kind", "head_class", "head_type", "softmax"]
-
-#: Head class names, as model files record them (``meta["head"]["type"]``).
-HEAD_KINDS = ("LinearHead", "MLPHead")
-
-
-def check_head_kind(kind: str) -> str:
-    """``kind`` if it names a saved head class, else a ValueError listing the known ones."""
-    if kind not in HEAD_KINDS:
-        raise ValueError(f"unknown head type {kind!r}; known: {', '.join(HEAD_KINDS)}")
-    return kind
-
-
-def head_class(kind: str):
-    """The estimator class saved under ``kind`` (imports scikit-learn)."""
-    check_head_kind(kind)
-    if kind == "LinearHead":
-        from .linear import LinearHead
-
-        return LinearHead
-    from .mlp import MLPHead
-
-    return MLPHead
-
-
-def head_type(head) -> str:
-    """The class name a head is saved under (an inference-only head keeps the estimator's)."""
-    return getattr(head, "kind", None) or type(head).__name__
-
-
-def __getattr__(name: str):
-    if name in HEAD_KINDS:
-        return head_class(name)
-    if name == "HEADS":
-        return {"linear": head_class("LinearHead"), "mlp": head_class("MLPHead")}
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

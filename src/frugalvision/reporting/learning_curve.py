@@ -139,7 +139,7 @@ def learning_curve(model, ev, *, engine: str = "auto", cache_dir=None, repeats: 
 
     Returns None (with nothing computed) when the training split is unknown or its files cannot be read.
     """
-    from ..evaluation import _split_table
+    from ..evaluation._evaluate import _split_table
     from ..heads import HEADS
 
     table = _split_table(model)

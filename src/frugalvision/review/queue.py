@@ -41,7 +41,7 @@ def card_fields(manifest: pd.DataFrame, row: int, severity: float) -> dict:
 
 def _kind_rows(manifest: pd.DataFrame, severity: pd.Series) -> dict[str, list[int]]:
     """Row positions per issue kind, most severe first, then by path (the audit page's order)."""
-    from ..curate.audit import ISSUE_KINDS
+    from ..curate.issues import ISSUE_KINDS
     from ..curate.html import issue_rows
 
     frame = manifest.reset_index(drop=True).assign(severity=severity.to_numpy())
