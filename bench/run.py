@@ -209,7 +209,6 @@ def _stage_costs(files, n: int = 200) -> dict:
 def section_int8(work: Path, quick: bool) -> dict:
     import int8 as q8
 
-    import frugalvision as fv
     from frugalvision.evaluation import paired_difference
 
     out = {}
@@ -276,7 +275,6 @@ def section_int8(work: Path, quick: bool) -> dict:
 def section_seed(work: Path, quick: bool, epochs: int) -> dict:
     import seed_method
 
-    import frugalvision as fv
 
     data = datasets.fashion4(SHARED)
     cold = {}
@@ -419,7 +417,6 @@ def section_ray(work: Path, quick: bool) -> dict:
     import pandas as pd
     import ray
 
-    import frugalvision as fv
     from frugalvision.distributed import run_batch
 
     n = 500 if quick else 2000
@@ -496,9 +493,8 @@ def section_cam(work: Path, quick: bool) -> dict:
 
 def section_models(work: Path, quick: bool) -> dict:
     """Does each step beyond the plain head pay? Same training data, two test sets, paired differences."""
-    import frugalvision as fv
     from frugalvision.evaluation import evaluate, paired_difference
-    from frugalvision.finetune import finetune
+    from frugalvision.training import finetune
     from frugalvision.tune import tune
 
     data = datasets.fashion4(SHARED)
@@ -557,7 +553,6 @@ def section_serve(work: Path, quick: bool) -> dict:
     import httpx
     import uvicorn
 
-    import frugalvision as fv
     from frugalvision.data.demo import write_demo_dataset
     from frugalvision.serve import create_app
 

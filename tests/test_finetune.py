@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 import frugalvision as fv
-from frugalvision.finetune import finetune, parse_stages
+from frugalvision.finetune import parse_stages
+from frugalvision.training import finetune
 
 from conftest import needs_torch
 
@@ -27,7 +28,8 @@ _KILL_AFTER_CHECKPOINT = textwrap.dedent("""
         if left[0] == 0:
             os._exit(9)                  # killed right after the n-th checkpoint
     ft._save_checkpoint = save_then_die
-    ft.finetune(sys.argv[1], out=sys.argv[2], cache_dir=sys.argv[3], epochs=3, views=1, patience=5, progress=False)
+    from frugalvision.training import finetune
+    finetune(sys.argv[1], out=sys.argv[2], cache_dir=sys.argv[3], epochs=3, views=1, patience=5, progress=False)
 """)
 
 

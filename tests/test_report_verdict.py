@@ -149,7 +149,6 @@ def test_flat_learning_curve_says_more_images_will_not_help():
 
 
 def test_goals_given_at_train_time_are_stored_and_judged_by_the_report(shapes_dir, tmp_path):
-    import frugalvision as fv
 
     fv.train(shapes_dir, out=tmp_path / "run", goals=["accuracy>=50%"], progress=False)
     model = fv.load_model(tmp_path / "run")

@@ -165,7 +165,6 @@ def hostile_manifest(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def hostile_report(hostile_manifest, tmp_path_factory):
-    import frugalvision as fv
 
     out = tmp_path_factory.mktemp("hostile_run")
     model = fv.train(hostile_manifest, out=out / "model", progress=False)

@@ -11,7 +11,6 @@ from frugalvision.features.augment import augmented_decoder, views_per_class
 from frugalvision.heads import MLPHead
 from frugalvision.tune import default_grid, select_config, tune, tune_embeddings
 
-from conftest import make_shapes_dataset
 
 
 def test_views_are_deterministic_and_cached(shapes_dir, tmp_path, monkeypatch):

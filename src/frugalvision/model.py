@@ -12,7 +12,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from .artifact import HeadInfo, ModelInfo, load_artifact, save_artifact, versions
 from .backbones.registry import get_spec

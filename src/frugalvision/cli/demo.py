@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ._common import CacheDir, Engine, Quiet, echo_paths, fmt_pct
+from ._common import CacheDir, Engine, Quiet, echo_paths
 
 
 def register(app: typer.Typer) -> None:

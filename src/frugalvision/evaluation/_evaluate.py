@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix
 
+from ..exceptions import DataError
 from .bootstrap import bootstrap_indices, wilson_ci
 from .groups import MIN_GROUP_SIZE, class_gap, group_audit
 from .metrics import expected_calibration_error, headline_metrics, per_class_table, reliability_table
-from .paired import PairedDifference, compare_models, paired_difference
+from .paired import PairedDifference, paired_difference
 from .result import EvaluationResult
 
 __all__ = ["evaluate", "evaluate_predictions", "EvaluationResult", "expected_calibration_error", "paired_difference",
@@ -228,3 +229,29 @@ def evaluate_predictions(table: pd.DataFrame, proba: np.ndarray, classes, *, gro
         settings={"n_boot": n_boot, "seed": seed, "min_group_size": min_group_size, "ci_level": 0.95,
                   "ci_methods": CI_METHODS},
     )
+
+
+def compare_models(model_a, model_b, data=None, *, split: str = "test", n_boot: int = 2000, seed: int = 0,
+                   progress: bool = True, engine: str = "auto", cache_dir=None):
+    """Evaluate two models on the same images and compare them, paired.
+
+    The images are ``data`` or, by default, model A's held-out ``split``. Refused when either model
+    was trained or validated on any of them (by path, and by content hash where both tables have one),
+    since that model's score would be optimistic. Returns ``(result_a, result_b, PairedDifference)``.
+    """
+    table, balance = _rows(model_a, data, split)
+    for name, model in (("A", model_a), ("B", model_b)):
+        seen = _split_table(model)
+        if seen is None:
+            continue
+        seen = seen[seen["split"].isin(["train", "val"])]
+        used = table["path"].astype(str).isin(set(seen["path"].astype(str)))
+        if "hash" in table and "hash" in seen:
+            used |= table["hash"].astype(str).isin(set(seen["hash"].astype(str)) - {""})
+        if used.any():
+            raise DataError(f"Model {name} was trained or validated on {int(used.sum())} of these {len(table)} images "
+                            f"(e.g. {table.loc[used, 'path'].iloc[0]}), so its score there would be optimistic. "
+                            f"Compare on images neither model learned from (--data), or train both on the same split.")
+    kw = dict(n_boot=n_boot, seed=seed, progress=progress, engine=engine, cache_dir=cache_dir)
+    ra, rb = (_evaluate_rows(m, table, balance, **kw) for m in (model_a, model_b))
+    return ra, rb, paired_difference(ra, rb, n_boot=n_boot, seed=seed)

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 
 from ..exceptions import DataError
 from .bootstrap import bootstrap_indices, percentile_ci
 
-__all__ = ["PairedDifference", "paired_difference", "compare_models"]
+__all__ = ["PairedDifference", "paired_difference"]
 
 
 @dataclass(frozen=True)
@@ -59,31 +58,3 @@ def paired_difference(a, b, *, n_boot: int = 2000, seed: int = 0, level: float =
     return PairedDifference(n=len(d), accuracy_a=float(ca.mean()), accuracy_b=float(cb.mean()),
                             difference=float(d.mean()), ci=percentile_ci(d[idx].mean(axis=1), level),
                             only_a_right=int((ca & ~cb).sum()), only_b_right=int((cb & ~ca).sum()))
-
-
-def compare_models(model_a, model_b, data=None, *, split: str = "test", n_boot: int = 2000, seed: int = 0,
-                   progress: bool = True, engine: str = "auto", cache_dir=None):
-    """Evaluate two models on the same images and compare them, paired.
-
-    The images are ``data`` or, by default, model A's held-out ``split``. Refused when either model
-    was trained or validated on any of them (by path, and by content hash where both tables have one),
-    since that model's score would be optimistic. Returns ``(result_a, result_b, PairedDifference)``.
-    """
-    from ._evaluate import _evaluate_rows, _rows, _split_table
-
-    table, balance = _rows(model_a, data, split)
-    for name, model in (("A", model_a), ("B", model_b)):
-        seen = _split_table(model)
-        if seen is None:
-            continue
-        seen = seen[seen["split"].isin(["train", "val"])]
-        used = table["path"].astype(str).isin(set(seen["path"].astype(str)))
-        if "hash" in table and "hash" in seen:
-            used |= table["hash"].astype(str).isin(set(seen["hash"].astype(str)) - {""})
-        if used.any():
-            raise DataError(f"Model {name} was trained or validated on {int(used.sum())} of these {len(table)} images "
-                            f"(e.g. {table.loc[used, 'path'].iloc[0]}), so its score there would be optimistic. "
-                            f"Compare on images neither model learned from (--data), or train both on the same split.")
-    kw = dict(n_boot=n_boot, seed=seed, progress=progress, engine=engine, cache_dir=cache_dir)
-    ra, rb = (_evaluate_rows(m, table, balance, **kw) for m in (model_a, model_b))
-    return ra, rb, paired_difference(ra, rb, n_boot=n_boot, seed=seed)

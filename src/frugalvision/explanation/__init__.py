@@ -20,5 +20,5 @@ from ._explain import (
     write_explanations,
 )
 
-__all__ = ["METHODS", "Explanation", "display_image", "explain_image", "explain_images", "resolve_classes",
+__all__ = ["checked_method", "METHODS", "Explanation", "display_image", "explain_image", "explain_images", "resolve_classes",
            "render_panel", "write_explanations", "class_activation_maps", "explanations_of"]

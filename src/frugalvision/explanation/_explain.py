@@ -17,7 +17,7 @@ from ..inference import METHODS, Predictor, map_support, resolve_classes
 from ..maps.cam import class_activation_maps
 from .overlay import normalise_map, to_image_coordinates
 
-__all__ = ["METHODS", "Explanation", "display_image", "explain_image", "explain_images", "resolve_classes", "render_panel",
+__all__ = ["checked_method", "METHODS", "Explanation", "display_image", "explain_image", "explain_images", "resolve_classes", "render_panel",
            "write_explanations", "class_activation_maps", "explanations_of"]
 
 

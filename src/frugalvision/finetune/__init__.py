@@ -9,6 +9,6 @@ stopping; the frozen start is epoch 0), and a checkpoint after every epoch lets 
 run resume with the same result as an uninterrupted one.
 """
 
-from ._partial import finetune, finetune_model, parse_stages, stage_names
+from ._partial import finetune_model, parse_stages, stage_names
 
-__all__ = ["finetune", "finetune_model", "stage_names", "parse_stages"]
+__all__ = ["finetune_model", "stage_names", "parse_stages"]

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backbones.registry import DEFAULT_BACKBONE
 from ..exceptions import DataError
 
-__all__ = ["finetune", "finetune_model", "stage_names", "parse_stages"]
+__all__ = ["finetune_model", "stage_names", "parse_stages"]
 
 
 def stage_names(model) -> list[str]:
@@ -112,23 +111,6 @@ def _prefix_engine(split: _Split, spec, weights_id: str, n_stages: int, engine: 
     return make_engine(backbone=mod, engine=engine, onnx_dir=cache_root(cache_dir) / "onnx", threads=1)
 
 
-def finetune(data, *, stages="last-stage", out=None, epochs: int = 24, views: int = 8, augment: str = "light",
-             seed: int = 0, backbone: str = DEFAULT_BACKBONE, weights=None, engine: str = "auto", cache_dir=None,
-             progress: bool = True, overwrite: bool = False, **finetune_params):
-    """Fine-tune the last ``stages`` of the backbone: ``train(data, Recipe(finetune=stages, ...))`` in one call.
-
-    ``finetune_params``: ``lr_backbone``, ``lr_head``, ``weight_decay``, ``batch_size``, ``patience``, ``schedule``
-    (defaults :data:`frugalvision.recipe.FINETUNE_DEFAULTS`). For every other option (head, goals, targets,
-    "none of these", splits) build a :class:`~frugalvision.recipe.Recipe` and call :func:`frugalvision.train`.
-    """
-    from ..recipe import Recipe
-    from ..training import train
-
-    recipe = Recipe(backbone=backbone, weights=None if weights is None else str(weights), finetune=str(stages),
-                    epochs=epochs, views=views, augment=augment, seed=seed, finetune_params=finetune_params)
-    return train(data, recipe, out=out, engine=engine, cache_dir=cache_dir, progress=progress, overwrite=overwrite)
-
-
 def finetune_model(data, recipe, *, out=None, engine: str = "auto", cache_dir=None, split_file=None,
                    progress: bool = True):
     """The fine-tuning path of :func:`frugalvision.train`: returns a :class:`Model`.
@@ -152,7 +134,7 @@ def finetune_model(data, recipe, *, out=None, engine: str = "auto", cache_dir=No
     from ..backbones.build import build_backbone
     from ..features.augment import augmented_decoder, view_name
     from ..features.extract import Extractor
-    from ..training import _summary, assemble_model, fit_head_stage
+    from ..fitting import _summary, assemble_model, embed_dataset, fit_frozen, fit_head_stage, make_extractor
 
     st = recipe.finetune_settings
     lr_backbone, lr_head, weight_decay = st["lr_backbone"], st["lr_head"], st["weight_decay"]
@@ -163,13 +145,13 @@ def finetune_model(data, recipe, *, out=None, engine: str = "auto", cache_dir=No
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     # 1. The frozen model: the split (the recipe's sizes and seed) and a linear head to start from.
-    from ..training import train
-
-    base = train(data, recipe.replace(finetune=None, epochs=24, finetune_params={}, precision="fp32", head="linear",
-                                      head_params={}, C="auto", views=0, augment=None, goals=(), targets=(),
-                                      reject=False, balance_by_augmentation=False),
-                 engine=engine, cache_dir=cache_dir, split_file=split_file, progress=progress)
-    td = base.training_data
+    frozen = recipe.replace(finetune=None, epochs=24, finetune_params={}, precision="fp32", head="linear",
+                            head_params={}, C="auto", views=0, augment=None, goals=(), targets=(), reject=False,
+                            balance_by_augmentation=False)
+    ex = make_extractor(frozen, "fp32", engine=engine, cache_dir=cache_dir, progress=progress)
+    td = embed_dataset(data, ex, split_file=split_file, val_size=recipe.val_size, test_size=recipe.test_size,
+                       seed=recipe.seed)
+    base = fit_frozen(td, ex, frozen, data)
     bb = build_backbone(backbone, weights)
     split = _Split(bb, n_stages)
     pre = Extractor(backbone, engine=_prefix_engine(split, bb.spec, bb.weights_id, n_stages, engine, cache_dir),

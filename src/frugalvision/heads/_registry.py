@@ -2,9 +2,7 @@
 docstring says more).
 """
 
-from ._base import softmax
-
-__all__ = ["LinearHead", "MLPHead", "HEADS", "HEAD_KINDS", "check_head_kind", "head_class", "head_type", "softmax"]
+__all__ = ["HEAD_KINDS", "check_head_kind", "head_class", "head_type"]
 
 #: Head class names, as model files record them (``meta["head"]["type"]``).
 HEAD_KINDS = ("LinearHead", "MLPHead")
@@ -32,11 +30,3 @@ def head_class(kind: str):
 def head_type(head) -> str:
     """The class name a head is saved under (an inference-only head keeps the estimator's)."""
     return getattr(head, "kind", None) or type(head).__name__
-
-
-def __getattr__(name: str):
-    if name in HEAD_KINDS:
-        return head_class(name)
-    if name == "HEADS":
-        return {"linear": head_class("LinearHead"), "mlp": head_class("MLPHead")}
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

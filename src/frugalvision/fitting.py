@@ -1,0 +1,285 @@
+"""Fitting on embeddings: the dataset embedded and split, then the head stage (head, C, temperature, operating
+point, "none of these", goals) that a frozen and a fine-tuned backbone share.
+
+Below :mod:`frugalvision.training` (which chooses the path: frozen, fine-tuned, int8 or fp32) and
+:mod:`frugalvision.finetune` (which fits the head stage on its own network's embeddings).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from .artifact import RejectInfo
+from .data.discover import discover
+from .data.split import assign_splits
+from .exceptions import DataError
+from .features.extract import Extractor
+from .heads import HEADS
+from .model import Model
+from .recipe import Recipe
+
+if TYPE_CHECKING:
+    from .decision import OperatingPoint
+
+__all__ = ["TrainingData", "embed_dataset", "embed_views", "make_extractor", "HeadFit", "fit_head_stage",
+           "fit_frozen", "assemble_model", "backbone_meta", "C_GRID", "MIN_REJECT_VALIDATION"]
+
+
+class TrainingData:
+    """A dataset table joined with its embeddings: rows that decoded, with their split."""
+
+    def __init__(self, table: pd.DataFrame, X: np.ndarray, skipped: pd.DataFrame, extractor: Extractor):
+        self.table = table.reset_index(drop=True)
+        self.X = X
+        self.skipped = skipped
+        self.extractor = extractor
+
+    def part(self, split: str):
+        m = (self.table["split"] == split).to_numpy()
+        return self.X[m], self.table.loc[m, "label"].to_numpy(dtype=str), self.table[m]
+
+
+def embed_dataset(data, extractor: Extractor, *, split_file=None, val_size=0.15, test_size=0.15, seed=0,
+                  require_labels=True) -> TrainingData:
+    """Discover ``data``, embed every file (cache first), and attach a reproducible split.
+
+    ``split_file`` (a ``split.csv`` from an earlier run) fixes the split instead of drawing one.
+    """
+    df = data if isinstance(data, pd.DataFrame) else discover(data, require_labels=require_labels)
+    emb = extractor(df["path"].tolist())
+    skipped = pd.DataFrame(emb.failures, columns=["path", "reason"])
+    good = df[emb.ok].copy()
+    good["hash"] = [h for h, k in zip(emb.hashes, emb.ok) if k]
+    if split_file is not None:
+        fixed = pd.read_csv(split_file, dtype=str, keep_default_na=False)[["path", "split"]]
+        good = good.drop(columns="split").merge(fixed, on="path", how="left")
+        good["split"] = good["split"].fillna("")
+    X = emb.X
+    # assign_splits sorts by path; keep X aligned by carrying the row number.
+    good["_row"] = np.arange(len(good))
+    # Copies of one image (same content) and near-duplicate groups found by prepare stay inside one split,
+    # so that no test image is also a training image.
+    dup = good["duplicate_group"].astype(str) if "duplicate_group" in good.columns else pd.Series("", index=good.index)
+    good["_together"] = dup.where(dup != "", "content:" + good["hash"].astype(str))
+    good = assign_splits(good, val_size=val_size, test_size=test_size, seed=seed, group_col="_together")
+    X = X[good["_row"].to_numpy()]
+    good = good.drop(columns=["_row", "_together"])
+    return TrainingData(good, X, skipped, extractor)
+
+
+def embed_views(ex: Extractor, table: pd.DataFrame, policy: str, views: int, balance: bool = False):
+    """Augmented-view embeddings for the rows of ``table``: ``(X_aug, y_aug, source_row)``.
+
+    ``source_row`` indexes ``table`` (0..len-1), so callers keep views with their source image.
+    """
+    from .features.augment import augmented_decoder, view_name, views_per_class
+
+    labels = table["label"].to_numpy(dtype=str)
+    paths = table["path"].tolist()
+    per_class = views_per_class(labels, views, balance)
+    Xs, ys, src = [], [], []
+    for k in range(max(per_class.values(), default=0)):
+        rows = [i for i, lab in enumerate(labels) if per_class[lab] > k]
+        emb = ex([paths[i] for i in rows], view=view_name(policy, k),
+                 decoder=augmented_decoder(ex.preprocessing, policy, k, ex.max_pixels))
+        ok_rows = np.asarray(rows)[emb.ok]
+        Xs.append(emb.X)
+        ys.append(labels[ok_rows])
+        src.append(ok_rows)
+    if not Xs:
+        return np.zeros((0, ex.spec.embed_dim), np.float32), np.array([], dtype=str), np.array([], dtype=int)
+    return np.vstack(Xs), np.concatenate(ys), np.concatenate(src)
+
+
+def make_extractor(recipe: Recipe, precision: str, *, engine="auto", cache_dir=None, progress=True) -> Extractor:
+    return Extractor(recipe.backbone, weights=recipe.weights, engine=engine, cache_dir=cache_dir,
+                     crop_pct=recipe.crop_pct, progress=progress, precision=precision)
+
+
+@dataclass
+class HeadFit:
+    """What the head stage fits on embeddings, the same for a frozen and a fine-tuned backbone."""
+
+    head: object
+    temperature: float | None
+    operating_point: OperatingPoint | None
+    reject: RejectInfo | None
+    ood_state: object
+    goals: list
+    C: float | None
+    C_search: list
+    notes: list
+
+
+def fit_head_stage(X_tr, y_tr, X_va, y_va, recipe: Recipe, *, n_clean: int | None = None) -> HeadFit:
+    """Head, temperature, operating point, "none of these" score and goals from train/validation embeddings.
+
+    ``X_tr[:n_clean]`` are the clean training embeddings (the rest augmented views): the "none of these" score is
+    fitted on what predict will see.
+    """
+    n_clean = len(y_tr) if n_clean is None else n_clean
+    params = dict(recipe.head_params)
+    C, c_curve = None, []
+    if recipe.head == "linear":
+        C, c_curve = _choose_C(params.pop("C", recipe.C), X_tr, y_tr, X_va, y_va, recipe.head,
+                               recipe.class_weight, recipe.seed)
+        params = {"C": C, "class_weight": params.pop("class_weight", recipe.class_weight), **params}
+    else:
+        params.setdefault("class_weight", recipe.class_weight)
+    est = HEADS[recipe.head](**params, random_state=recipe.seed).fit(X_tr, y_tr)
+    classes = [str(c) for c in est.classes_]
+    known = np.isin(y_va, classes)
+    temperature = None
+    notes = []
+    if recipe.calibrate:
+        if known.sum() >= 10:
+            from .evaluation.calibration import fit_temperature
+
+            temperature = fit_temperature(est.logits(X_va[known]), [classes.index(c) for c in y_va[known]])
+        else:
+            notes.append(f"probabilities not calibrated: {int(known.sum())} validation images (needs 10)")
+    goals = []
+    if recipe.goals:
+        from .reporting.verdict import parse_goal
+
+        goals = [parse_goal(g, classes)["name"] for g in recipe.goals]
+    op, reject, state = _decision_fit(est, temperature, X_tr[:n_clean], y_tr[:n_clean], X_va[known], y_va[known],
+                                      recipe)
+    return HeadFit(head=est, temperature=temperature, operating_point=op, reject=reject, ood_state=state,
+                   goals=goals, C=C, C_search=c_curve, notes=notes)
+
+
+#: Fewest in-distribution validation images a "none of these" threshold is placed from: the 95th percentile of fewer
+#: is the largest score or close to it, and on tiny sets the score's own scale is unstable (seen: thresholds in the
+#: thousands where normal scores are ~1, which rejected training images).
+MIN_REJECT_VALIDATION = 20
+
+
+def _decision_fit(est, temperature, X_tr, y_tr, X_va, y_va, recipe: Recipe):
+    """The operating point (targets met on validation) and the fitted "none of these" score with its threshold."""
+    from .heads import softmax
+
+    classes = [str(c) for c in est.classes_]
+    op = reject = state = None
+    if recipe.targets:
+        from .decision import choose_operating_point
+
+        proba_va = softmax(est.logits(X_va) / (temperature or 1.0))
+        op = choose_operating_point(proba_va, y_va, classes, list(recipe.targets))
+    if recipe.reject:
+        from .ood import fit_ood, ood_score, threshold_for_accept_rate
+
+        state = fit_ood(X_tr, y_tr, est.logits(X_tr))
+        threshold, note = None, ""
+        if len(y_va) < MIN_REJECT_VALIDATION:
+            note = (f"not set: {len(y_va)} validation images are too few to place a threshold that keeps "
+                    f"{100 * recipe.accept_rate:g} % of normal images (needs {MIN_REJECT_VALIDATION}); every image "
+                    f"gets a class. Label more images, or a larger --val-size")
+        else:
+            scores = ood_score(state, X_va, est.logits(X_va))
+            threshold, note = float(threshold_for_accept_rate(scores, recipe.accept_rate)), ""
+        reject = RejectInfo(params=state.params(), threshold=threshold, accept_rate=recipe.accept_rate,
+                            n_validation=int(len(y_va)), note=note)
+    return op, reject, state
+
+
+def backbone_meta(ex: Extractor, recipe: Recipe) -> dict:
+    return {"name": ex.spec.name, "timm_name": ex.spec.timm_name, "weights_id": ex.weights_id,
+            "weights_source": ex.spec.weights, "weights_file": recipe.weights, "embed_dim": ex.spec.embed_dim,
+            "cam_layer": ex.spec.cam_layer, "pooled_is_plain_avg": ex.spec.pooled_is_plain_avg,
+            "license": ex.spec.license, "precision": ex.precision}
+
+
+def assemble_model(fit: HeadFit, *, backbone: dict, preprocessing: dict, recipe: Recipe, summary: dict,
+                   td: "TrainingData", backbone_tensors: dict | None = None, finetune: dict | None = None) -> Model:
+    """The Model of a head stage: typed metadata, the "none of these" state and the training data it came from."""
+    training = {**summary, "C": fit.C, "C_search": fit.C_search, "notes": fit.notes, "goals": fit.goals,
+                "recipe": recipe.to_json()}
+    meta = {"backbone": backbone, "preprocessing": preprocessing, "temperature": fit.temperature,
+            "training": training}
+    model = Model(fit.head, meta, backbone_tensors=backbone_tensors, ood_state=fit.ood_state, training_data=td)
+    model.info.operating_point = fit.operating_point
+    model.info.reject = fit.reject
+    model.info.finetune = finetune
+    return model
+
+
+def fit_frozen(td: "TrainingData", ex: Extractor, recipe: Recipe, source) -> Model:
+    """The head stage on a frozen backbone's cached embeddings (plus augmented views when asked)."""
+    X_tr, y_tr, tr_table = td.part("train")
+    if len(np.unique(y_tr)) < 2:
+        raise DataError("The training split has fewer than 2 classes after skipping unreadable files.")
+    n_clean, n_aug = len(y_tr), 0
+    if recipe.views:
+        Xa, ya, _ = embed_views(ex, tr_table, recipe.augment_policy, recipe.views, recipe.balance_by_augmentation)
+        X_tr, y_tr, n_aug = np.vstack([X_tr, Xa]), np.concatenate([y_tr, ya]), len(ya)
+    X_va, y_va, _ = td.part("val")
+    fit = fit_head_stage(X_tr, y_tr, X_va, y_va, recipe, n_clean=n_clean)
+    summary = _summary(td, fit, source, X_va)
+    summary["augmentation"] = {"policy": recipe.augment_policy if recipe.views else None, "views": recipe.views,
+                               "balance_by_augmentation": recipe.balance_by_augmentation, "augmented_rows": n_aug}
+    summary["precision_check"] = None
+    return assemble_model(fit, backbone=backbone_meta(ex, recipe), preprocessing=ex.preprocessing, recipe=recipe,
+                          summary=summary, td=td)
+
+
+#: Grid for ``C='auto'``; strong regularisation usually wins for linear probes on a few thousand images.
+C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+_DEFAULT_C = 0.01
+
+
+def _choose_C(C, X_tr, y_tr, X_va, y_va, head, class_weight, seed):
+    """``C='auto'``: the grid value with the lowest validation log-loss (the test split is never used)."""
+    if C != "auto":
+        if not isinstance(C, (int, float)) or C <= 0:
+            raise DataError(f"C must be a positive number or 'auto', got {C!r}.")
+        return float(C), []
+    known = np.isin(y_va, np.unique(y_tr))
+    if known.sum() < 10:
+        return _DEFAULT_C, []
+    from sklearn.metrics import log_loss
+
+    curve = []
+    heads = HEADS[head].fit_many([HEADS[head](C=c, class_weight=class_weight, random_state=seed) for c in C_GRID],
+                                 X_tr, y_tr)
+    for c, est in zip(C_GRID, heads):
+        curve.append({"C": c, "val_log_loss": float(log_loss(y_va[known], est.predict_proba(X_va[known]),
+                                                             labels=est.classes_))})
+    best = min(curve, key=lambda r: r["val_log_loss"])
+    return best["C"], curve
+
+
+def _summary(td: TrainingData, fit: HeadFit, source, X_va, y_va=None) -> dict:
+    """Counts, skipped files and validation accuracy of the model's decisions (operating point and "none of
+    these" included) on ``X_va`` (the validation embeddings of the network the head reads)."""
+    from .decision import decide
+    from .heads import softmax
+
+    counts = td.table.groupby(["split", "label"]).size().unstack(fill_value=0)
+    val = {}
+    y_va = td.part("val")[1] if y_va is None else y_va
+    if len(y_va):
+        est = fit.head
+        logits = est.logits(X_va)
+        scores = None
+        if fit.ood_state is not None and fit.reject is not None and fit.reject.threshold is not None:
+            from .ood import ood_score
+
+            scores = ood_score(fit.ood_state, np.asarray(X_va, np.float32), np.asarray(logits, np.float32))
+        dec = decide(softmax(logits / (fit.temperature or 1.0)), est.classes_, operating_point=fit.operating_point,
+                     ood_scores=scores, reject_threshold=fit.reject.threshold if fit.reject else None)
+        pred = np.asarray(dec.names(), dtype=object)
+        val = {"accuracy": float(np.mean(pred == y_va)), "n": int(len(y_va)),
+               "unknown_share": float(dec.unknown.mean()),
+               "per_class": {c: float(np.mean(pred[y_va == c] == c)) for c in est.classes_ if (y_va == c).any()}}
+    return {
+        "source": str(source) if not isinstance(source, pd.DataFrame) else "<DataFrame>",
+        "n_images": int(len(td.table)), "n_skipped": int(len(td.skipped)),
+        "counts": {s: {str(k): int(v) for k, v in row.items()} for s, row in counts.iterrows()},
+        "validation": val,
+        "skipped": td.skipped.head(50).to_dict("records"),
+    }
