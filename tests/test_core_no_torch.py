@@ -57,7 +57,9 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def core_run(data, tmp_path_factory):
     run = tmp_path_factory.mktemp("core_run") / "run"
-    run_core(cli("train", data, "--out", run, "-q"))
+    # 10 images per class: the small-data path, asked to hold out test images so that evaluate and report judge
+    # the model on images it never saw.
+    run_core(cli("train", data, "--out", run, "-q", "--test-size", "0.3"))
     return run
 
 
@@ -92,7 +94,8 @@ def test_prepare_and_collect_without_torch(data, tmp_path):
     assert (tmp_path / "prep" / "manifest.csv").exists()
 
 
-def test_serve_without_torch(core_run):
+def test_serve_without_torch(core_run, data):
+    shape = sorted((data / "circle").glob("*.png"))[0]
     run_core(f"""
 from fastapi.testclient import TestClient
 from frugalvision import load_model
@@ -101,8 +104,11 @@ import io
 from PIL import Image
 buf = io.BytesIO(); Image.new("RGB", (64, 64), (200, 20, 20)).save(buf, format="PNG")
 with TestClient(create_app(load_model({str(core_run)!r})), base_url="http://127.0.0.1") as c:
-    r = c.post("/explain", files={{"file": ("a.png", buf.getvalue(), "image/png")}})
-    assert r.status_code == 200 and r.json()["cams"], r.text
+    r = c.post("/explain", files={{"file": ("a.png", open({str(shape)!r}, "rb").read(), "image/png")}})
+    assert r.status_code == 200 and r.json()["label"] == "circle" and r.json()["cams"], r.text
+    # A plain red square is none of the shapes: labelled unknown, no class bars, no class map, and it says why.
+    r = c.post("/explain", files={{"file": ("b.png", buf.getvalue(), "image/png")}}).json()
+    assert r["label"] != "unknown" or (r["top"] == [] and not r["cams"] and "none of the classes" in r["cams_note"]), r
 """)
 
 

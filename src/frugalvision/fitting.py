@@ -33,6 +33,7 @@ class TrainingData:
     """A dataset table joined with its embeddings: rows that decoded, with their split."""
 
     def __init__(self, table: pd.DataFrame, X: np.ndarray, skipped: pd.DataFrame, extractor: Extractor):
+        self.notes: list = []  # what a person should know about how the data was used
         self.table = table.reset_index(drop=True)
         self.X = X
         self.skipped = skipped
@@ -153,6 +154,63 @@ def fit_head_stage(X_tr, y_tr, X_va, y_va, recipe: Recipe, *, n_clean: int | Non
                    goals=goals, C=C, C_search=c_curve, notes=notes)
 
 
+def fit_small_data_stage(X_tr, y_tr, recipe: Recipe, *, n_clean: int) -> tuple[HeadFit, dict]:
+    """The head stage of the small-data path: the head chosen by cross-validation on every clean labelled image
+    (refit with the augmented views when there are any), and the temperature, operating point and "none of these"
+    threshold chosen on its out-of-fold predictions instead of a validation split."""
+    from .decision import choose_operating_point
+    from .heads import softmax
+    from .heads.linear import LinearHead
+    from .small_data import _fit, cv_ood_scores, fit_small_data
+
+    classes = sorted(np.unique(y_tr[:n_clean]).astype(str))
+    Xc, yc = X_tr[:n_clean], y_tr[:n_clean]
+    sd = fit_small_data(Xc, yc, classes, class_weight=recipe.class_weight, seed=recipe.seed)
+    W, b = sd.coef, sd.intercept
+    if len(y_tr) > n_clean:  # the augmented views join the final fit (the estimate is from clean images only)
+        W, b = _fit(sd.kind, sd.C, np.asarray(X_tr, np.float64), np.array([classes.index(v) for v in y_tr]),
+                    len(classes), recipe.class_weight, recipe.seed)
+    head = LinearHead.from_state({"C": sd.C or 1.0, "class_weight": recipe.class_weight},
+                                 {"coef": W, "intercept": b}, classes)
+    y_idx = np.array([classes.index(v) for v in yc])
+    notes, temperature, op, reject, state = [], None, None, None, None
+    if sd.oof_logits is not None and recipe.calibrate:
+        from .evaluation.calibration import fit_temperature
+
+        temperature = fit_temperature(sd.oof_logits, y_idx)
+    elif recipe.calibrate:
+        notes.append("probabilities not calibrated: no cross-validation possible with a single image of a class")
+    goals = []
+    if recipe.goals:
+        from .reporting.verdict import parse_goal
+
+        goals = [parse_goal(g, classes)["name"] for g in recipe.goals]
+    if recipe.targets:
+        if sd.oof_logits is None:
+            raise DataError("Targets (--target) need at least 2 images of every class to choose a threshold on "
+                            "out-of-fold predictions; label more images.")
+        proba = softmax(sd.oof_logits / (temperature or 1.0))
+        op = _with_intervals(choose_operating_point(proba, yc, classes, list(recipe.targets)),
+                             "out-of-fold (cross-validation)")
+    if recipe.reject:
+        from .ood import fit_ood, threshold_for_accept_rate
+
+        state = fit_ood(np.asarray(Xc, np.float32), yc, head.logits(Xc).astype(np.float32))
+        threshold, note = None, ""
+        if len(yc) < MIN_REJECT_VALIDATION:
+            note = (f"not set: {len(yc)} labelled images are too few to place a threshold that keeps "
+                    f"{100 * recipe.accept_rate:g} % of normal images (needs {MIN_REJECT_VALIDATION}); every image "
+                    f"gets a class. Label more images")
+        else:
+            scores = cv_ood_scores(Xc, yc, classes, sd, seed=recipe.seed)
+            threshold = float(threshold_for_accept_rate(scores, recipe.accept_rate))
+        reject = RejectInfo(params=state.params(), threshold=threshold, accept_rate=recipe.accept_rate,
+                            n_validation=int(len(yc)), note=note or "chosen on out-of-fold scores of every labelled image")
+    fit = HeadFit(head=head, temperature=temperature, operating_point=op, reject=reject, ood_state=state,
+                  goals=goals, C=sd.C, C_search=[], notes=notes)
+    return fit, sd.summary()
+
+
 #: Fewest in-distribution validation images a "none of these" threshold is placed from: the 95th percentile of fewer
 #: is the largest score or close to it, and on tiny sets the score's own scale is unstable (seen: thresholds in the
 #: thousands where normal scores are ~1, which rejected training images).
@@ -169,7 +227,7 @@ def _decision_fit(est, temperature, X_tr, y_tr, X_va, y_va, recipe: Recipe):
         from .decision import choose_operating_point
 
         proba_va = softmax(est.logits(X_va) / (temperature or 1.0))
-        op = choose_operating_point(proba_va, y_va, classes, list(recipe.targets))
+        op = _with_intervals(choose_operating_point(proba_va, y_va, classes, list(recipe.targets)), "validation")
     if recipe.reject:
         from .ood import fit_ood, ood_score, threshold_for_accept_rate
 
@@ -185,6 +243,24 @@ def _decision_fit(est, temperature, X_tr, y_tr, X_va, y_va, recipe: Recipe):
         reject = RejectInfo(params=state.params(), threshold=threshold, accept_rate=recipe.accept_rate,
                             n_validation=int(len(y_va)), note=note)
     return op, reject, state
+
+
+#: Fewest images a target's recall or precision is judged on before the operating point is said to rest on too few.
+MIN_TARGET_IMAGES = 20
+
+
+def _with_intervals(op, where: str):
+    """Each target's value on ``where`` with its Wilson interval, and a note when it rests on too few images."""
+    from .evaluation.bootstrap import wilson_ci
+
+    for name, v in op.validation.items():
+        n = int(v["n"])
+        lo, hi = wilson_ci(int(round(v["value"] * n)), n)
+        v.update(ci=[lo, hi], ci_method="Wilson", judged_on=where)
+        if n < MIN_TARGET_IMAGES:
+            v["note"] = (f"judged on {n} {where} image(s), too few to trust (95 % CI {100 * lo:.0f}-{100 * hi:.0f} %; "
+                         f"needs {MIN_TARGET_IMAGES}): label more images of this class")
+    return op
 
 
 def backbone_meta(ex: Extractor, recipe: Recipe) -> dict:
@@ -208,8 +284,30 @@ def assemble_model(fit: HeadFit, *, backbone: dict, preprocessing: dict, recipe:
     return model
 
 
-def fit_frozen(td: "TrainingData", ex: Extractor, recipe: Recipe, source) -> Model:
-    """The head stage on a frozen backbone's cached embeddings (plus augmented views when asked)."""
+def small_data_choice(table: pd.DataFrame, recipe: Recipe) -> tuple[bool, str]:
+    """Whether the small-data path runs for ``table`` (labelled rows; test rows of a given layout not counted)."""
+    from .small_data import FEW_SHOT_BELOW
+
+    if recipe.few_shot is not None:
+        return recipe.few_shot, "--few-shot" if recipe.few_shot else ""
+    rows = table[table["split"].astype(str) != "test"] if "split" in table.columns else table
+    counts = rows["label"].astype(str).value_counts()
+    smallest = int(counts.min()) if len(counts) else 0
+    if smallest >= FEW_SHOT_BELOW:
+        return False, ""
+    asks = [k for k, v in {"--finetune": recipe.finetune, "--head mlp": recipe.head != "linear",
+                           "--C": recipe.C != "auto", "--val-size": recipe.val_size}.items() if v]
+    why = f"the smallest class ('{counts.idxmin()}') has {smallest} labelled images (fewer than {FEW_SHOT_BELOW})"
+    if asks:
+        return False, f"{why}, but {', '.join(asks)} asks for the usual path"
+    return True, why
+
+
+def fit_frozen(td: "TrainingData", ex: Extractor, recipe: Recipe, source, *, small_data: str = "") -> Model:
+    """The head stage on a frozen backbone's cached embeddings (plus augmented views when asked).
+
+    ``small_data``: the reason the small-data path runs (empty: the usual path with a validation split).
+    """
     X_tr, y_tr, tr_table = td.part("train")
     if len(np.unique(y_tr)) < 2:
         raise DataError("The training split has fewer than 2 classes after skipping unreadable files.")
@@ -218,8 +316,14 @@ def fit_frozen(td: "TrainingData", ex: Extractor, recipe: Recipe, source) -> Mod
         Xa, ya, _ = embed_views(ex, tr_table, recipe.augment_policy, recipe.views, recipe.balance_by_augmentation)
         X_tr, y_tr, n_aug = np.vstack([X_tr, Xa]), np.concatenate([y_tr, ya]), len(ya)
     X_va, y_va, _ = td.part("val")
-    fit = fit_head_stage(X_tr, y_tr, X_va, y_va, recipe, n_clean=n_clean)
-    summary = _summary(td, fit, source, X_va)
+    if small_data:
+        fit, small = fit_small_data_stage(X_tr, y_tr, recipe, n_clean=n_clean)
+        summary = _summary(td, fit, source, X_va)
+        summary["small_data"] = {**small, "reason": small_data}
+    else:
+        fit = fit_head_stage(X_tr, y_tr, X_va, y_va, recipe, n_clean=n_clean)
+        summary = _summary(td, fit, source, X_va)
+    fit.notes.extend(td.notes)
     summary["augmentation"] = {"policy": recipe.augment_policy if recipe.views else None, "views": recipe.views,
                                "balance_by_augmentation": recipe.balance_by_augmentation, "augmented_rows": n_aug}
     summary["precision_check"] = None

@@ -63,8 +63,9 @@ CONSTRAINTS = {
     "views": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a whole number >= 0"),
     "augment": (lambda v: v in (None, "light", "default", "strong"), "light, default or strong"),
     "balance_by_augmentation": (lambda v: isinstance(v, bool), "true or false"),
-    "val_size": (_fraction, "a fraction in [0, 1)"),
-    "test_size": (_fraction, "a fraction in [0, 1)"),
+    "val_size": (lambda v: v is None or _fraction(v), "a fraction in [0, 1), or nothing (the default)"),
+    "test_size": (lambda v: v is None or _fraction(v), "a fraction in [0, 1), or nothing (the default)"),
+    "few_shot": (lambda v: v in (None, True, False), "true, false, or nothing (chosen from the data)"),
     "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
     "calibrate": (lambda v: isinstance(v, bool), "true or false"),
     "goals": (lambda v: all(isinstance(g, str) for g in v), "goals such as 'accuracy>=0.9'"),
@@ -92,7 +93,11 @@ class Recipe:
     views, augment, balance_by_augmentation :
         Augmented views per training image and their policy (fine-tuning: views per epoch cycle, 8 when 0).
     val_size, test_size, seed :
-        The held-out fractions (stratified, seeded; copies of one image stay in one split).
+        The held-out fractions (stratified, seeded; copies of one image stay in one split); by default 0.15 each,
+        and none on the small-data path, where cross-validation on every image replaces them.
+    few_shot :
+        The small-data path (:mod:`frugalvision.small_data`): True, False, or None to use it when the smallest
+        class has fewer than ``FEW_SHOT_BELOW`` images and no option asks for the usual path.
     calibrate, goals, targets, reject, accept_rate :
         Softmax temperature on validation; what "good enough" means; operating points chosen on validation;
         the "none of these" score and the share of normal validation images its threshold keeps.
@@ -112,8 +117,9 @@ class Recipe:
     views: int = 0
     augment: str | None = None
     balance_by_augmentation: bool = False
-    val_size: float = 0.15
-    test_size: float = 0.15
+    few_shot: bool | None = None
+    val_size: float | None = None
+    test_size: float | None = None
     seed: int = 0
     calibrate: bool = True
     goals: tuple = ()
@@ -145,6 +151,12 @@ class Recipe:
     @property
     def finetune_stages(self) -> int | None:
         return parse_finetune(self.finetune)
+
+    def split_sizes(self, small_data: bool) -> tuple[float, float]:
+        """``(val_size, test_size)`` in effect: as given, else 0.15 each, or 0 on the small-data path."""
+        default = 0.0 if small_data else 0.15
+        return (default if self.val_size is None else self.val_size,
+                default if self.test_size is None else self.test_size)
 
     @property
     def finetune_settings(self) -> dict:
@@ -186,10 +198,19 @@ def _combination_problems(r: Recipe) -> list[str]:
         out.append("finetune_params apply only with --finetune")
     if r.finetune_settings["schedule"] not in ("cosine", "constant"):
         out.append("finetune_params['schedule'] must be 'cosine' or 'constant'")
-    if r.val_size + r.test_size >= 1:
-        out.append(f"val_size + test_size = {r.val_size + r.test_size:g} leaves no training images")
-    if r.finetune and r.val_size == 0:
+    val, test = r.split_sizes(False)
+    if val + test >= 1:
+        out.append(f"val_size + test_size = {val + test:g} leaves no training images")
+    if r.finetune and val == 0:
         out.append("--finetune needs a validation split for early stopping (val_size > 0)")
+    if r.few_shot:
+        why = {"--finetune": r.finetune, "--head mlp": r.head != "linear", "--C": r.C != "auto",
+               "--val-size": r.val_size is not None and r.val_size > 0}
+        clash = [k for k, v in why.items() if v]
+        if clash:
+            out.append(f"--few-shot cannot go with {', '.join(clash)}: the small-data path fits a linear head on every "
+                       f"labelled image and chooses it, and its C, by cross-validation (no validation split to "
+                       f"fine-tune or stop on); use --no-few-shot for the usual path")
     if r.head == "linear" and set(r.head_params) - {"C", "class_weight"}:
         out.append(f"head_params {sorted(set(r.head_params) - {'C', 'class_weight'})} do not apply to the linear head")
     return out

@@ -70,9 +70,8 @@ def train(data, recipe: Recipe | None = None, *, out=None, engine: str = "auto",
         else:
             ex = extractor or make_extractor(recipe, recipe.precision, engine=engine, cache_dir=cache_dir,
                                              progress=progress)
-            td = embed_dataset(data, ex, split_file=split_file, val_size=recipe.val_size, test_size=recipe.test_size,
-                               seed=recipe.seed)
-            model = fit_frozen(td, ex, recipe, data)
+            td, small = _embed(data, ex, recipe, split_file)
+            model = fit_frozen(td, ex, recipe, data, small_data=small)
         model.info.training.update(started=t0.isoformat(timespec="seconds"),
                                    finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
         if out is not None:
@@ -94,6 +93,21 @@ def finetune(data, *, stages="last-stage", out=None, epochs: int = 24, views: in
     return train(data, recipe, out=out, engine=engine, cache_dir=cache_dir, progress=progress, overwrite=overwrite)
 
 
+def _embed(data, ex: Extractor, recipe: Recipe, split_file):
+    """Embed and split ``data``; returns ``(TrainingData, why)`` where ``why`` says why the small-data path runs
+    (empty when it does not)."""
+    from .data.discover import discover
+    from .fitting import small_data_choice
+
+    table = data if isinstance(data, pd.DataFrame) else discover(data)
+    small, why = small_data_choice(table, recipe)
+    val, test = recipe.split_sizes(small)
+    td = embed_dataset(table, ex, split_file=split_file, val_size=val, test_size=test, seed=recipe.seed)
+    if why and not small:
+        td.notes.append(why)
+    return td, why if small else ""
+
+
 #: ``precision='auto'`` keeps int8 only when the int8 model loses at most this much against the fp32 model on the
 #: same validation images: accuracy, and the recall or precision of every target.
 INT8_MAX_LOSS = 0.005
@@ -105,17 +119,15 @@ def _train_auto_precision(data, recipe: Recipe, *, engine, cache_dir, split_file
     from .backbones.shipped import shipped_graph
 
     fp = make_extractor(recipe, "fp32", engine=engine, cache_dir=cache_dir, progress=progress)
-    td = embed_dataset(data, fp, split_file=split_file, val_size=recipe.val_size, test_size=recipe.test_size,
-                       seed=recipe.seed)
-    fp32_model = fit_frozen(td, fp, recipe, data)
+    td, small = _embed(data, fp, recipe, split_file)
+    fp32_model = fit_frozen(td, fp, recipe, data, small_data=small)
     if recipe.weights is not None or shipped_graph(f"{fp.spec.name}.int8") is None:
         why = f"no int8 graph ships for '{fp.spec.name}'" + (" with your own weights" if recipe.weights else "")
         fp32_model.info.training["precision_check"] = {"chosen": "fp32", "reason": why}
         return fp32_model
     q = make_extractor(recipe, "int8", engine=engine, cache_dir=cache_dir, progress=progress)
-    td8 = embed_dataset(td.table.drop(columns=["hash"]), q, val_size=recipe.val_size, test_size=recipe.test_size,
-                        seed=recipe.seed)
-    int8_model = fit_frozen(td8, q, recipe, data)
+    td8 = embed_dataset(td.table.drop(columns=["hash"]), q, seed=recipe.seed)  # the same split: rows keep theirs
+    int8_model = fit_frozen(td8, q, recipe, data, small_data=small)
     check = compare_precisions(fp32_model, int8_model, td, td8)
     chosen = int8_model if check["chosen"] == "int8" else fp32_model
     chosen.info.training["precision_check"] = check

@@ -221,7 +221,7 @@ def _score(head, X, y):
     return accuracy_score(y, head.classes_[p.argmax(1)]), log_loss(y, p, labels=head.classes_)
 
 
-def tune(data, *, backbones=("efficientnet_lite0",), views=(0,), policy: str = "default",
+def tune(data, recipe=None, *, backbones=("efficientnet_lite0",), views=(0,), policy: str = "default",
          balance_by_augmentation: bool = False, grid: list[dict] | None = None, cv: int = 5, seed: int = 0,
          racing: bool = False, select: str = "one-se",
          out=None, engine: str = "auto", cache_dir=None, progress: bool = True, overwrite: bool = False,
@@ -232,10 +232,11 @@ def tune(data, *, backbones=("efficientnet_lite0",), views=(0,), policy: str = "
     best configuration is re-trained with :func:`frugalvision.train` on the training split (saved to
     ``out`` when given), so evaluation and reports work as for any model. Which configuration is
     refit: ``select`` (default: the simplest within one standard error of the best, see
-    :func:`select_config`; backbones are compared by GFLOPs).
+    :func:`select_config`; backbones are compared by GFLOPs). ``recipe`` (a :class:`~frugalvision.recipe.Recipe`)
+    carries everything the search does not choose (targets, goals, "none of these", precision, splits) into the refit.
     """
     from .features.extract import Extractor
-    from .training import embed_dataset, embed_views
+    from .fitting import embed_dataset, embed_views
 
     _check_cv(cv)  # before any extraction
     _check_select(select)
@@ -263,11 +264,16 @@ def tune(data, *, backbones=("efficientnet_lite0",), views=(0,), policy: str = "
     if refit:
         from .training import train
 
+        from .recipe import Recipe
+
         cfg = {k: v for k, v in best.items() if k not in ("backbone", "views")}
-        result.model = train(data, backbone=best["backbone"], head=cfg.pop("head"), head_params=cfg,
-                             views=int(best.get("views") or 0), augment=policy,
-                             balance_by_augmentation=balance_by_augmentation, out=out, seed=seed, engine=engine,
-                             cache_dir=cache_dir, progress=progress, overwrite=overwrite)
+        # The winner refit with the rest of the recipe (targets, goals, "none of these"), on the usual path.
+        chosen_recipe = (recipe or Recipe()).replace(
+            backbone=best["backbone"], head=cfg.pop("head"), head_params=cfg, C="auto",
+            views=int(best.get("views") or 0), augment=policy, balance_by_augmentation=balance_by_augmentation,
+            seed=seed, few_shot=False)
+        result.model = train(data, chosen_recipe, out=out, engine=engine, cache_dir=cache_dir, progress=progress,
+                             overwrite=overwrite)
         if out is not None:
             from ._io import write_text
 

@@ -25,8 +25,9 @@ def register(app: typer.Typer) -> None:
         balance_by_augmentation: bool = typer.Option(False, "--balance-by-augmentation", help="More views for minority classes."),
         finetune: Optional[str] = typer.Option(None, "--finetune", help="'last-stage' or 'N-stages': also train the backbone's last stage(s)."),
         epochs: int = typer.Option(24, "--epochs", help="Fine-tuning epochs (with early stopping)."),
-        val_size: float = typer.Option(0.15, help="Validation fraction (stratified, seeded)."),
-        test_size: float = typer.Option(0.15, help="Test fraction when the data has no test/ folder."),
+        val_size: Optional[float] = typer.Option(None, help="Validation fraction (stratified, seeded; default 0.15, none on the small-data path)."),
+        test_size: Optional[float] = typer.Option(None, help="Test fraction when the data has no test/ folder (default 0.15, none on the small-data path)."),
+        few_shot: Optional[bool] = typer.Option(None, "--few-shot/--no-few-shot", help="The small-data path: every labelled image fits the head, chosen by cross-validation (default: used when the smallest class has fewer than 20 images)."),
         seed: int = typer.Option(0, help="Seed for the split."),
         goal: Optional[list[str]] = typer.Option(None, "--goal", help="What good enough means, e.g. 'accuracy>=0.9' or 'defective:recall>=0.9' (repeatable); stored with the model, the report gives its verdict."),
         precision: str = typer.Option("fp32", "--precision", help="fp32, int8 (the shipped quantized backbone, 1.8x faster on AVX2, ~2.3x with VNNI) or auto (int8 only when a check on your images allows it)."),
@@ -48,7 +49,8 @@ def register(app: typer.Typer) -> None:
         recipe = Recipe(backbone=backbone, weights=str(weights) if weights else None, precision=precision,
                         finetune=finetune, epochs=epochs, head=head, C=C, class_weight=class_weight, views=views,
                         augment=augment, balance_by_augmentation=balance_by_augmentation, val_size=val_size,
-                        test_size=test_size, seed=seed, goals=tuple(goal or ()), targets=tuple(target or ()),
+                        test_size=test_size, few_shot=few_shot, seed=seed, goals=tuple(goal or ()),
+                        targets=tuple(target or ()),
                         reject=not no_reject, accept_rate=accept_rate)
         t = time.perf_counter()
         model = train(data, recipe, out=out, engine=engine, cache_dir=cache_dir, progress=not quiet,
@@ -74,7 +76,23 @@ def print_training(model, seconds: float) -> None:
         typer.echo(f"Fine-tuned {', '.join(f['trainable'])} for {f['epochs_run']} epochs (best epoch "
                    f"{f['best_epoch']}, val loss {f['best_val_loss']:.4f}) in {f['seconds']:.0f} s"
                    + (f"; resumed after epoch {f['resumed_from_epoch']}" if f['resumed_from_epoch'] else ""))
-    if recipe.get("head", "linear") == "linear":
+    sd = s.get("small_data")
+    if sd:
+        typer.echo(f"Small-data path: {sd['reason']}, so every labelled image fits the head (no validation split) "
+                   f"and {sd['folds']}-fold cross-validation ({sd['repeats']} repeats) chose it: {sd['head']}.")
+        for c in sd["candidates"]:
+            typer.echo(f"  {c['head']:<44} CV accuracy {fmt_pct(c['cv_accuracy'])}")
+        est = sd["estimate"]
+        if est.get("accuracy") is not None:
+            lo, hi = est["ci"]
+            typer.echo(f"Expect about {fmt_pct(est['accuracy'])} accuracy on new images like these (95 % Wilson CI "
+                       f"{fmt_pct(lo)} to {fmt_pct(hi)}, out-of-fold on {est['n']} images; chosen among "
+                       f"{len(sd['candidates'])} heads on the same folds, so slightly optimistic).")
+        else:
+            typer.secho(f"No accuracy estimate: {est['reason']}. Label more images.", fg="yellow")
+        typer.echo("No test images were held out: evaluate on other labelled images with "
+                   "'frugalvision evaluate RUN --data DIR', or label more and train again.")
+    elif recipe.get("head", "linear") == "linear":
         typer.echo(f"Head: linear, C={s['C']:g}" + (" (chosen on validation log-loss)" if s.get("C_search") else ""))
     else:
         typer.echo(f"Head: {recipe['head']} {recipe.get('head_params') or {}}")
@@ -88,8 +106,12 @@ def print_training(model, seconds: float) -> None:
         typer.echo(f"Precision: {pc['chosen']} ({pc['reason']})")
     op = model.info.operating_point
     for goal, got in (op.validation if op is not None else {}).items():
+        lo, hi = got.get("ci", (None, None))
         typer.echo(f"Operating point {goal}: threshold {got['threshold']:.3f}, reached {fmt_pct(got['value'])} on "
-                   f"{got['n']} validation images")
+                   f"{got['n']} {got.get('judged_on', 'validation')} images"
+                   + (f" (95 % Wilson CI {fmt_pct(lo)} to {fmt_pct(hi)})" if lo is not None else ""))
+        if got.get("note"):
+            typer.secho(f"  Note: {got['note']}", fg="yellow")
     rej = model.info.reject
     if rej is not None and rej.threshold is not None:
         typer.echo(f"'None of these': images scoring above {rej.threshold:.3f} are labelled unknown (keeps "

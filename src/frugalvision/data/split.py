@@ -33,7 +33,8 @@ def assign_splits(df: pd.DataFrame, *, val_size: float = 0.15, test_size: float 
         out["split"] = ""
     out["split"] = out["split"].fillna("")
     counts = out["label"].value_counts()
-    if (counts < 2).any():
+    carving = (test_size > 0 and not (out["split"] == "test").any()) or (val_size > 0 and not (out["split"] == "val").any())
+    if carving and (counts < 2).any():
         small = ", ".join(f"'{k}' ({v})" for k, v in counts[counts < 2].items())
         raise DataError(f"Classes with fewer than 2 images cannot be split: {small}. Add images or drop the class.")
     rng = np.random.RandomState(seed)
@@ -63,6 +64,10 @@ def _pick(sub: pd.DataFrame, frac: float, rng, groups) -> pd.Index:
         return sub.index[g.isin(g.loc[chosen])]
     labels = sub["label"]
     n_take = max(int(round(len(sub) * frac)), labels.nunique())
+    if n_take >= len(sub):
+        raise DataError(f"{len(sub)} images are too few to hold out one image per class ({labels.nunique()} classes) "
+                        f"and still train on the rest. Use the small-data path (--few-shot: every image trains, "
+                        f"cross-validation estimates), or label more images.")
     try:
         _, taken = train_test_split(sub.index, test_size=n_take, stratify=labels, random_state=rng)
     except ValueError:  # too few per class to stratify: fall back to a seeded plain split

@@ -23,9 +23,11 @@ CI_METHODS = {
     "accuracy": "Wilson", "per-class recall": "Wilson", "group accuracy": "Wilson",
     "per-group class recall/precision": "Wilson", "operating point value": "Wilson",
     "accuracy at a coverage": "Wilson", "unknown rejected / known kept": "Wilson",
-    "class recall gap": "bootstrap", "group accuracy gap": "bootstrap",
+    "class recall gap": "Newcombe (from two Wilson intervals)",
+    "group accuracy gap": "Newcombe (from two Wilson intervals)",
     "per-group class gap": "Newcombe (from two Wilson intervals)", "ROC AUC / average precision": "bootstrap",
     "unknown AUROC / FPR at 95 % TPR": "bootstrap", "paired difference of two models": "paired bootstrap",
+    "any bootstrap interval on fewer than 30 images": "none (too few to tell)",
 }
 
 _BASE_COLUMNS = {"path", "label", "split", "hash", "status", "reason"}
@@ -115,8 +117,6 @@ def _unknown(model, unknown, scores_known, threshold, result, n_boot, seed, **kw
 
     emb = model.embed(list_image_files(unknown), **kw)
     if not emb.ok.any():
-        from ..exceptions import DataError
-
         raise DataError(f"None of the --unknown images under '{unknown}' could be read.")
     logits, proba = probabilities(model, emb.X)
     scores_unknown, _ = unusualness(model, emb.X, logits, proba)
@@ -148,8 +148,6 @@ def _split_table(model):
 def _held_out(model, split: str):
     df = _split_table(model)
     if df is None:
-        from ..exceptions import DataError
-
         raise DataError(
             "This model has no split.csv beside it, so its held-out test set is unknown. Pass a labelled folder "
             "or CSV to evaluate on (frugalvision evaluate MODEL --data DATA)."
@@ -157,9 +155,16 @@ def _held_out(model, split: str):
     balance = df.groupby(["label", "split"]).size().unstack(fill_value=0)
     balance = balance[[c for c in ("train", "val", "test") if c in balance.columns]]
     part = df[df["split"] == split].reset_index(drop=True)
+    small = model.info.training.get("small_data")
+    if part.empty and small:
+        est = small.get("estimate") or {}
+        said = (f"its cross-validated estimate is {100 * est['accuracy']:.1f} % (95 % Wilson CI "
+                f"{100 * est['ci'][0]:.1f}-{100 * est['ci'][1]:.1f} %) on {est['n']} images"
+                if est.get("accuracy") is not None else "no estimate was possible")
+        raise DataError(f"This model was trained on the small-data path with every labelled image, so it has no "
+                        f"held-out {split} images; {said}. Evaluate it on other labelled images "
+                        f"(frugalvision evaluate MODEL --data DIR), or label more and train with --test-size 0.2.")
     if part.empty:
-        from ..exceptions import DataError
-
         raise DataError(f"split.csv has no '{split}' rows; splits present: {sorted(df['split'].unique())}.")
     return part, balance
 
@@ -179,18 +184,15 @@ def evaluate_predictions(table: pd.DataFrame, proba: np.ndarray, classes, *, gro
     y = table["label"].astype(str).to_numpy()
     unknown = sorted(set(y) - set(classes))
     if unknown:
-        from ..exceptions import DataError
-
         raise DataError(f"Labels {unknown} are not classes of this model ({classes}); evaluate on the same classes.")
     dec = decide(proba, classes) if decisions is None else decisions
     pred = np.asarray(dec.names(), dtype=object).astype(str)
     head = headline_metrics(y, pred, proba, classes)
-    idx = bootstrap_indices(len(y), n_boot, seed)
     correct = pred == y
     acc_ci = wilson_ci(int(correct.sum()), len(y))
     per_class = per_class_table(y, pred, classes)
     per_class["unknown"] = [int(((y == c) & (pred == UNKNOWN)).sum()) for c in classes]
-    gap = class_gap(y, pred, classes, idx)
+    gap = class_gap(y, pred, classes)
     per_class["recall_ci_low"] = [gap["recall_ci"].get(c, (np.nan, np.nan))[0] for c in classes]
     per_class["recall_ci_high"] = [gap["recall_ci"].get(c, (np.nan, np.nan))[1] for c in classes]
     cm = confusion_matrix(y, pred, labels=classes)
@@ -211,11 +213,9 @@ def evaluate_predictions(table: pd.DataFrame, proba: np.ndarray, classes, *, gro
     groups = {}
     for col in [group_by] if isinstance(group_by, str) else (group_by or []):
         if col not in table.columns:
-            from ..exceptions import DataError
-
             raise DataError(f"--group-by '{col}' is not a column of the data (columns: {extra or 'none beyond path,label'}). "
                             f"Add it to the CSV manifest.")
-        groups[col] = group_audit(y, pred, table[col], classes, n_boot=n_boot, seed=seed, min_group_size=min_group_size)
+        groups[col] = group_audit(y, pred, table[col], classes, min_group_size=min_group_size)
     rel = reliability_table(y, proba, classes)
     calib = {"ece": expected_calibration_error(y, proba, classes)}
     if proba_uncalibrated is not None:

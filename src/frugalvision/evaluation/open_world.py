@@ -52,11 +52,12 @@ def average_precision_rows(pos: np.ndarray, scores: np.ndarray) -> np.ndarray:
         return np.where(n1 > 0, (precision_at_end * y).sum(axis=1) / n1, np.nan)
 
 
-def _rows_ci(values) -> tuple:
-    """Percentile CI of per-resample values (resamples where the statistic is undefined are skipped)."""
+def _rows_ci(values, n: int) -> tuple:
+    """Percentile CI of per-resample values (resamples where the statistic is undefined are skipped); none when
+    the smaller side behind the statistic has fewer than MIN_BOOTSTRAP_N images."""
     v = np.asarray(values, float)
     v = v[np.isfinite(v)]
-    return percentile_ci(v) if len(v) >= 10 else (float("nan"), float("nan"))
+    return percentile_ci(v, n=n) if len(v) >= 10 else (float("nan"), float("nan"))
 
 
 def class_curves(y, proba, classes, idx, *, points: int = 101) -> list[dict]:
@@ -75,9 +76,9 @@ def class_curves(y, proba, classes, idx, *, points: int = 101) -> list[dict]:
         out.append({
             "class": c, "n_pos": int(pos.sum()), "n_neg": int((~pos).sum()),
             "roc_auc": float(skm.roc_auc_score(pos, s)),
-            "roc_auc_ci": _rows_ci(roc_auc_rows(pos[idx], s[idx])),
+            "roc_auc_ci": _rows_ci(roc_auc_rows(pos[idx], s[idx]), min(pos.sum(), (~pos).sum())),
             "average_precision": float(skm.average_precision_score(pos, s)),
-            "average_precision_ci": _rows_ci(average_precision_rows(pos[idx], s[idx])),
+            "average_precision_ci": _rows_ci(average_precision_rows(pos[idx], s[idx]), min(pos.sum(), (~pos).sum())),
             "ci_method": "bootstrap",
             "roc": {"fpr": grid.tolist(), "tpr": np.interp(grid, fpr, tpr).tolist()},
             "pr": {"recall": grid.tolist(), "precision": _precision_at(grid, rec, prec).tolist()},
@@ -122,8 +123,10 @@ def unknown_detection(scores_known, scores_unknown, threshold=None, *, n_boot: i
     y = np.r_[np.zeros(len(a), bool), np.ones(len(b), bool)]
     cut = np.quantile(a, 0.95)  # keep 95 % of the known images
     out = {"auroc": float(skm.roc_auc_score(y, np.r_[a, b])), "fpr_at_95_tpr": float((b <= cut).mean())}
-    ci = {"auroc_ci": _rows_ci(roc_auc_rows(np.broadcast_to(y, (n_boot, len(y))), np.c_[a[ia], b[ib]])),
-          "fpr_at_95_tpr_ci": _rows_ci((b[ib] <= np.quantile(a[ia], 0.95, axis=1)[:, None]).mean(axis=1))}
+    ci = {"auroc_ci": _rows_ci(roc_auc_rows(np.broadcast_to(y, (n_boot, len(y))), np.c_[a[ia], b[ib]]),
+                               min(len(a), len(b))),
+          "fpr_at_95_tpr_ci": _rows_ci((b[ib] <= np.quantile(a[ia], 0.95, axis=1)[:, None]).mean(axis=1),
+                                       min(len(a), len(b)))}
     methods = {"auroc": "bootstrap", "fpr_at_95_tpr": "bootstrap"}
     if threshold is not None:
         rejected, kept = int((b > threshold).sum()), int((a <= threshold).sum())

@@ -56,5 +56,5 @@ def paired_difference(a, b, *, n_boot: int = 2000, seed: int = 0, level: float =
     d = cb.astype(float) - ca
     idx = bootstrap_indices(len(d), n_boot, seed)
     return PairedDifference(n=len(d), accuracy_a=float(ca.mean()), accuracy_b=float(cb.mean()),
-                            difference=float(d.mean()), ci=percentile_ci(d[idx].mean(axis=1), level),
+                            difference=float(d.mean()), ci=percentile_ci(d[idx].mean(axis=1), level, n=len(d)),
                             only_a_right=int((ca & ~cb).sum()), only_b_right=int((cb & ~ca).sum()))

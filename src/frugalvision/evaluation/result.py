@@ -128,13 +128,13 @@ class EvaluationResult:
         g = self.class_gap
         lines.append(f"Class gap: {g['best']} {100 * g['best_recall']:.1f} % vs {g['worst']} "
                      f"{100 * g['worst_recall']:.1f} % (difference {100 * g['difference']:.1f} points, "
-                     f"95 % bootstrap CI {100 * g['ci_low']:.1f}-{100 * g['ci_high']:.1f})")
+                     f"95 % CI {100 * g['ci_low']:.1f} to {100 * g['ci_high']:.1f}, Newcombe)")
         for col, a in self.groups.items():
             if a["gap"]:
                 gg = a["gap"]
                 lines.append(f"By {col}: best {gg['best']} {100 * gg['best_accuracy']:.1f} %, worst {gg['worst']} "
-                             f"{100 * gg['worst_accuracy']:.1f} % (gap {100 * gg['difference']:.1f} points, 95 % bootstrap CI "
-                             f"{100 * gg['ci_low']:.1f}-{100 * gg['ci_high']:.1f})")
+                             f"{100 * gg['worst_accuracy']:.1f} % (gap {100 * gg['difference']:.1f} points, 95 % CI "
+                             f"{100 * gg['ci_low']:.1f} to {100 * gg['ci_high']:.1f}, Newcombe)")
             if a["too_small"]:
                 lines.append(f"By {col}: too small to judge (< {a['min_group_size']} images): {', '.join(a['too_small'])}")
         ow = self.open_world
@@ -153,7 +153,9 @@ class EvaluationResult:
         u = ow.get("unknown")
         if u:
             lo, hi = u["auroc_ci"]
-            lines.append(f"Unknown images ({u['n_unknown']}): AUROC {u['auroc']:.3f} (95 % bootstrap CI {lo:.3f}-{hi:.3f}), "
+            ci = (f"95 % bootstrap CI {lo:.3f}-{hi:.3f}" if np.isfinite(lo) and np.isfinite(hi)
+                  else "too few images for an interval")
+            lines.append(f"Unknown images ({u['n_unknown']}): AUROC {u['auroc']:.3f} ({ci}), "
                          f"{_pc(u['fpr_at_95_tpr'])} still accepted when 95 % of known images are"
                          + (f"; at the model's threshold {_pc(u['unknown_rejected'])} rejected" if "unknown_rejected" in u
                             else ""))

@@ -149,8 +149,8 @@ def finetune_model(data, recipe, *, out=None, engine: str = "auto", cache_dir=No
                             head_params={}, C="auto", views=0, augment=None, goals=(), targets=(), reject=False,
                             balance_by_augmentation=False)
     ex = make_extractor(frozen, "fp32", engine=engine, cache_dir=cache_dir, progress=progress)
-    td = embed_dataset(data, ex, split_file=split_file, val_size=recipe.val_size, test_size=recipe.test_size,
-                       seed=recipe.seed)
+    val_size, test_size = recipe.split_sizes(False)
+    td = embed_dataset(data, ex, split_file=split_file, val_size=val_size, test_size=test_size, seed=recipe.seed)
     base = fit_frozen(td, ex, frozen, data)
     bb = build_backbone(backbone, weights)
     split = _Split(bb, n_stages)

@@ -41,7 +41,7 @@ def refit_predictions(X_tr, y_tr, X_te, make_head, *, fractions=FRACTIONS, repea
     """
     y_tr = np.asarray(y_tr).astype(str)
     rng = np.random.default_rng(seed)
-    n_train, preds = [], []
+    n_train, preds, kept = [], [], []
     for f in fractions:
         reps = 1 if f >= 1 else repeats
         rows, ns = [], []
@@ -52,10 +52,11 @@ def refit_predictions(X_tr, y_tr, X_te, make_head, *, fractions=FRACTIONS, repea
             head = make_head().fit(X_tr[idx], y_tr[idx])
             rows.append(np.asarray(head.predict(X_te) if decide_fn is None else decide_fn(head, X_te)).astype(str))
             ns.append(len(idx))
-        if rows:
+        if rows and (not n_train or np.mean(ns) > n_train[-1] + 0.5):  # distinct sizes only (tiny classes)
             preds.append(np.stack(rows))
             n_train.append(float(np.mean(ns)))
-    return {"fractions": [f for f in fractions][:len(preds)], "n_train": n_train, "preds": preds}
+            kept.append(f)
+    return {"fractions": kept, "n_train": n_train, "preds": preds}
 
 
 def _metric(target, y, pred):
@@ -91,6 +92,11 @@ def _fit_power_law(n, err, floor):
     return float(np.exp(intercept)), float(-slope)
 
 
+def predicted_value(a: float, b: float, n: float) -> float:
+    """The metric the fitted power law predicts at ``n`` training images."""
+    return float(1.0 - a * float(n) ** -b)
+
+
 def _solve(a, b, goal_err):
     """Training images needed for ``goal_err`` (inf when the curve does not fall)."""
     if b <= 0.02:
@@ -117,11 +123,14 @@ def extrapolate(lc: dict, target: dict, goal: float, y_te, *, n_boot: int = 200,
             return None, vals, None
         err = [1.0 - v for v in vals]
         a, b = _fit_power_law(n, err, floor)
+        fitted.append((a, b))
         if vals[-1] >= goal:
             return 1.0, vals, b
         return _solve(a, b, goal_err) / n_now, vals, b
 
+    fitted: list = []
     point, vals, b = needed()
+    ab = fitted[0] if fitted else None
     rng = np.random.default_rng(seed)
     sims = []
     for _ in range(n_boot):
@@ -129,9 +138,33 @@ def extrapolate(lc: dict, target: dict, goal: float, y_te, *, n_boot: int = 200,
         if m is not None:
             sims.append(min(m, 1e6))
     lo, hi = (np.quantile(sims, [0.1, 0.9]).tolist() if len(sims) >= 20 else (float("nan"), float("nan")))
+    rising = bool(b is not None and b > 0.02 and vals and vals[-1] is not None and vals[0] is not None
+                  and vals[-1] > vals[0])
     return {"target": target.get("name"), "goal": goal, "n_train": lc["n_train"], "values": vals,
-            "exponent": b, "multiple": point, "multiple_interval": [lo, hi], "n_now": n_now,
+            "exponent": b, "rising": rising, "power_law": ab, "multiple": point, "multiple_interval": [lo, hi],
+            "n_now": n_now,
             "images_needed": None if point is None or not np.isfinite(point) else float(point * n_now)}
+
+
+class _SmallDataHead:
+    """A small-data head (:mod:`frugalvision.small_data`) as an estimator for the refits."""
+
+    def __init__(self, kind, C, classes, class_weight, seed):
+        self.kind, self.C, self.classes_, self.class_weight, self.seed = kind, C, np.asarray(classes), class_weight, seed
+
+    def fit(self, X, y):
+        from ..small_data import _fit
+
+        idx = np.array([list(self.classes_).index(v) for v in np.asarray(y).astype(str)])
+        self.W, self.b = _fit(self.kind, self.C, np.asarray(X, np.float64), idx, len(self.classes_),
+                              self.class_weight, self.seed)
+        return self
+
+    def logits(self, X):
+        return np.asarray(X, np.float64) @ self.W.T + self.b
+
+    def predict(self, X):
+        return self.classes_[self.logits(X).argmax(1)]
 
 
 def learning_curve(model, ev, *, engine: str = "auto", cache_dir=None, repeats: int = 2, seed: int = 0) -> dict | None:
@@ -162,8 +195,11 @@ def learning_curve(model, ev, *, engine: str = "auto", cache_dir=None, repeats: 
         return None
     if kind == "linear":
         params = {"C": training.get("C") or 0.01, "class_weight": recipe.get("class_weight"), **params}
+    small = training.get("small_data")
 
     def make_head():
+        if small:  # the small-data path's own head kind, refitted as it was chosen
+            return _SmallDataHead(small["kind"], small["C"], model.classes, recipe.get("class_weight"), seed)
         return HEADS[kind](**params, random_state=seed)
 
     def decide_fn(head, X):

@@ -39,6 +39,16 @@ def pp(x, unit: str = "percentage points") -> str:
     return f"{100 * x:.1f} {unit}".rstrip()
 
 
+def ci_text(pair, kind: str = "f3") -> str:
+    """'lo – hi' of an interval, or what to say when there is none (too few images for a bootstrap)."""
+    import math
+
+    if pair is None or any(v is None or (isinstance(v, float) and math.isnan(v)) for v in pair):
+        return "too few images for an interval"
+    fmt = {"f3": lambda v: f"{v:.3f}", "pct": pct, "pp": lambda v: pp(v, "")}[kind]
+    return f"{fmt(pair[0])} – {fmt(pair[1])}"
+
+
 def render_html(sections: dict) -> str:
     from jinja2 import Environment
 
@@ -49,6 +59,7 @@ def render_html(sections: dict) -> str:
     env.filters["pct"] = pct
     env.filters["pp"] = pp
     env.filters["f3"] = lambda x: "n/a" if x is None else f"{x:.3f}"
+    env.filters["ci"] = ci_text
     env.filters["basename"] = lambda p: str(p).replace("\\", "/").rsplit("/", 1)[-1]
     template = resources.files("frugalvision.reporting").joinpath("templates/report.html").read_text(encoding="utf-8")
     return env.from_string(template).render(s=sections)

@@ -269,7 +269,7 @@ def _faithfulness(model, ev, per_class, engine, cache_dir, steps: int = FAITHFUL
         a = np.asarray(a, float)
         if len(a) < 2:
             return [float("nan"), float("nan")]
-        return list(percentile_ci(a[rng.integers(0, len(a), (1000, len(a)))].mean(axis=1)))
+        return list(percentile_ci(a[rng.integers(0, len(a), (1000, len(a)))].mean(axis=1), n=len(a)))
 
     d = r["deletion_random_auc"] - r["deletion_auc"]
     i = r["insertion_auc"] - r["insertion_random_auc"]
@@ -399,7 +399,9 @@ def _model_card(meta: dict, model=None) -> dict:
              ("weights", f"{b.get('weights_source')} · licence {b.get('license')}"),
              ("classifier head", f"{kind}" + (f", C = {hp.get('C')}" if "C" in hp else "")),
              ("trained", str(t.get("finished"))),
-             ("split", f"validation {st.get('val_size')}, test {st.get('test_size')}, seed {st.get('seed')}")]
+             ("split", f"validation {st.get('val_size') if st.get('val_size') is not None else 'default'}, test "
+                       f"{st.get('test_size') if st.get('test_size') is not None else 'default'}, seed {st.get('seed')}"
+                       + (" (small-data path: cross-validation on every labelled image)" if t.get("small_data") else ""))]
     versions = meta.get("versions") or {}
     software = [{"name": k, "version": str(v), "what": _SOFTWARE.get(k, "")} for k, v in versions.items()]
     return {

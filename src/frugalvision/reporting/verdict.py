@@ -54,7 +54,7 @@ def _value_and_ci(goal, y, pred, seed=0):
 
         v = bal(np.arange(len(y)))
         idx = bootstrap_indices(len(y), 400, seed)
-        return v, percentile_ci([bal(r) for r in idx]), len(y), "bootstrap"
+        return v, percentile_ci([bal(r) for r in idx], n=len(y)), len(y), "bootstrap"
     if goal["cls"] is None:
         k, n = int((pred == y).sum()), len(y)
     elif goal["metric"] == "recall":
@@ -128,14 +128,18 @@ def _lc_step(ext, r, class_counts) -> str | None:
     who = (f"of {r['cls']} (and of the other classes in proportion, as the refits did)" if r["cls"]
            else "(all classes, in the current proportions)")
     now = class_counts.get(r["cls"]) if r["cls"] else int(ext["n_now"])
-    vals = " → ".join(_pct(v) for v in ext["values"])
-    curve = f"refitting the head on 25/50/75/100 % of the training images gave {vals}"
+    vals = " → ".join(f"{_pct(v)} ({int(n)} images)" for v, n in zip(ext["values"], ext["n_train"]))
+    curve = f"refitting the head on parts of the training images gave {vals}"
+    if m <= 1:  # the curve already reaches the goal: more of the same data is not what is missing
+        return None
     if not np.isfinite(m) or m > 10:
+        if ext.get("rising"):
+            return (f"The curve still rises ({curve}), but at its rate it would take more than 10× the data to reach "
+                    f"{_pct(r['value'])}. Collect more images and re-check, and look at the mistakes, a stronger "
+                    f"backbone or fine-tuning meanwhile.")
         return (f"More images of the same kind are unlikely to be enough: {curve}, a curve too flat to reach "
                 f"{_pct(r['value'])} within 10× the data. Look at the mistakes, try a stronger backbone or fine-tuning, "
                 f"or collect different images (other conditions, clearer views).")
-    if m <= 1:
-        return None
     more = int(round((m - 1) * now))
     rng = ""
     if np.isfinite(lo) and np.isfinite(hi):
@@ -165,10 +169,9 @@ def next_steps(ev, rows, lc, lc_ext, model, groups_gaps) -> list[str]:
     if not rows and lc_ext.get("_accuracy"):  # no goal: say whether more images of the same kind would help
         e = lc_ext["_accuracy"]
         vals = " → ".join(_pct(v) for v in e["values"])
-        rising = (e.get("exponent") or 0) > 0.1 and e["values"][-1] - e["values"][0] > 0.02
-        steps.append(f"Refitting the head on 25/50/75/100 % of the training images gave accuracy {vals}: "
+        steps.append(f"Refitting the head on parts of the training images gave accuracy {vals}: "
                      + ("still rising, so more training images of the same kind should help (state a goal with "
-                        "--goal to get a number)." if rising else
+                        "--goal to get a number)." if e.get("rising") else
                         "flat, so more images of the same kind will not help much; look at the mistakes instead."))
     errors = int((~ev.predictions["correct"]).sum())
     if ev.confused_pairs and errors:
@@ -201,6 +204,8 @@ def next_steps(ev, rows, lc, lc_ext, model, groups_gaps) -> list[str]:
         share = ((ev.open_world or {}).get("rejection") or {}).get("rejected_share")
         steps.append(f"Unknown-image rejection is on ({_pct(share)} of these test images were set aside as unknown); "
                      f"check it on real out-of-scope photos with report --unknown FOLDER.")
+    seen: set = set()
+    steps = [s for s in steps if not (s in seen or seen.add(s))]  # one bullet per piece of advice
     return steps[:4]
 
 

@@ -1,0 +1,103 @@
+"""Few labels: the small-data path, thresholds and intervals that admit their sample size, learning-curve advice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import frugalvision as fv
+from conftest import make_shapes_dataset
+from frugalvision.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def five_per_class(tmp_path_factory):
+    return make_shapes_dataset(tmp_path_factory.mktemp("five"), n_per_class=5, seed=31)
+
+
+def test_five_per_class_uses_every_image_and_says_what_to_expect(five_per_class, tmp_path, capsys):
+    assert main(["train", str(five_per_class), "--out", str(tmp_path / "run"), "-q",
+                 "--target", "circle:recall>=0.9"]) == 0
+    out = capsys.readouterr().out
+    assert "Small-data path" in out and "fewer than 20" in out and "Expect about" in out
+    model = fv.load_model(tmp_path / "run")
+    split = model.info.training["counts"]
+    assert set(split) == {"train"} and sum(split["train"].values()) == 15  # no image held out
+    sd = model.info.training["small_data"]
+    assert sd["folds"] == 5 and len(sd["candidates"]) >= 3 and sd["head"] in [c["head"] for c in sd["candidates"]]
+    est = sd["estimate"]
+    lo, hi = est["ci"]
+    assert est["n"] == 15 and lo < est["accuracy"] <= hi and hi - lo > 0.1  # Wilson on 15 images: wide, never 0
+    # The operating point was chosen on out-of-fold predictions and says it rests on too few images.
+    v = model.info.operating_point.validation["circle:recall>=0.9"]
+    assert v["n"] == 5 and v["ci"][1] - v["ci"][0] > 0.3 and "too few" in v["note"] and "out-of-fold" in v["judged_on"]
+    # "None of these" is not placed from 15 images, and the model says why.
+    assert model.info.reject.threshold is None and "too few" in model.info.reject.note
+    assert "evaluate RUN --data" in out
+    with pytest.raises(fv.DataError, match="small-data path.*cross-validated estimate"):
+        fv.evaluate(model, progress=False)
+
+
+def test_the_small_data_head_is_an_exact_linear_head(five_per_class):
+    model = fv.train(five_per_class, progress=False)
+    assert model.info.training["small_data"]
+    path = str(sorted(five_per_class.rglob("*.png"))[0])
+    maps = fv.explain(model, path, cls="all")  # exact CAM: the maps average to the logits minus the intercept
+    emb = model.embed([path], progress=False).X
+    np.testing.assert_allclose(maps.mean(axis=(1, 2)) + model.head.intercept_, model.head.logits(emb)[0], atol=1e-3)
+
+
+def test_the_usual_path_is_kept_when_asked_and_refusals_say_why(five_per_class, tmp_path, capsys):
+    mlp = fv.train(five_per_class, head="mlp", progress=False, val_size=0.35, test_size=0.0)
+    assert not mlp.info.training.get("small_data")
+    assert any("asks for the usual path" in n for n in mlp.info.training["notes"])
+    with pytest.raises(fv.DataError, match="--few-shot cannot go with --head mlp"):
+        fv.Recipe(few_shot=True, head="mlp")
+    assert main(["train", str(five_per_class), "--few-shot", "--C", "0.1", "--out", str(tmp_path / "r")]) == 1
+    assert "cannot go with --C" in capsys.readouterr().err
+
+
+def test_none_of_these_threshold_from_out_of_fold_scores_with_enough_images(tmp_path):
+    data = make_shapes_dataset(tmp_path / "d", n_per_class=8, seed=32)  # 24 images: enough for a threshold
+    model = fv.train(data, progress=False)
+    assert model.info.training["small_data"] and model.info.reject.threshold is not None
+    assert model.info.reject.n_validation == 24 and "out-of-fold" in model.info.reject.note
+    # On its own training images the model rejects about what it promised (5 %), not most of them.
+    rejected = (fv.predict(model, [data], progress=False)["label"] == "unknown").mean()
+    assert rejected <= 0.25
+
+
+def test_no_collapsed_interval_on_a_handful_of_images():
+    from frugalvision.evaluation.groups import class_gap
+    from frugalvision.evaluation.open_world import class_curves, unknown_detection
+
+    y = np.array(["a", "b", "a", "b", "a", "b", "a", "b", "a"])
+    proba = np.where(y[:, None] == np.array(["a", "b"]), 0.9, 0.1)
+    idx = np.random.default_rng(0).integers(0, len(y), (200, len(y)))
+    for c in class_curves(y, proba, ["a", "b"], idx):
+        assert c["roc_auc"] == 1.0 and all(np.isnan(v) for v in c["roc_auc_ci"])  # too few to tell, not 1.0-1.0
+    gap = class_gap(np.array(["a", "a", "b"]), np.array(["a", "a", "a"]), ["a", "b"])
+    assert gap["ci_high"] - gap["ci_low"] > 0.5  # 2 of 2 vs 0 of 1: Newcombe, not "100.0 to 100.0"
+    u = unknown_detection(np.linspace(0, 1, 9), np.linspace(2, 3, 5), threshold=1.5, n_boot=100)
+    assert all(np.isnan(v) for v in u["auroc_ci"])
+
+
+def test_learning_curve_advice_never_calls_a_rising_curve_flat_nor_asks_more_for_a_met_goal():
+    from frugalvision.reporting.learning_curve import refit_predictions
+    from frugalvision.reporting.verdict import _lc_step
+
+    row = {"cls": None, "value": 0.99, "what": "accuracy"}
+    rising = {"multiple": float("inf"), "multiple_interval": [float("nan"), float("nan")], "n_now": 40,
+              "values": [0.6, 0.7, 0.78, 0.82], "n_train": [10, 20, 30, 40], "rising": True}
+    text = _lc_step(rising, row, {})
+    assert "too flat" not in text and "still rises" in text
+    flat = {**rising, "values": [0.8, 0.8, 0.8, 0.8], "rising": False}
+    assert "too flat" in _lc_step(flat, row, {})
+    met = {**rising, "multiple": 1.0, "values": [0.9, 0.95, 0.99, 0.995]}
+    assert _lc_step(met, {**row, "value": 0.9}, {}) is None
+    # Five images per class: the 25 % and 50 % refits both hold 2 per class; one column, not two alike.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(10, 4))
+    y = np.repeat(["a", "b"], 5)
+    lc = refit_predictions(X, y, X[:3], lambda: fv.LinearHead(C=1.0))
+    assert len(set(lc["n_train"])) == len(lc["n_train"]) and lc["n_train"] == sorted(lc["n_train"])
