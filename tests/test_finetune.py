@@ -120,7 +120,7 @@ _EFFECT = {
     "weights": lambda a, b: a.info.backbone.weights_file is None,
     "finetune": lambda a, b: a.info.finetune["stages"] == 1 and a.backbone_tensors,
     "epochs": lambda a, b: a.info.finetune["epochs"] == 2 and b.info.finetune["epochs"] == 1,
-    "views": lambda a, b: a.info.finetune["views"] == 1 and a.training_["augmentation"]["augmented_rows"] > 0,
+    "views": lambda a, b: a.info.finetune["views"] == 1 and a.training_["augmentation"]["views"] == 1,
     "augment": lambda a, b: a.info.finetune["augment"] == "strong",
     "head": lambda a, b: a.info.head.type == "MLPHead" and b.info.head.type == "LinearHead",
     "C": lambda a, b: b.training_["C"] == 0.1 and b.head.C == 0.1,
@@ -135,7 +135,7 @@ _EFFECT = {
     "no_reject": lambda a, b: b.info.reject is None and a.info.reject is not None,
 }
 _RUNTIME = {"data", "out", "engine", "cache_dir", "quiet", "overwrite"}
-_REFUSED = {"balance_by_augmentation": ["--balance-by-augmentation"]}
+_REFUSED = {"balance_by_augmentation": ["--balance-by-augmentation"], "few_shot": ["--few-shot"]}
 
 
 def _train_options():

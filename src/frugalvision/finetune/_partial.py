@@ -134,6 +134,7 @@ def finetune_model(data, recipe, *, out=None, engine: str = "auto", cache_dir=No
     from ..backbones.build import build_backbone
     from ..features.augment import augmented_decoder, view_name
     from ..features.extract import Extractor
+    from ..model import Model
     from ..fitting import _summary, assemble_model, embed_dataset, fit_frozen, fit_head_stage, make_extractor
 
     st = recipe.finetune_settings
@@ -255,18 +256,21 @@ def finetune_model(data, recipe, *, out=None, engine: str = "auto", cache_dir=No
         for n, p in named.items():
             p.copy_(best[n])
     names = np.asarray(classes)
-    X_tr = _embed_acts(split, act_views[0][0], shape)
-    y_all, X_all = [names[y_tr]], [X_tr]
-    if recipe.views:  # the views fine-tuning trained on also train the head, as --views does for a frozen backbone
-        for X_act, y_v in act_views[1:]:
-            X_all.append(_embed_acts(split, X_act, shape))
-            y_all.append(names[y_v])
-    X_va = _embed_acts(split, act_va, shape)
-    fit = fit_head_stage(np.vstack(X_all), np.concatenate(y_all), X_va, names[y_va], recipe, n_clean=len(y_tr))
     tensors = {k: v.detach().numpy().copy() for k, v in bb.model.state_dict().items()}
     digest = hashlib.sha256(b"".join(tensors[k].tobytes() for k in sorted(tensors))).hexdigest()[:16]
     backbone_meta = {**base.info.to_json()["backbone"], "weights_id": f"finetuned:{digest}",
                      "base_weights_id": base.info.backbone.weights_id, "precision": "fp32"}
+    # The head stage reads the embeddings the saved model will compute at inference (its exported network), not
+    # the training loop's torch suffix: near-constant features differ in the last bits between the two, and a
+    # standardised head turns such bits into large weights. When no epoch beat the frozen start the backbone is
+    # unchanged, and its cached embeddings are those.
+    X_tr, X_va = td.part("train")[0], td.part("val")[0]
+    if state["best_epoch"] > 0:
+        probe = Model(base.head, {**json.loads(json.dumps(base.info.to_json())), "backbone": backbone_meta},
+                      backbone_tensors=tensors)
+        X_tr = probe.embed(tr["path"].tolist(), engine=engine, cache_dir=cache_dir, progress=progress).X
+        X_va = probe.embed(va["path"].tolist(), engine=engine, cache_dir=cache_dir, progress=progress).X
+    fit = fit_head_stage(X_tr, names[y_tr], X_va, names[y_va], recipe)
     finetune_info = {**config, "epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
                      "best_val_loss": state["best_val_loss"], "best_val_accuracy": state.get("best_val_accuracy"),
                      "start_val_loss": state.get("start_val_loss"),
@@ -276,21 +280,13 @@ def finetune_model(data, recipe, *, out=None, engine: str = "auto", cache_dir=No
                      "trainable": split.trainable_names + split.tail_names,
                      "seconds": time.perf_counter() - t0}
     summary = _summary(td, fit, data, X_va, names[y_va])
+    # The views trained the backbone (each epoch one view); the head stage is fitted on clean images.
     summary["augmentation"] = {"policy": augment, "views": views, "balance_by_augmentation": False,
-                               "augmented_rows": int(sum(len(x) for x in X_all[1:]))}
+                               "augmented_rows": 0}
     summary["precision_check"] = ({"chosen": "fp32", "reason": "a fine-tuned backbone runs in fp32 (the int8 graph "
                                    "holds the shipped weights)"} if recipe.precision == "auto" else None)
     return assemble_model(fit, backbone=backbone_meta, preprocessing=base.info.preprocessing.to_dict(),
                           recipe=recipe, summary=summary, td=td, backbone_tensors=tensors, finetune=finetune_info)
-
-
-def _embed_acts(split, act, shape) -> np.ndarray:
-    """Pooled embeddings of the trainable suffix over cached prefix activations (what the exported network gives)."""
-    import torch
-
-    with torch.no_grad():
-        return torch.cat([split.suffix(torch.from_numpy(np.asarray(act[s:s + 64], dtype=np.float32)).view(-1, *shape))
-                          for s in range(0, len(act), 64)]).numpy().astype(np.float32)
 
 
 def _act_shape(split: _Split, size: int):
