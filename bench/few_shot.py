@@ -2,7 +2,7 @@
 
 For each data set, k in --sizes and --draws seeded draws: train on the k images per class with the usual path
 (`few_shot=False`: 15 % validation and 15 % test carved out of the draw, as `train` did before) and with the
-small-data path (`few_shot=True`: every drawn image, head chosen by cross-validation), and score both on the data
+small-data path (`few_shot=True, test_size=0`: every drawn image, head chosen by cross-validation), and score both on the data
 set's fixed test images. Also the full-data model, and the small-data path's own cross-validated estimate against
 the accuracy it then reached. Data sets (all offline): fashion4 (../shared), the 10 Fashion-MNIST classes (Debian's
 dataset-fashion-mnist), scikit-learn's 8x8 digits upscaled to 32 px (ImageNet features are weak there).
@@ -99,7 +99,7 @@ def run_set(name, pool, test, ex, sizes, draws, log):
                 row["usual"] = _accuracy(usual, X_te, y_te)
             except fv.DataError as exc:  # too few images to split
                 row["usual"], row["usual_error"] = None, str(exc)[:120]
-            small = fv.train(draw, few_shot=True, reject=False, progress=False, extractor=ex, seed=d)
+            small = fv.train(draw, few_shot=True, test_size=0.0, reject=False, progress=False, extractor=ex, seed=d)
             row["small"] = _accuracy(small, X_te, y_te)
             sd = small.info.training["small_data"]
             row["head"] = sd["head"]

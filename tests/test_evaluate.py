@@ -65,11 +65,20 @@ def test_proportions_get_wilson_intervals_and_gaps_a_seeded_bootstrap():
     assert lo < a.headline["accuracy"] < hi and 0.04 < hi - lo < 0.12  # ~±4 points for n=400
     assert (a.per_class["recall_ci_low"] <= a.per_class["recall"]).all()
     assert (a.per_class["recall"] <= a.per_class["recall_ci_high"]).all()
-    # The class gap is a difference of two recalls: a bootstrap, seeded.
-    assert a.class_gap == b.class_gap and a.class_gap["ci_low"] != c.class_gap["ci_low"]
-    assert a.settings["ci_methods"]["accuracy"] == "Wilson" and a.settings["ci_methods"]["class recall gap"] == "bootstrap"
+    # The class gap is a difference of two recalls: Newcombe's interval from the two Wilson intervals (no seed,
+    # valid on few images), exactly what newcombe_diff_ci gives for the two classes' counts.
+    from frugalvision.evaluation.bootstrap import newcombe_diff_ci
+
+    g = a.class_gap
+    assert g == c.class_gap
+    pc = a.per_class.set_index("class")
+    kb, nb = round(pc.loc[g["best"], "recall"] * pc.loc[g["best"], "support"]), pc.loc[g["best"], "support"]
+    kw, nw = round(pc.loc[g["worst"], "recall"] * pc.loc[g["worst"], "support"]), pc.loc[g["worst"], "support"]
+    assert (g["ci_low"], g["ci_high"]) == pytest.approx(newcombe_diff_ci(kb, nb, kw, nw))
+    assert g["ci_low"] < g["difference"] < g["ci_high"]
+    assert a.settings["ci_methods"]["accuracy"] == "Wilson" and "Newcombe" in a.settings["ci_methods"]["class recall gap"]
     out = a.summary()
-    assert "95 % Wilson CI" in out and "95 % bootstrap CI" in out and "Intervals: Wilson for single proportions" in out
+    assert "95 % Wilson CI" in out and "Newcombe" in out and "Intervals: Wilson for single proportions" in out
 
 
 def test_all_right_does_not_give_a_collapsed_interval():

@@ -16,7 +16,7 @@ def five_per_class(tmp_path_factory):
 
 
 def test_five_per_class_uses_every_image_and_says_what_to_expect(five_per_class, tmp_path, capsys):
-    assert main(["train", str(five_per_class), "--out", str(tmp_path / "run"), "-q",
+    assert main(["train", str(five_per_class), "--out", str(tmp_path / "run"), "-q", "--test-size", "0",
                  "--target", "circle:recall>=0.9"]) == 0
     out = capsys.readouterr().out
     assert "Small-data path" in out and "fewer than 20" in out and "Expect about" in out
@@ -36,6 +36,10 @@ def test_five_per_class_uses_every_image_and_says_what_to_expect(five_per_class,
     assert "evaluate RUN --data" in out
     with pytest.raises(fv.DataError, match="small-data path.*cross-validated estimate"):
         fv.evaluate(model, progress=False)
+    # By default the small-data path still holds out test images, so evaluate and report work as usual.
+    default = fv.train(five_per_class, progress=False)
+    assert default.info.training["small_data"] and set(default.info.training["counts"]) == {"train", "test"}
+    assert fv.evaluate(default, progress=False, n_boot=50).headline["n"] == 3
 
 
 def test_the_small_data_head_is_an_exact_linear_head(five_per_class):
@@ -61,7 +65,7 @@ def test_none_of_these_threshold_from_out_of_fold_scores_with_enough_images(tmp_
     data = make_shapes_dataset(tmp_path / "d", n_per_class=8, seed=32)  # 24 images: enough for a threshold
     model = fv.train(data, progress=False)
     assert model.info.training["small_data"] and model.info.reject.threshold is not None
-    assert model.info.reject.n_validation == 24 and "out-of-fold" in model.info.reject.note
+    assert model.info.reject.n_validation == 20 and "out-of-fold" in model.info.reject.note  # 24 less 4 test images
     # On its own training images the model rejects about what it promised (5 %), not most of them.
     rejected = (fv.predict(model, [data], progress=False)["label"] == "unknown").mean()
     assert rejected <= 0.25

@@ -205,7 +205,7 @@ def fit_small_data_stage(X_tr, y_tr, recipe: Recipe, *, n_clean: int) -> tuple[H
             scores = cv_ood_scores(Xc, yc, classes, sd, seed=recipe.seed)
             threshold = float(threshold_for_accept_rate(scores, recipe.accept_rate))
         reject = RejectInfo(params=state.params(), threshold=threshold, accept_rate=recipe.accept_rate,
-                            n_validation=int(len(yc)), note=note or "chosen on out-of-fold scores of every labelled image")
+                            n_validation=int(len(yc)), note=note or "chosen on out-of-fold scores of every training image")
     fit = HeadFit(head=head, temperature=temperature, operating_point=op, reject=reject, ood_state=state,
                   goals=goals, C=sd.C, C_search=[], notes=notes)
     return fit, sd.summary()

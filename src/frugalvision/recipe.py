@@ -93,8 +93,8 @@ class Recipe:
     views, augment, balance_by_augmentation :
         Augmented views per training image and their policy (fine-tuning: views per epoch cycle, 8 when 0).
     val_size, test_size, seed :
-        The held-out fractions (stratified, seeded; copies of one image stay in one split); by default 0.15 each,
-        and none on the small-data path, where cross-validation on every image replaces them.
+        The held-out fractions (stratified, seeded; copies of one image stay in one split); by default 0.15 each;
+        the small-data path has no validation split (cross-validation on the training images replaces it).
     few_shot :
         The small-data path (:mod:`frugalvision.small_data`): True, False, or None to use it when the smallest
         class has fewer than ``FEW_SHOT_BELOW`` images and no option asks for the usual path.
@@ -153,10 +153,11 @@ class Recipe:
         return parse_finetune(self.finetune)
 
     def split_sizes(self, small_data: bool) -> tuple[float, float]:
-        """``(val_size, test_size)`` in effect: as given, else 0.15 each, or 0 on the small-data path."""
-        default = 0.0 if small_data else 0.15
-        return (default if self.val_size is None else self.val_size,
-                default if self.test_size is None else self.test_size)
+        """``(val_size, test_size)`` in effect: as given, else 0.15 each; the small-data path has no validation
+        split (cross-validation replaces it) and keeps the test split, so evaluate and report judge held-out
+        images (``test_size=0`` fits on every labelled image; then only the cross-validated estimate judges it)."""
+        return (0.0 if small_data and self.val_size is None else 0.15 if self.val_size is None else self.val_size,
+                0.15 if self.test_size is None else self.test_size)
 
     @property
     def finetune_settings(self) -> dict:

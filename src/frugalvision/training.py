@@ -148,6 +148,18 @@ def compare_precisions(fp32_model: Model, int8_model: Model, td: "TrainingData",
     y = np.asarray(y_va)[i32]
     out = {"n_validation": len(common), "max_loss": INT8_MAX_LOSS}
     losses = {}
+    small = [m.info.training.get("small_data") for m in (fp32_model, int8_model)]
+    if not len(common) and all(small):  # no validation split: each model's cross-validated estimate, same folds
+        a32, a8 = (s["estimate"].get("accuracy") for s in small)
+        out.update(judged_on="cross-validation", fp32={"accuracy": a32}, int8={"accuracy": a8},
+                   n_validation=small[0]["estimate"]["n"])
+        if a32 is None or a8 is None:
+            return {**out, "chosen": "fp32", "reason": "no cross-validated estimate to compare int8 with: kept fp32"}
+        if a32 - a8 > INT8_MAX_LOSS:
+            return {**out, "chosen": "fp32", "reason": f"the int8 model lost {100 * (a32 - a8):.1f} points of "
+                    f"cross-validated accuracy against the fp32 model (more than {100 * INT8_MAX_LOSS:.1f}): kept fp32"}
+        return {**out, "chosen": "int8", "reason": f"the int8 model is within {100 * INT8_MAX_LOSS:.1f} point of the "
+                f"fp32 model in cross-validation ({100 * a8:.1f} % vs {100 * a32:.1f} %)"}
     for name, model, X in (("fp32", fp32_model, X32[i32]), ("int8", int8_model, X8[i8])):
         logits, proba = probabilities(model, X)
         dec = decisions(model, proba, X, logits) if len(X) else decide(proba, model.classes)

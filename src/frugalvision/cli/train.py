@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         finetune: Optional[str] = typer.Option(None, "--finetune", help="'last-stage' or 'N-stages': also train the backbone's last stage(s)."),
         epochs: int = typer.Option(24, "--epochs", help="Fine-tuning epochs (with early stopping)."),
         val_size: Optional[float] = typer.Option(None, help="Validation fraction (stratified, seeded; default 0.15, none on the small-data path)."),
-        test_size: Optional[float] = typer.Option(None, help="Test fraction when the data has no test/ folder (default 0.15, none on the small-data path)."),
+        test_size: Optional[float] = typer.Option(None, help="Test fraction when the data has no test/ folder (default 0.15; 0 fits on every labelled image)."),
         few_shot: Optional[bool] = typer.Option(None, "--few-shot/--no-few-shot", help="The small-data path: every labelled image fits the head, chosen by cross-validation (default: used when the smallest class has fewer than 20 images)."),
         seed: int = typer.Option(0, help="Seed for the split."),
         goal: Optional[list[str]] = typer.Option(None, "--goal", help="What good enough means, e.g. 'accuracy>=0.9' or 'defective:recall>=0.9' (repeatable); stored with the model, the report gives its verdict."),
@@ -78,7 +78,7 @@ def print_training(model, seconds: float) -> None:
                    + (f"; resumed after epoch {f['resumed_from_epoch']}" if f['resumed_from_epoch'] else ""))
     sd = s.get("small_data")
     if sd:
-        typer.echo(f"Small-data path: {sd['reason']}, so every labelled image fits the head (no validation split) "
+        typer.echo(f"Small-data path: {sd['reason']}, so every training image fits the head (no validation split) "
                    f"and {sd['folds']}-fold cross-validation ({sd['repeats']} repeats) chose it: {sd['head']}.")
         for c in sd["candidates"]:
             typer.echo(f"  {c['head']:<44} CV accuracy {fmt_pct(c['cv_accuracy'])}")
@@ -90,8 +90,12 @@ def print_training(model, seconds: float) -> None:
                        f"{len(sd['candidates'])} heads on the same folds, so slightly optimistic).")
         else:
             typer.secho(f"No accuracy estimate: {est['reason']}. Label more images.", fg="yellow")
-        typer.echo("No test images were held out: evaluate on other labelled images with "
-                   "'frugalvision evaluate RUN --data DIR', or label more and train again.")
+        if "test" not in counts:
+            typer.echo("No test images were held out (--test-size 0): evaluate on other labelled images with "
+                       "'frugalvision evaluate RUN --data DIR', or label more and train again.")
+        else:
+            typer.echo(f"{sum(counts['test'].values())} test images were held out for evaluate and report "
+                       f"(--test-size 0 fits on every labelled image instead).")
     elif recipe.get("head", "linear") == "linear":
         typer.echo(f"Head: linear, C={s['C']:g}" + (" (chosen on validation log-loss)" if s.get("C_search") else ""))
     else:

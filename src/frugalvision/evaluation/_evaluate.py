@@ -161,9 +161,9 @@ def _held_out(model, split: str):
         said = (f"its cross-validated estimate is {100 * est['accuracy']:.1f} % (95 % Wilson CI "
                 f"{100 * est['ci'][0]:.1f}-{100 * est['ci'][1]:.1f} %) on {est['n']} images"
                 if est.get("accuracy") is not None else "no estimate was possible")
-        raise DataError(f"This model was trained on the small-data path with every labelled image, so it has no "
-                        f"held-out {split} images; {said}. Evaluate it on other labelled images "
-                        f"(frugalvision evaluate MODEL --data DIR), or label more and train with --test-size 0.2.")
+        raise DataError(f"This model was trained on the small-data path on every labelled image (--test-size 0), so it "
+                        f"has no held-out {split} images; {said}. Evaluate it on other labelled images "
+                        f"(frugalvision evaluate MODEL --data DIR), or train without --test-size 0.")
     if part.empty:
         raise DataError(f"split.csv has no '{split}' rows; splits present: {sorted(df['split'].unique())}.")
     return part, balance

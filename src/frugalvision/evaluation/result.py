@@ -163,8 +163,8 @@ class EvaluationResult:
             lines.append(f"Skipped {len(self.skipped)} unreadable files.")
         n_boot = self.settings.get("n_boot")
         lines.append("Intervals: Wilson for single proportions (accuracy, recall, operating point, shares); "
-                     f"percentile bootstrap{f' ({n_boot} resamples)' if n_boot else ''} for gaps between classes "
-                     "or groups and for AUROC.")
+                     "Newcombe for gaps between classes or groups; percentile bootstrap"
+                     f"{f' ({n_boot} resamples)' if n_boot else ''} for AUROC, none on fewer than 30 images.")
         return "\n".join(lines)
 
     # -- writing ------------------------------------------------------------------------------
