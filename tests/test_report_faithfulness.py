@@ -73,3 +73,30 @@ def test_a_known_full_image_probability_saves_a_pass_and_changes_nothing():
     assert sum(calls) == b["passes"] == 6 * passes_per_image(3) == 6 * 10 and a["passes"] == 6 * 11
     assert len(calls) == 2  # 4 images' copies in one call, then the other 2: batched, not one call per image
     assert b["deletion_curves"].shape == (6, 4) and (b["deletion_curves"][:, 0] == full).all()
+
+
+def test_the_check_is_computed_once_per_model_and_images(trained, tmp_path, monkeypatch):
+    """A second report of the same model on the same images reuses the check kept in the run folder; a changed
+    image makes it compute again."""
+    import json
+    import os
+
+    import frugalvision as fv
+    import frugalvision.reporting.sections as sections
+
+    model, run = trained
+    model = fv.load_model(run)
+    (run / sections.FAITHFULNESS_FILE).unlink(missing_ok=True)
+    calls = []
+    real = sections._faithfulness
+    monkeypatch.setattr(sections, "_faithfulness", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ev = fv.evaluate(model, progress=False, n_boot=50)
+    first = sections.faithfulness_once(model, ev, 30, "auto", None)
+    again = sections.faithfulness_once(model, ev, 30, "auto", None)
+    assert len(calls) == 1 and again.pop("cached") is True
+    assert json.dumps(again, sort_keys=True) == json.dumps(first, sort_keys=True)
+    path = ev.predictions["path"].iloc[0]
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the image changed: its identity did
+    sections.faithfulness_once(model, ev, 30, "auto", None)
+    assert len(calls) == 2

@@ -111,8 +111,8 @@ def build_sections(model, ev, *, explain: bool = True, n_mistakes: int = 8, n_ty
                                   for k, c in (("evidence", EVIDENCE_CMAP), ("difference", DIFFERENCE_CMAP))}
         _attach_panels(model, sections, mistakes, unsure, ev, n_typical, engine, cache_dir)
         if faithfulness:
-            sections["faithfulness"] = _faithfulness(model, ev, faithfulness_per_class or FAITHFULNESS_PER_CLASS,
-                                                     engine, cache_dir)
+            sections["faithfulness"] = faithfulness_once(model, ev, faithfulness_per_class or FAITHFULNESS_PER_CLASS,
+                                                         engine, cache_dir)
     sections["data_map"] = _data_map(model, ev, lc, engine, cache_dir) if data_map else None
     return sections
 
@@ -210,11 +210,70 @@ def _attach_panels(model, sections, mistakes, unsure, ev, n_typical, engine, cac
 
 
 #: Correctly classified test images per class in the faithfulness test (all of them when a class has fewer).
-FAITHFULNESS_PER_CLASS = 50
+FAITHFULNESS_PER_CLASS = 30  # the fewest images a bootstrap interval is given for (evaluation.bootstrap)
 #: Points per deletion/insertion curve. Measured on fashion4 (200 images, 50 per class): 3 steps give the same
 #: per-class verdicts as 6 steps with intervals ~5 % wider, at 10 instead of 22 backbone passes per image; 2
 #: steps changed two of the eight per-class verdicts.
 FAITHFULNESS_STEPS = 3
+
+
+#: Where a run folder keeps the faithfulness check, with the identity of what it was computed from.
+FAITHFULNESS_FILE = "faithfulness.json"
+
+
+def _faithfulness_key(model, ev, per_class: int, steps: int) -> str | None:
+    """What the check depends on: the model file's bytes, the evaluated images (path, size, mtime, label,
+    correctness), the method and the settings; None for a model with no file."""
+    import hashlib
+    import json
+    import os
+
+    import xxhash
+
+    from .. import __version__
+    from ..inference import map_support
+
+    if model.path is None or not model.path.exists():
+        return None
+    h = xxhash.xxh3_128()
+    with open(model.path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    p = ev.predictions
+    images = []
+    for path, true, ok in zip(p["path"], p["true"], p["correct"]):
+        try:
+            st = os.stat(path)
+            images.append([str(path), st.st_size, st.st_mtime_ns, str(true), bool(ok)])
+        except OSError:
+            images.append([str(path), None, None, str(true), bool(ok)])
+    ident = {"model": h.hexdigest(), "images": images, "per_class": per_class, "steps": steps,
+             "method": map_support(model).method, "version": __version__}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
+
+def faithfulness_once(model, ev, per_class, engine, cache_dir, steps: int = FAITHFULNESS_STEPS) -> dict:
+    """The faithfulness check, computed once per model and evaluated images: kept in the run folder
+    (``faithfulness.json``) with the identity of its inputs, and reused by every later report of the same model on
+    the same images. A run folder that cannot be written only means it is computed again next time."""
+    from .._io import read_json, write_json
+
+    key = _faithfulness_key(model, ev, per_class, steps)
+    path = model.run_dir / FAITHFULNESS_FILE if key is not None else None
+    if path is not None and path.exists():
+        try:
+            saved = read_json(path)
+            if isinstance(saved, dict) and saved.get("key") == key and isinstance(saved.get("result"), dict):
+                return {**saved["result"], "cached": True}
+        except (OSError, ValueError):
+            pass  # unreadable or damaged: compute it again
+    result = _faithfulness(model, ev, per_class, engine, cache_dir, steps)
+    if path is not None:
+        try:
+            write_json(path, {"key": key, "result": result})
+        except OSError:
+            pass
+    return result
 
 
 def _faithfulness(model, ev, per_class, engine, cache_dir, steps: int = FAITHFULNESS_STEPS) -> dict:
@@ -288,7 +347,10 @@ def _faithfulness(model, ev, per_class, engine, cache_dir, steps: int = FAITHFUL
     dci, ici = ci(d), ci(i)
     out.update({"n": int(len(d)), "passes": int(r["passes"] + len(expl)), "deletion_gain": float(d.mean()),
                 "deletion_gain_ci": dci, "insertion_gain": float(i.mean()), "insertion_gain_ci": ici})
-    if dci[0] > 0 and ici[0] > 0:
+    if not np.isfinite([*dci, *ici]).all():
+        meaning = ("there are too few images to tell whether the maps beat random regions (a check needs at least "
+                   "30)")
+    elif dci[0] > 0 and ici[0] > 0:
         meaning = ("the maps point at what the model actually uses: removing the highlighted regions first "
                    "lowers its confidence faster than removing random ones, and restoring them first raises it faster")
     elif dci[1] < 0 or ici[1] < 0:

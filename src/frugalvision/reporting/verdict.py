@@ -146,7 +146,7 @@ def _lc_step(ext, r, class_counts) -> str | None:
         lo_n = max(0, int(round((lo - 1) * now)))
         rng = (f" (uncertain: between {lo_n} and {int(round((hi - 1) * now))} more)" if hi <= 10
                else f" (uncertain: from {lo_n} to more than 10× the current data)")
-    return (f"Collect about {more} more training images {who} (now {now}){rng}: {curve}; a power law through "
+    return (f"Collect about {more} more training images {who} (now {now}){rng}: {curve}; a power law with a floor through "
             f"these points reaches {_pct(r['value'])} at about {m:.1f}× the current data. A rough guide, not a promise.")
 
 
