@@ -82,7 +82,7 @@ def test_report_maps_are_the_readable_rendering(report):
     assert hidden == data["maps_hidden"] == html.count("no map: too unlikely (p &lt; 0.05)")
     assert any(p["difference"] for p in panels) and "why " in html
     assert html.count('class="panel"') == len(panels) and "one colour scale shared by the maps" in html
-    assert data["faithfulness"]["per_class"] == 50 and data["faithfulness"]["steps"] == 3
+    assert data["faithfulness"]["per_class"] == 30 and data["faithfulness"]["steps"] == 3
 
 
 def test_report_renders_in_headless_chromium(report, tmp_path):
