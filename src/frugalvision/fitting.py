@@ -193,19 +193,11 @@ def fit_small_data_stage(X_tr, y_tr, recipe: Recipe, *, n_clean: int) -> tuple[H
         op = _with_intervals(choose_operating_point(proba, yc, classes, list(recipe.targets)),
                              "out-of-fold (cross-validation)")
     if recipe.reject:
-        from .ood import fit_ood, threshold_for_accept_rate
+        from .ood import fit_ood
 
         state = fit_ood(np.asarray(Xc, np.float32), yc, head.logits(Xc).astype(np.float32))
-        threshold, note = None, ""
-        if len(yc) < MIN_REJECT_VALIDATION:
-            note = (f"not set: {len(yc)} labelled images are too few to place a threshold that keeps "
-                    f"{100 * recipe.accept_rate:g} % of normal images (needs {MIN_REJECT_VALIDATION}); every image "
-                    f"gets a class. Label more images")
-        else:
-            scores = cv_ood_scores(Xc, yc, classes, sd, seed=recipe.seed)
-            threshold = float(threshold_for_accept_rate(scores, recipe.accept_rate))
-        reject = RejectInfo(params=state.params(), threshold=threshold, accept_rate=recipe.accept_rate,
-                            n_validation=int(len(yc)), note=note or "chosen on out-of-fold scores of every training image")
+        reject = _reject_info(state, len(yc), recipe, "out-of-fold training",
+                              lambda: cv_ood_scores(Xc, yc, classes, sd, seed=recipe.seed))
     fit = HeadFit(head=head, temperature=temperature, operating_point=op, reject=reject, ood_state=state,
                   goals=goals, C=sd.C, C_search=[], notes=notes)
     return fit, sd.summary()
@@ -229,20 +221,25 @@ def _decision_fit(est, temperature, X_tr, y_tr, X_va, y_va, recipe: Recipe):
         proba_va = softmax(est.logits(X_va) / (temperature or 1.0))
         op = _with_intervals(choose_operating_point(proba_va, y_va, classes, list(recipe.targets)), "validation")
     if recipe.reject:
-        from .ood import fit_ood, ood_score, threshold_for_accept_rate
+        from .ood import fit_ood, ood_score
 
         state = fit_ood(X_tr, y_tr, est.logits(X_tr))
-        threshold, note = None, ""
-        if len(y_va) < MIN_REJECT_VALIDATION:
-            note = (f"not set: {len(y_va)} validation images are too few to place a threshold that keeps "
-                    f"{100 * recipe.accept_rate:g} % of normal images (needs {MIN_REJECT_VALIDATION}); every image "
-                    f"gets a class. Label more images, or a larger --val-size")
-        else:
-            scores = ood_score(state, X_va, est.logits(X_va))
-            threshold, note = float(threshold_for_accept_rate(scores, recipe.accept_rate)), ""
-        reject = RejectInfo(params=state.params(), threshold=threshold, accept_rate=recipe.accept_rate,
-                            n_validation=int(len(y_va)), note=note)
+        reject = _reject_info(state, len(y_va), recipe, "validation", lambda: ood_score(state, X_va, est.logits(X_va)))
     return op, reject, state
+
+
+def _reject_info(state, n: int, recipe: Recipe, where: str, scores) -> RejectInfo:
+    """The "none of these" threshold keeping ``recipe.accept_rate`` of the ``scores()`` of ``n`` normal ``where``
+    images, or no threshold with the reason when they are too few to place one."""
+    from .ood import threshold_for_accept_rate
+
+    if n < MIN_REJECT_VALIDATION:
+        note = (f"not set: {n} {where} images are too few to place a threshold that keeps "
+                f"{100 * recipe.accept_rate:g} % of normal images (needs {MIN_REJECT_VALIDATION}); every image gets a "
+                f"class. Label more images")
+        return RejectInfo(params=state.params(), accept_rate=recipe.accept_rate, n_validation=int(n), note=note)
+    return RejectInfo(params=state.params(), threshold=float(threshold_for_accept_rate(scores(), recipe.accept_rate)),
+                      accept_rate=recipe.accept_rate, n_validation=int(n), note=f"chosen on {where} images")
 
 
 #: Fewest images a target's recall or precision is judged on before the operating point is said to rest on too few.

@@ -119,8 +119,8 @@ def print_training(model, seconds: float) -> None:
     rej = model.info.reject
     if rej is not None and rej.threshold is not None:
         typer.echo(f"'None of these': images scoring above {rej.threshold:.3f} are labelled unknown (keeps "
-                   f"{fmt_pct(rej.accept_rate)} of {rej.n_validation} normal validation images; --no-reject turns "
-                   f"it off)")
+                   f"{fmt_pct(rej.accept_rate)} of normal images, {rej.note.replace('chosen on ', 'chosen on ')}: "
+                   f"{rej.n_validation}; --no-reject turns it off)")
     elif rej is not None:
         typer.secho(f"'None of these': {rej.note}", fg="yellow")
     v = s.get("validation") or {}
