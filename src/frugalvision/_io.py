@@ -17,8 +17,30 @@ from typing import Any, Iterator
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
-__all__ = ["atomic_writer", "write_bytes", "write_text", "write_json", "read_json", "refuse_overwrite", "run_folder",
-           "remove_stale_temporaries"]
+__all__ = ["safe_name", "path_inside", "atomic_writer", "write_bytes", "write_text", "write_json", "read_json",
+           "refuse_overwrite", "run_folder", "remove_stale_temporaries"]
+
+
+def safe_name(text, *, max_len: int = 80) -> str:
+    """``text`` (a label, a column or a file name from data) as one safe file-name part: letters, digits, '-', '_'
+    and '.', nothing that could climb out of a folder ('..' becomes '__'), never empty."""
+    out = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(text))[:max_len]
+    out = out.replace("..", "__").strip(".")
+    return out or "_"
+
+
+def path_inside(folder, name: str) -> Path:
+    """``folder / name`` after checking it stays inside ``folder`` (symlinks resolved); DataError otherwise.
+
+    Every path a run builds from data goes through here, so no label or column name can write elsewhere.
+    """
+    from .exceptions import DataError
+
+    base = Path(folder).resolve()
+    target = (base / name).resolve()
+    if target != base and base not in target.parents:
+        raise DataError(f"Refusing to write {name!r}: it would land outside {folder} ({target}).")
+    return Path(folder) / name
 
 
 @contextlib.contextmanager

@@ -49,14 +49,12 @@ def quality_metrics(arr: np.ndarray) -> dict:
 
 
 def _scan_one(path: str) -> dict:
-    from PIL import Image
-
-    from ..data.decode import load_rgb_array
+    from ..data.decode import load_rgb_array, open_image
     from .duplicates import crop_thumbnails, match_pixels
 
     try:
         arr = load_rgb_array(path, min_side=256)
-        with Image.open(path) as im:
+        with open_image(path) as im:
             w, h = im.size
         pixels = match_pixels(arr)
         return {"width": w, "height": h, **quality_metrics(arr), "pixels": pixels, "thumbs": crop_thumbnails(pixels),

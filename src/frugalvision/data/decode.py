@@ -23,10 +23,48 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..exceptions import ImageDecodeError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "load_rgb", "load_rgb_array", "crop_box", "to_input", "decode_for_input", "DecodedInput"]
+__all__ = ["DEFAULT_MAX_PIXELS", "FORMATS", "MAX_FILE_BYTES", "open_image", "check_regular_file", "load_rgb",
+           "load_rgb_array", "crop_box", "to_input", "decode_for_input", "DecodedInput"]
 
 #: 100 megapixels: well above any camera image, far below what exhausts RAM.
 DEFAULT_MAX_PIXELS = 100_000_000
+#: The only formats ever decoded (Pillow's names). Without an allow-list Pillow recognises a file by its bytes,
+#: whatever its name, and hands PostScript/EPS to Ghostscript: a 60-byte `{ } loop` EPS named x.png hung train.
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP")
+#: Files larger than this are refused before they are read or hashed (a 100-megapixel image compresses far below).
+MAX_FILE_BYTES = 512 * 1024 * 1024
+
+
+def check_regular_file(path) -> int:
+    """The size of ``path`` when it is a regular file within :data:`MAX_FILE_BYTES`; ImageDecodeError otherwise.
+
+    Devices (/dev/zero), FIFOs and sockets are refused from ``stat`` alone, before any read could block or never end.
+    """
+    import stat
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ImageDecodeError(path, "file not found") from None
+    except PermissionError:
+        raise ImageDecodeError(path, "permission denied (cannot read the file)") from None
+    except OSError as exc:
+        raise ImageDecodeError(path, f"cannot read file ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageDecodeError(path, "is a directory, not an image file")
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a special file")
+        raise ImageDecodeError(path, f"not a regular file ({kind}): not read")
+    if st.st_size > MAX_FILE_BYTES:
+        raise ImageDecodeError(path, f"file too large ({st.st_size / 2**20:.0f} MB; the limit is "
+                                     f"{MAX_FILE_BYTES // 2**20} MB)")
+    return st.st_size
+
+
+def open_image(source) -> Image.Image:
+    """``Image.open`` limited to :data:`FORMATS` (path, bytes or a file object): the one way an image is opened."""
+    return _open(source)
 
 
 
@@ -36,10 +74,12 @@ def _open(source) -> Image.Image:
         if isinstance(source, (bytes, bytearray, memoryview)):
             if len(source) == 0:
                 raise ImageDecodeError(name, "empty file (0 bytes)")
-            return Image.open(io.BytesIO(source))
-        if os.path.getsize(source) == 0:
+            return Image.open(io.BytesIO(source), formats=FORMATS)
+        if hasattr(source, "read"):
+            return Image.open(source, formats=FORMATS)
+        if check_regular_file(source) == 0:
             raise ImageDecodeError(name, "empty file (0 bytes)")
-        return Image.open(source)
+        return Image.open(source, formats=FORMATS)
     except ImageDecodeError:
         raise
     except FileNotFoundError:
@@ -49,7 +89,8 @@ def _open(source) -> Image.Image:
     except IsADirectoryError:
         raise ImageDecodeError(name, "is a directory, not an image file") from None
     except UnidentifiedImageError:
-        raise ImageDecodeError(name, "not an image (content is not a format Pillow recognises)") from None
+        raise ImageDecodeError(name, f"not an image of an accepted format ({', '.join(FORMATS)}); nothing else is "
+                                     f"decoded") from None
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(name, f"image too large (decompression-bomb guard): {exc}") from None
     except OSError as exc:

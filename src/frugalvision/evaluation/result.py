@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._io import refuse_overwrite, write_bytes, write_json, write_text
+from .._io import path_inside, refuse_overwrite, safe_name, write_bytes, write_json, write_text
 
 __all__ = ["EvaluationResult"]
 
@@ -187,7 +187,7 @@ class EvaluationResult:
         write_bytes(targets["reliability.png"], reliability_png(self.reliability))
         written = list(targets.values())
         for col, a in self.groups.items():
-            gp = folder / f"groups_{col}.csv"
+            gp = path_inside(folder, f"groups_{safe_name(col)}.csv")  # a column name is data: never a path
             refuse_overwrite(gp, overwrite, "evaluation file")
             write_text(gp, a["table"].to_csv(index=False, float_format="%.5f"))
             written.append(gp)

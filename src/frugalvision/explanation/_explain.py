@@ -209,4 +209,6 @@ def write_explanations(model, paths, out, *, cls="top2", method: str = "auto", l
 
 
 def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(name))
+    from .._io import safe_name
+
+    return safe_name(name)

@@ -124,10 +124,12 @@ class HashMemo:
         import os
 
         st = os.stat(path)
-        stamp = [st.st_size, st.st_mtime_ns]
+        # ctime and inode too: a file replaced by another of the same size and mtime (a copy with -p, an editor)
+        # changes them, so the memo never answers with the old file's hash.
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         hit = self._memo.get(path)
-        if hit and hit[:2] == stamp:
-            return hit[2]
+        if hit and hit[:-1] == stamp:
+            return hit[-1]
         h = content_hash(path)
         self._memo[path] = [*stamp, h]
         self._dirty = True

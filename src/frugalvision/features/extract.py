@@ -178,10 +178,14 @@ def _executor(kind: str, workers: int) -> Executor:
 
 
 def _safe_hash(path, memo=None):
+    from ..data.decode import check_regular_file
+    from ..exceptions import ImageDecodeError
+
     try:
-        if not os.path.isfile(path):  # directories and dangling links: let stat/open say why
-            open(path, "rb").close()
+        check_regular_file(path)  # devices, FIFOs and huge files are refused before a read could hang
         return (memo.hash(path) if memo is not None else content_hash(path)), None
+    except ImageDecodeError as exc:
+        return None, exc.reason
     except FileNotFoundError:
         return None, "file not found"
     except PermissionError:

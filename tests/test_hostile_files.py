@@ -1,0 +1,98 @@
+"""Hostile files and names: no Ghostscript on user data, no hang on special files, no write outside the run folder."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+
+import frugalvision as fv
+from conftest import make_shapes_dataset
+
+_EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n{ } loop\n"
+
+
+@pytest.fixture()
+def gs_trap(tmp_path, monkeypatch):
+    """A `gs` first on PATH that records being run: any call to Ghostscript leaves the marker."""
+    bindir, marker = tmp_path / "bin", tmp_path / "gs-was-run"
+    bindir.mkdir()
+    gs = bindir / "gs"
+    gs.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    gs.chmod(gs.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    return marker
+
+
+def test_postscript_named_png_is_never_handed_to_ghostscript(tmp_path, gs_trap):
+    data = make_shapes_dataset(tmp_path / "d", n_per_class=4, size=48, seed=40)
+    (data / "circle" / "x.png").write_bytes(_EPS)
+    run = tmp_path / "run"
+    # In a subprocess with a deadline: the old behaviour was a hang at 100 % CPU.
+    code = textwrap.dedent(f"""
+        import frugalvision as fv
+        m = fv.train({str(data)!r}, out={str(run)!r}, progress=False)
+        t = fv.predict(m, [{str(data / 'circle' / 'x.png')!r}], progress=False)
+        print("ERROR=" + t["error"].iloc[0])
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
+                          env={**os.environ})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "not an image of an accepted format" in proc.stdout
+    skipped = pd.read_csv(run / "skipped.csv")
+    assert skipped["path"].str.endswith("x.png").any()
+    assert not gs_trap.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_fifos_and_device_links_are_skipped_not_read(tmp_path):
+    data = make_shapes_dataset(tmp_path / "d", n_per_class=4, size=48, seed=41)
+    os.mkfifo(data / "circle" / "pipe.png")
+    (data / "square" / "zero.png").symlink_to("/dev/zero")
+    (data / "square" / "random.png").symlink_to("/dev/urandom")
+    code = textwrap.dedent(f"""
+        import frugalvision as fv
+        m = fv.train({str(data)!r}, progress=False)
+        t = fv.predict(m, [{str(data)!r}], progress=False)
+        for p, e in zip(t["path"], t["error"]):
+            if e: print("SKIP", p.rsplit("/", 1)[-1], e)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "pipe.png not a regular file (a FIFO" in out
+    # The links are followed to /dev/zero and /dev/urandom, which are refused from stat alone, before any read.
+    assert "zero not a regular file (a device" in out and "urandom not a regular file (a device" in out
+
+
+def test_a_group_column_named_like_a_path_writes_inside_the_evaluation_folder(tmp_path):
+    data = make_shapes_dataset(tmp_path / "d", n_per_class=12, size=48, seed=42)
+    col = "../../../../../../tmp/x" + os.urandom(3).hex()
+    rows = [{"path": str(p), "label": p.parent.name, col: "a" if i % 2 else "b"}
+            for i, p in enumerate(sorted(data.rglob("*.png")))]
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    model = fv.train(manifest, out=tmp_path / "run", progress=False)
+    written = fv.evaluate(model, group_by=col, progress=False, n_boot=20).save(tmp_path / "run" / "evaluation")
+    outside = "/tmp/" + col.rsplit("/", 1)[-1] + ".csv"
+    assert not os.path.exists(outside)
+    assert all((tmp_path / "run" / "evaluation") in p.resolve().parents for p in written)
+
+
+def test_the_hash_memo_sees_a_file_replaced_with_the_same_size_and_time(tmp_path):
+    from frugalvision.features.cache import HashMemo, content_hash
+
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(b"1" * 100)
+    b.write_bytes(b"2" * 100)
+    memo = HashMemo(tmp_path)
+    first = memo.hash(str(a))
+    st = a.stat()
+    os.replace(b, a)  # same size; then the same modification time as before
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert memo.hash(str(a)) == content_hash(a) != first
