@@ -96,3 +96,25 @@ def test_the_hash_memo_sees_a_file_replaced_with_the_same_size_and_time(tmp_path
     os.replace(b, a)  # same size; then the same modification time as before
     os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert memo.hash(str(a)) == content_hash(a) != first
+
+
+def test_a_label_that_is_a_spreadsheet_formula_is_written_as_text_and_read_back_raw(tmp_path, monkeypatch):
+    import csv
+
+    from frugalvision.cli.main import main
+
+    data = make_shapes_dataset(tmp_path / "d", n_per_class=12, size=48, seed=43)
+    evil = '=HYPERLINK("http:x","y")'
+    (data / "circle").rename(data / evil)
+    run = tmp_path / "run"
+    assert main(["train", str(data), "--out", str(run), "-q"]) == 0
+    assert main(["predict", str(run), str(data / evil), "--out", str(tmp_path / "p.csv"), "-q"]) == 0
+    assert main(["evaluate", str(run), "-q"]) == 0  # reads split.csv back: the label must round-trip
+    for f in (tmp_path / "p.csv", run / "split.csv", run / "evaluation" / "predictions.csv"):
+        cells = [c for row in csv.reader(open(f, encoding="utf-8")) for c in row]
+        assert not any(c.startswith(("=", "+", "@")) for c in cells), f  # a spreadsheet shows text, runs nothing
+        assert any(c == "'" + evil for c in cells), f
+    assert evil in fv.load_model(run).classes
+    monkeypatch.setenv("FRUGALVISION_RAW_CSV", "1")  # the documented way to get raw cells
+    assert main(["predict", str(run), str(data / evil), "--out", str(tmp_path / "raw.csv"), "-q"]) == 0
+    assert any(c == evil for row in csv.reader(open(tmp_path / "raw.csv")) for c in row)

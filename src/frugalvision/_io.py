@@ -17,8 +17,48 @@ from typing import Any, Iterator
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
-__all__ = ["safe_name", "path_inside", "atomic_writer", "write_bytes", "write_text", "write_json", "read_json",
+__all__ = ["csv_text", "read_csv", "unescape_cell", "safe_name", "path_inside", "atomic_writer", "write_bytes", "write_text", "write_json", "read_json",
            "refuse_overwrite", "run_folder", "remove_stale_temporaries"]
+
+
+#: Cells starting with one of these run as formulas when a spreadsheet opens the CSV (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _escape_cell(v):
+    return "'" + v if isinstance(v, str) and v.startswith(FORMULA_STARTS) else v
+
+
+def unescape_cell(v):
+    """The raw value of a cell :func:`csv_text` escaped: the leading ``'`` it added removed."""
+    return v[1:] if isinstance(v, str) and v.startswith("'") and v[1:2] in FORMULA_STARTS and v[1:2] else v
+
+
+def csv_text(df, **kw) -> str:
+    """``df`` as CSV text that a spreadsheet shows as text: a text cell (or column name) starting with ``=``, ``+``,
+    ``-``, ``@``, tab or CR gets a leading ``'`` (numbers are left alone). :func:`read_csv` undoes it; so does
+    removing the first character of such a cell. ``FRUGALVISION_RAW_CSV=1`` writes cells as they are."""
+    if os.environ.get("FRUGALVISION_RAW_CSV") == "1":
+        return df.to_csv(index=False, **kw)
+    from pandas.api.types import is_object_dtype, is_string_dtype
+
+    out = df.copy()
+    for c in out.columns:
+        if is_object_dtype(out[c]) or is_string_dtype(out[c]):
+            out[c] = out[c].map(_escape_cell)
+    out.columns = [_escape_cell(str(c)) for c in out.columns]
+    return out.to_csv(index=False, **kw)
+
+
+def read_csv(path, **kw):
+    """A CSV as text columns (``dtype=str``, empty cells stay empty), cells escaped by :func:`csv_text` restored."""
+    import pandas as pd
+
+    df = pd.read_csv(path, dtype=str, keep_default_na=False, **kw)
+    df.columns = [unescape_cell(str(c)) for c in df.columns]
+    for c in df.columns:
+        df[c] = df[c].map(unescape_cell)
+    return df
 
 
 def safe_name(text, *, max_len: int = 80) -> str:

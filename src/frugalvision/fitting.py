@@ -56,7 +56,9 @@ def embed_dataset(data, extractor: Extractor, *, split_file=None, val_size=0.15,
     good = df[emb.ok].copy()
     good["hash"] = [h for h, k in zip(emb.hashes, emb.ok) if k]
     if split_file is not None:
-        fixed = pd.read_csv(split_file, dtype=str, keep_default_na=False)[["path", "split"]]
+        from ._io import read_csv
+
+        fixed = read_csv(split_file)[["path", "split"]]
         good = good.drop(columns="split").merge(fixed, on="path", how="left")
         good["split"] = good["split"].fillna("")
     X = emb.X

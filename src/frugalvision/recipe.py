@@ -105,7 +105,7 @@ class Recipe:
 
     backbone: str = DEFAULT_BACKBONE
     weights: str | None = None
-    precision: str = "fp32"
+    precision: str = "auto"
     crop_pct: float | None = None
     finetune: str | None = None
     epochs: int = 24

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._io import run_folder, write_json, write_text
+from ._io import csv_text, run_folder, write_json, write_text
 from .features.extract import Extractor
 from .fitting import TrainingData, embed_dataset, fit_frozen, make_extractor
 from .backbones.registry import DEFAULT_BACKBONE
@@ -195,8 +195,8 @@ RUN_FILES = ("model.safetensors", "split.csv", "skipped.csv", "training.json")
 
 def save_run(model: Model, td: TrainingData, out: Path, *, overwrite: bool):
     """Write the run folder atomically: the model last, so a folder with a model file is complete."""
-    write_text(out / "split.csv", td.table.to_csv(index=False))
-    write_text(out / "skipped.csv", td.skipped.to_csv(index=False))
+    write_text(out / "split.csv", csv_text(td.table))
+    write_text(out / "skipped.csv", csv_text(td.skipped))
     extra = {"finetune": model.info.finetune} if model.info.finetune else {}
     write_json(out / "training.json", {**model.info.training, **extra})
     model.save(out / "model.safetensors", overwrite=overwrite)

@@ -275,7 +275,7 @@ def tune(data, recipe=None, *, backbones=("efficientnet_lite0",), views=(0,), po
         result.model = train(data, chosen_recipe, out=out, engine=engine, cache_dir=cache_dir, progress=progress,
                              overwrite=overwrite)
         if out is not None:
-            from ._io import write_text
+            from ._io import csv_text, write_text
 
-            write_text(f"{out}/tuning.csv", table.to_csv(index=False, float_format="%.5f"))
+            write_text(f"{out}/tuning.csv", csv_text(table, float_format="%.5f"))
     return result

@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         engine: str = Engine, cache_dir: Optional[Path] = CacheDir, quiet: bool = Quiet, overwrite: bool = Overwrite,
     ):
         """Train the default head on every backbone and chart test accuracy against ms/image and size."""
-        from .._io import refuse_overwrite, write_bytes, write_text
+        from .._io import csv_text, refuse_overwrite, write_bytes, write_text
         from ..compare import compare_backbones, comparison_png
 
         targets = [out / "comparison.csv", out / "comparison.png"]
@@ -28,6 +28,6 @@ def register(app: typer.Typer) -> None:
         table = compare_backbones(data, backbones=backbones.split(",") if backbones else None, engine=engine,
                                   cache_dir=cache_dir, progress=not quiet)
         typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-        write_text(targets[0], table.to_csv(index=False, float_format="%.4f"))
+        write_text(targets[0], csv_text(table, float_format="%.4f"))
         write_bytes(targets[1], comparison_png(table))
         echo_paths("Wrote:", targets)

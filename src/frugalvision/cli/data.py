@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
         engine: str = Engine, cache_dir: Optional[Path] = CacheDir, quiet: bool = Quiet, overwrite: bool = Overwrite,
     ):
         """Audit the data (duplicates, leaks, balance, quality, label errors) into a clean manifest; never touches your files."""
-        from .._io import refuse_overwrite, write_text
+        from .._io import csv_text, refuse_overwrite, write_text
 
         if suggest is not None:
             from ..curate import suggest_labels
@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
             refuse_overwrite(target, overwrite, "suggestions file")
             table = suggest_labels(data, suggest, backbone=backbone, engine=engine, cache_dir=cache_dir,
                                    progress=not quiet)
-            write_text(target, table.to_csv(index=False, float_format="%.4f"))
+            write_text(target, csv_text(table, float_format="%.4f"))
             typer.echo(table.head(15).to_string(index=False))
             typer.echo(f"Wrote {target}: label the top rows first (most uncertain).")
             return

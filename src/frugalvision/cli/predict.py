@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         With --engine ray: Parquet shards in the --out folder (same columns, plus all probabilities,
         and embeddings / CAM PNGs when asked); a re-run skips finished shards.
         """
-        from .._io import refuse_overwrite, write_text
+        from .._io import csv_text, refuse_overwrite, write_text
         from ..inference import predict
         from ..model import load_model
 
@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
             refuse_overwrite(out, overwrite, "predictions file")
         m = load_model(model)
         table = predict(m, paths, progress=not quiet, engine=engine, cache_dir=cache_dir)
-        csv = table.to_csv(index=False, float_format="%.4f")
+        csv = csv_text(table, float_format="%.4f")
         if out is None:
             typer.echo(csv, nl=False)
         else:

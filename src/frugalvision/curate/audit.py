@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._io import refuse_overwrite, write_json, write_text
+from .._io import csv_text, refuse_overwrite, write_json, write_text
 from ..exceptions import DataError
 from .duplicates import MAX_RESIDUAL, MIN_NCC, complete_linkage_groups, near_pairs
 from .issues import FINDING_OF, ISSUE_KINDS
@@ -202,7 +202,7 @@ def prepare(data, out, *, backbone: str = "efficientnet_lite0", engine: str = "a
                                    "exclude_test_duplicates": exclude_test_duplicates})
     extra = [c for c in df.columns if c not in MANIFEST_COLUMNS]
     manifest = df[MANIFEST_COLUMNS + extra]
-    write_text(out / "manifest.csv", manifest.to_csv(index=False, float_format="%.4f"))
+    write_text(out / "manifest.csv", csv_text(manifest, float_format="%.4f"))
     write_json(out / "audit.json", summary)
     from .html import audit_html
 

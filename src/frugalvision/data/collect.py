@@ -68,7 +68,7 @@ import httpcore
 import httpx
 import pandas as pd
 
-from .._io import remove_stale_temporaries, run_folder, write_bytes, write_text
+from .._io import read_csv, remove_stale_temporaries, run_folder, unescape_cell, write_bytes, write_text
 from ..exceptions import DataError, ImageDecodeError
 from .decode import DEFAULT_MAX_PIXELS, load_rgb
 
@@ -489,10 +489,13 @@ class _Outcome:
 
 def _csv_text(columns, rows, header: bool) -> str:
     buf = io.StringIO()
+    from .._io import _escape_cell
+
+    raw = os.environ.get("FRUGALVISION_RAW_CSV") == "1"
     w = csv.DictWriter(buf, columns, restval="", extrasaction="ignore", lineterminator="\n")
     if header:
         w.writeheader()
-    w.writerows(rows)
+    w.writerows(rows if raw else [{k: _escape_cell(v) for k, v in r.items()} for r in rows])
     return buf.getvalue()
 
 
@@ -525,7 +528,7 @@ def _read_log(path: Path) -> list:
     with contextlib.suppress(csv.Error):
         for r in csv.DictReader(io.StringIO(text)):
             if None not in r and None not in r.values():
-                rows.append(r)
+                rows.append({k: unescape_cell(v) for k, v in r.items()})
     return rows
 
 
@@ -600,7 +603,7 @@ def _remove_stale_temps(out: Path) -> None:
 
 def _read_input(csv_path) -> tuple[list, list]:
     try:
-        src = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+        src = read_csv(csv_path)
     except UnicodeDecodeError:
         raise DataError(f"'{csv_path}' is not UTF-8 text; save it as UTF-8 CSV and try again.") from None
     except pd.errors.ParserError as exc:

@@ -123,7 +123,9 @@ def discover(source, *, require_labels: bool = True) -> pd.DataFrame:
 
 def _read_manifest(csv: Path) -> pd.DataFrame:
     try:
-        df = pd.read_csv(csv, dtype=str, keep_default_na=False)
+        from .._io import read_csv
+
+        df = read_csv(csv)
     except Exception as exc:
         raise DataError(f"Could not read manifest '{csv}' as CSV ({exc}).") from exc
     if df.empty:

@@ -141,7 +141,9 @@ def _split_table(model):
     if in_memory is not None:
         return in_memory.table.astype({"split": str, "label": str})
     if model.run_dir is not None and (model.run_dir / "split.csv").exists():
-        return pd.read_csv(model.run_dir / "split.csv", dtype=str, keep_default_na=False)
+        from .._io import read_csv
+
+        return read_csv(model.run_dir / "split.csv")
     return None
 
 

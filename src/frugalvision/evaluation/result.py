@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._io import path_inside, refuse_overwrite, safe_name, write_bytes, write_json, write_text
+from .._io import csv_text, path_inside, refuse_overwrite, safe_name, write_bytes, write_json, write_text
 
 __all__ = ["EvaluationResult"]
 
@@ -178,18 +178,18 @@ class EvaluationResult:
         for p in targets.values():
             refuse_overwrite(p, overwrite, "evaluation file")
         write_json(targets["metrics.json"], self.to_dict())
-        write_text(targets["predictions.csv"], self.predictions.to_csv(index=False, float_format="%.5f"))
-        write_text(targets["per_class.csv"], self.per_class.to_csv(index=False, float_format="%.5f"))
+        write_text(targets["predictions.csv"], csv_text(self.predictions, float_format="%.5f"))
+        write_text(targets["per_class.csv"], csv_text(self.per_class, float_format="%.5f"))
         p = self.predictions
         cells = p[~p["correct"]][["true", "pred", "path", "probability"]].sort_values(["true", "pred"])
-        write_text(targets["confused_cells.csv"], cells.to_csv(index=False, float_format="%.5f"))
+        write_text(targets["confused_cells.csv"], csv_text(cells, float_format="%.5f"))
         write_bytes(targets["confusion.png"], confusion_png(self.confusion, self.classes))
         write_bytes(targets["reliability.png"], reliability_png(self.reliability))
         written = list(targets.values())
         for col, a in self.groups.items():
             gp = path_inside(folder, f"groups_{safe_name(col)}.csv")  # a column name is data: never a path
             refuse_overwrite(gp, overwrite, "evaluation file")
-            write_text(gp, a["table"].to_csv(index=False, float_format="%.5f"))
+            write_text(gp, csv_text(a["table"], float_format="%.5f"))
             written.append(gp)
         return written
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .._io import read_json, write_json, write_text
+from .._io import csv_text, read_csv, read_json, write_json, write_text
 from ..exceptions import DataError, DataWarning
 
 __all__ = ["DECISIONS", "MANIFEST_NAME", "REVIEWED_NAME", "DECISIONS_NAME", "apply_decisions", "read_manifest",
@@ -150,7 +150,7 @@ def read_manifest(path) -> pd.DataFrame:
         raise DataError(f"'{path}' not found. Run 'frugalvision prepare DATA --out {path.parent}' first: "
                         f"review works on the folder it writes.")
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        df = read_csv(path)
     except Exception as exc:
         raise DataError(f"Could not read manifest '{path}' as CSV ({exc}).") from exc
     for col in ("path", "label"):
@@ -222,7 +222,7 @@ def _write(prepared_dir: Path, manifest: pd.DataFrame, decided: dict[int, str]) 
         "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "decisions": {str(r): {"decision": d, "path": paths[r]} for r, d in sorted(decided.items())}})
     target = prepared_dir / REVIEWED_NAME
-    write_text(target, reviewed.to_csv(index=False))
+    write_text(target, csv_text(reviewed))
     return target
 
 
