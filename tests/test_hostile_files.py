@@ -118,3 +118,26 @@ def test_a_label_that_is_a_spreadsheet_formula_is_written_as_text_and_read_back_
     monkeypatch.setenv("FRUGALVISION_RAW_CSV", "1")  # the documented way to get raw cells
     assert main(["predict", str(run), str(data / evil), "--out", str(tmp_path / "raw.csv"), "-q"]) == 0
     assert any(c == evil for row in csv.reader(open(tmp_path / "raw.csv")) for c in row)
+
+
+def test_names_from_data_are_escaped_on_the_terminal(tmp_path, capsys):
+    from frugalvision.cli.main import main
+
+    data = make_shapes_dataset(tmp_path / "d", n_per_class=12, size=48, seed=44)
+    (data / "circle").rename(data / "\x1b[2Jcircle\u202e")
+    assert main(["train", str(data), "--out", str(tmp_path / "run"), "-q"]) == 0
+    assert main(["evaluate", str(tmp_path / "run"), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\u202e" not in out
+    assert "\\x1b[2Jcircle\\u202e" in out
+
+
+def test_os_errors_are_one_paragraph_naming_the_path_and_what_to_do():
+    import errno
+
+    from frugalvision.cli.main import os_error_paragraph
+
+    full = os_error_paragraph(OSError(errno.ENOSPC, "No space left on device", "/data/run/model.safetensors"))
+    assert "'/data/run/model.safetensors'" in full and "disk is full" in full and "run the same command" in full
+    ro = os_error_paragraph(OSError(errno.EROFS, "Read-only file system", "/mnt/ro/run"))
+    assert "'/mnt/ro/run'" in ro and "another --out" in ro

@@ -126,7 +126,8 @@ def _train_auto_precision(data, recipe: Recipe, *, engine, cache_dir, split_file
         fp32_model.info.training["precision_check"] = {"chosen": "fp32", "reason": why}
         return fp32_model
     q = make_extractor(recipe, "int8", engine=engine, cache_dir=cache_dir, progress=progress)
-    td8 = embed_dataset(td.table.drop(columns=["hash"]), q, seed=recipe.seed)  # the same split: rows keep theirs
+    # The same split: every row keeps the one it has, and nothing new is carved out.
+    td8 = embed_dataset(td.table.drop(columns=["hash"]), q, val_size=0.0, test_size=0.0, seed=recipe.seed)
     int8_model = fit_frozen(td8, q, recipe, data, small_data=small)
     check = compare_precisions(fp32_model, int8_model, td, td8)
     chosen = int8_model if check["chosen"] == "int8" else fp32_model

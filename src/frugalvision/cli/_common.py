@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import unicodedata
+
 import typer
 
 Engine = typer.Option("auto", "--engine", help="Backbone runtime: auto (ONNX Runtime if available), onnx, torch.")
@@ -36,11 +38,30 @@ def ray_batch(model, paths, out, *, address, actors, cpus_per_actor, shard_size,
 
 
 def echo_paths(title: str, paths) -> None:
-    typer.echo(title)
+    echo(title)
     for p in paths:
-        typer.echo(f"  {p}")
+        echo(f"  {p}")
 
 
 def fmt_pct(x) -> str:
     return "  n/a" if x is None else f"{100 * x:5.1f} %"
 
+
+
+def term(text) -> str:
+    """``text`` made safe for a terminal: control and format characters from data (ESC sequences that clear the
+    screen, U+202E that reorders a line, zero-width characters) are shown as escapes; newlines and tabs stay."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co")
+                   else (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}") for ch in text)
+
+
+def echo(message="", **kw) -> None:
+    """``typer.echo`` of :func:`term` (every CLI line goes through here)."""
+    typer.echo(term(message), **kw)
+
+
+def secho(message="", **kw) -> None:
+    typer.secho(term(message), **kw)

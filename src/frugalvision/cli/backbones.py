@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from ._common import echo
+
 
 def register(app: typer.Typer) -> None:
     @app.command("backbones")
@@ -14,8 +16,8 @@ def register(app: typer.Typer) -> None:
         """
         from ..backbones import get_spec, list_backbones
 
-        typer.echo(f"{'name':<20} {'weights':<40} {'size':>4} {'dim':>5} {'params':>7} {'GFLOPs':>6}  offline")
+        echo(f"{'name':<20} {'weights':<40} {'size':>4} {'dim':>5} {'params':>7} {'GFLOPs':>6}  offline")
         for name in list_backbones(pattern):
             s = get_spec(name)
-            typer.echo(f"{s.name:<20} {s.weights:<40} {s.input_size:>4} {s.embed_dim:>5} {s.params_m:>6.1f}M "
+            echo(f"{s.name:<20} {s.weights:<40} {s.input_size:>4} {s.embed_dim:>5} {s.params_m:>6.1f}M "
                        f"{s.gflops:>6.2f}  {'yes' if s.offline else 'no: download once, or --weights FILE'}")

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ._common import CacheDir, Engine, Overwrite, Quiet, echo_paths
+from ._common import CacheDir, Engine, Overwrite, Quiet, echo, echo_paths
 
 
 def register(app: typer.Typer) -> None:
@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
             refuse_overwrite(t, overwrite, "comparison file")
         table = compare_backbones(data, backbones=backbones.split(",") if backbones else None, engine=engine,
                                   cache_dir=cache_dir, progress=not quiet)
-        typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         write_text(targets[0], csv_text(table, float_format="%.4f"))
         write_bytes(targets[1], comparison_png(table))
         echo_paths("Wrote:", targets)

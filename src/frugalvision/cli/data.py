@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ._common import CacheDir, Engine, Overwrite, Quiet, echo_paths
+from ._common import CacheDir, Engine, Overwrite, Quiet, echo, echo_paths
 
 
 def register(app: typer.Typer) -> None:
@@ -36,11 +36,11 @@ def register(app: typer.Typer) -> None:
                       deadline=deadline, min_rate=min_rate * 1024, rate_grace=rate_grace, progress=not quiet)
         log = res.log
         counts = {s: int((log["status"] == s).sum()) for s in ("duplicate", "conflict", "failed")}
-        typer.echo(f"{res.n_downloaded} downloaded, {res.n_skipped} already there, {counts['duplicate']} duplicates, "
+        echo(f"{res.n_downloaded} downloaded, {res.n_skipped} already there, {counts['duplicate']} duplicates, "
                    f"{counts['conflict']} label conflicts, {counts['failed']} failed")
         # URLs and reasons come from strangers: printable() escapes terminal control characters.
         for r in log[log["status"].isin(["failed", "conflict"])].head(20).itertuples():
-            typer.echo(f"  {r.status} row {r.row} {printable(r.url, 100)}: {r.reason}")
+            echo(f"  {r.status} row {r.row} {printable(r.url, 100)}: {r.reason}")
         echo_paths("Wrote:", [out / "manifest.csv", out / "collect_log.csv"])
 
     @app.command("prepare")
@@ -67,16 +67,16 @@ def register(app: typer.Typer) -> None:
             table = suggest_labels(data, suggest, backbone=backbone, engine=engine, cache_dir=cache_dir,
                                    progress=not quiet)
             write_text(target, csv_text(table, float_format="%.4f"))
-            typer.echo(table.head(15).to_string(index=False))
-            typer.echo(f"Wrote {target}: label the top rows first (most uncertain).")
+            echo(table.head(15).to_string(index=False))
+            echo(f"Wrote {target}: label the top rows first (most uncertain).")
             return
         from ..curate import prepare
 
         res = prepare(data, out, backbone=backbone, engine=engine, cache_dir=cache_dir, copy_clean=copy_clean,
                       exclude_test_duplicates=exclude_test_duplicates, overwrite=overwrite, progress=not quiet)
-        typer.echo(res.text())
+        echo(res.text())
         echo_paths("Wrote:", [out / "manifest.csv", out / "audit.json", out / "audit.html"]
                    + ([copy_clean] if copy_clean else []))
-        typer.echo(f"Next: frugalvision review {out}   (decide on the flagged images; writes manifest.reviewed.csv)")
-        typer.echo(f"Then: frugalvision train {out / 'manifest.reviewed.csv'} --out runs/clean   "
+        echo(f"Next: frugalvision review {out}   (decide on the flagged images; writes manifest.reviewed.csv)")
+        echo(f"Then: frugalvision train {out / 'manifest.reviewed.csv'} --out runs/clean   "
                    f"(or {out / 'manifest.csv'} to take the audit's decisions as they are)")

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ._common import CacheDir, Engine, Quiet, echo_paths
+from ._common import CacheDir, Engine, Quiet, echo, echo_paths
 
 
 def register(app: typer.Typer) -> None:
@@ -27,13 +27,13 @@ def register(app: typer.Typer) -> None:
 
         t0 = time.perf_counter()
         data = write_demo_dataset(out / "data")
-        typer.echo(f"Demo data (Fashion-MNIST sample, MIT licence): {data}")
+        echo(f"Demo data (Fashion-MNIST sample, MIT licence): {data}")
         run = out / "run"
         model = train(data, out=run, engine=engine, cache_dir=cache_dir, progress=not quiet, overwrite=True)
         print_training(model, time.perf_counter() - t0)
         result = evaluate(model, progress=not quiet)
-        typer.echo(result.summary())
+        echo(result.summary())
         written = result.save(run / "evaluation", overwrite=True)
         report = write_report(model, run / "report.html", evaluation=result, overwrite=True, progress=not quiet)
         echo_paths("Wrote:", [run / "model.safetensors", *written, report])
-        typer.echo(f"Demo finished in {time.perf_counter() - t0:.0f} s. Open {report} in a browser.")
+        echo(f"Demo finished in {time.perf_counter() - t0:.0f} s. Open {report} in a browser.")

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ._common import CacheDir, Engine, Overwrite, Quiet, echo_paths
+from ._common import CacheDir, Engine, Overwrite, Quiet, echo, echo_paths
 
 
 def register(app: typer.Typer) -> None:
@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         m = load_model(model)
         result = evaluate(m, data, group_by=group_by or None, n_boot=n_boot, seed=seed, min_group_size=min_group_size, progress=not quiet,
                           engine=engine, cache_dir=cache_dir, unknown=unknown)
-        typer.echo(result.summary())
+        echo(result.summary())
         target = out or (m.run_dir / "evaluation")
         echo_paths("Wrote:", result.save(target, overwrite=overwrite))
 
@@ -51,8 +51,8 @@ def register(app: typer.Typer) -> None:
                                    progress=not quiet, engine=engine, cache_dir=cache_dir)
         for name, path, r in (("A", model_a, ra), ("B", model_b, rb)):
             lo, hi = r.accuracy_ci
-            typer.echo(f"{name}: {100 * r.headline['accuracy']:.2f} % (95 % Wilson CI {100 * lo:.2f}-{100 * hi:.2f})  {path}")
-        typer.echo(f"B - A: {d}")
+            echo(f"{name}: {100 * r.headline['accuracy']:.2f} % (95 % Wilson CI {100 * lo:.2f}-{100 * hi:.2f})  {path}")
+        echo(f"B - A: {d}")
         verdict = ("B is more accurate" if d.ci[0] > 0 else "A is more accurate" if d.ci[1] < 0 else
                    "no difference can be claimed at 95 % on these images")
-        typer.echo(f"=> {verdict}.")
+        echo(f"=> {verdict}.")

@@ -11,8 +11,8 @@ from typing import List, Optional
 
 import typer
 
-from ._common import (CacheDir, Overwrite, RayActors, RayAddress, RayCpus, RayShard, RunEngine, echo_paths,
-                      ray_batch)
+from ._common import (CacheDir, Overwrite, RayActors, RayAddress, RayCpus, RayShard, RunEngine, echo, echo_paths,
+                      ray_batch, secho)
 
 
 def _methods() -> str:
@@ -55,10 +55,10 @@ def register(app: typer.Typer) -> None:
                                engine=engine, cache_dir=cache_dir)
         echo_paths(f"Wrote {len(w['panels'])} panels and {len(w['overlays'])} overlays:",
                    [*w["panels"][:5], *(["..."] if len(w["panels"]) > 5 else []), *([w["sheet"]] if w["sheet"] else [])])
-        typer.echo("Each panel: the image, the map of each class on one colour scale shared by the image's maps "
+        echo("Each panel: the image, the map of each class on one colour scale shared by the image's maps "
                    "(red = strong evidence), and 'why A, not B' (top-1 map minus top-2 map: red for A, blue for B).")
         if w["hidden"]:
-            typer.echo(f"{w['hidden']} maps not drawn: their class is below p = 0.05, and scaled up its near-zero "
+            echo(f"{w['hidden']} maps not drawn: their class is below p = 0.05, and scaled up its near-zero "
                        f"evidence would look like signal.")
         for p, reason in w["failed"]:
-            typer.secho(f"  skipped {p}: {reason}", fg="yellow", err=True)
+            secho(f"  skipped {p}: {reason}", fg="yellow", err=True)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ._common import Overwrite
+from ._common import Overwrite, echo
 
 
 def register(app: typer.Typer) -> None:
@@ -26,4 +26,4 @@ def register(app: typer.Typer) -> None:
         if fmt != "onnx":
             raise typer.BadParameter(f"--format supports 'onnx' only, got {fmt!r}.")
         path = export_onnx_model(load_model(model), out, input_size=input_size, overwrite=overwrite)
-        typer.echo(f"Wrote {path} ({path.stat().st_size / 1e6:.1f} MB). See the README for a 10-line onnxruntime example.")
+        echo(f"Wrote {path} ({path.stat().st_size / 1e6:.1f} MB). See the README for a 10-line onnxruntime example.")

@@ -14,6 +14,8 @@ import warnings
 
 import typer
 
+from ._common import echo, secho
+
 from . import backbones, compare, data, demo, evaluate, explain, export, predict, report, serve, train, tune
 from . import review
 
@@ -25,7 +27,7 @@ def _show_warning(message, category, *args, **kw):
     from ..exceptions import DataWarning
 
     if issubclass(category, DataWarning):
-        typer.secho(f"Warning: {message}", err=True, fg="yellow")
+        secho(f"Warning: {message}", err=True, fg="yellow")
     else:
         _default_show(message, category, *args, **kw)
 
@@ -42,6 +44,23 @@ for module in (demo, data, review, train, predict, evaluate, report, explain, tu
     module.register(app)
 
 
+def os_error_paragraph(exc: OSError) -> str:
+    """What went wrong with which path, and what to do, for the operating-system errors a run meets."""
+    import errno
+
+    where = f"'{exc.filename}'" if exc.filename else "a file"
+    what = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        todo = ("The disk is full. Free some space (or point --out / --cache-dir at another disk) and run the same "
+                "command again: writes are atomic, so nothing half-written is left to block the rerun.")
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        todo = ("The folder is read-only or not writable by you. Choose another --out (or --cache-dir, or "
+                "$FRUGALVISION_CACHE) that you can write to.")
+    else:
+        todo = "Check that the path exists and is readable, then run the command again."
+    return f"cannot use {where}: {what}. {todo}"
+
+
 def main(argv=None) -> int:
     """Console-script entry point; returns the exit code (0 ok, 1 user error, 2 usage)."""
     from ..exceptions import FrugalVisionError
@@ -55,11 +74,16 @@ def main(argv=None) -> int:
         # ValueError: a bad argument found deep in a library (an unusual C, a split size) is still the user's.
         if os.environ.get("FRUGALVISION_DEBUG"):
             raise
-        typer.secho(f"Error: {exc}", err=True, fg="red")
-        typer.echo("(Set FRUGALVISION_DEBUG=1 to see the full traceback.)", err=True)
+        secho(f"Error: {exc}", err=True, fg="red")
+        echo("(Set FRUGALVISION_DEBUG=1 to see the full traceback.)", err=True)
+        return 1
+    except OSError as exc:  # a full disk, a read-only folder, a permission: one paragraph, not a traceback
+        if os.environ.get("FRUGALVISION_DEBUG"):
+            raise
+        secho(f"Error: {os_error_paragraph(exc)}", err=True, fg="red")
         return 1
     except KeyboardInterrupt:
-        typer.echo("Interrupted. Work done so far is cached; run the same command again to resume.", err=True)
+        echo("Interrupted. Work done so far is cached; run the same command again to resume.", err=True)
         return 130
     return 0
 

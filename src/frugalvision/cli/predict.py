@@ -7,7 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from ._common import CacheDir, Overwrite, Quiet, RayActors, RayAddress, RayCpus, RayShard, RunEngine, ray_batch
+from ._common import (CacheDir, Overwrite, Quiet, RayActors, RayAddress, RayCpus, RayShard, RunEngine, echo,
+                      ray_batch, secho)
 
 
 def register(app: typer.Typer) -> None:
@@ -48,16 +49,16 @@ def register(app: typer.Typer) -> None:
         table = predict(m, paths, progress=not quiet, engine=engine, cache_dir=cache_dir)
         csv = csv_text(table, float_format="%.4f")
         if out is None:
-            typer.echo(csv, nl=False)
+            echo(csv, nl=False)
         else:
             write_text(out, csv)
-            typer.echo(f"Wrote {len(table)} predictions to {out}")
+            echo(f"Wrote {len(table)} predictions to {out}")
         unknown = int((table["label"] == "unknown").sum())
         if unknown:
-            typer.echo(f"{unknown} images look like none of the classes (label 'unknown', see ood_score); "
+            echo(f"{unknown} images look like none of the classes (label 'unknown', see ood_score); "
                        f"train with --no-reject to always get a class.", err=True)
         bad = table[table["error"] != ""]
         if len(bad):
-            typer.secho(f"{len(bad)} files could not be read:", fg="yellow", err=True)
+            secho(f"{len(bad)} files could not be read:", fg="yellow", err=True)
             for p, r in zip(bad["path"][:10], bad["error"][:10]):
-                typer.echo(f"  {p}: {r}", err=True)
+                echo(f"  {p}: {r}", err=True)

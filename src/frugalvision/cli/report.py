@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ._common import CacheDir, Engine, Overwrite, Quiet
+from ._common import CacheDir, Engine, Overwrite, Quiet, echo
 
 
 def register(app: typer.Typer) -> None:
@@ -34,4 +34,4 @@ def register(app: typer.Typer) -> None:
                         faithfulness=not no_explain, json_out=json_out, overwrite=overwrite, progress=not quiet,
                         engine=engine, cache_dir=cache_dir, goals=goal or None,
                         faithfulness_per_class=faithfulness_images)
-        typer.echo(f"Wrote {path}" + (f" and {json_out}" if json_out else ""))
+        echo(f"Wrote {path}" + (f" and {json_out}" if json_out else ""))

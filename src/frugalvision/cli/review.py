@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from ._common import echo
+
 
 def register(app: typer.Typer) -> None:
     @app.command("review")
@@ -52,7 +54,7 @@ def register(app: typer.Typer) -> None:
                 raise DataError(f"'{folder}' is open in another 'frugalvision review' (or another run is writing "
                                 f"to it). Use that page, or stop it first.") from None
             app_ = create_app(folder, allowed_hosts=hosts)
-            typer.echo(f"Reviewing {folder} on {url}  (Ctrl-C to stop)\n"
+            echo(f"Reviewing {folder} on {url}  (Ctrl-C to stop)\n"
                        f"Decisions go to {folder / REVIEWED_NAME}; then: frugalvision train {folder / REVIEWED_NAME}")
             if not no_browser:
                 _open_when_up(url, host, port)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from ._common import echo
+
 
 def register(app: typer.Typer) -> None:
     @app.command("serve")
@@ -47,9 +49,9 @@ def register(app: typer.Typer) -> None:
                           allowed_hosts=hosts, workers=workers or None, queue=None if queue < 0 else queue,
                           api_docs=api_docs)
         shown = f"[{host}]" if ":" in host else host
-        typer.echo(f"Serving on http://{shown}:{port}/  (API schema: /openapi.json"
+        echo(f"Serving on http://{shown}:{port}/  (API schema: /openapi.json"
                    f"{', docs: /docs' if api_docs else ''}; Ctrl-C to stop)")
         if host in ("0.0.0.0", "::") and not allow_host:
-            typer.echo("Bound to all interfaces, but only 127.0.0.1, localhost and [::1] are answered: add "
+            echo("Bound to all interfaces, but only 127.0.0.1, localhost and [::1] are answered: add "
                        "--allow-host NAME for the name or address other machines use.")
         uvicorn.run(app_, host=host, port=port, log_level="warning", server_header=False)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ._common import CacheDir, Engine, Overwrite, Quiet, echo_paths, fmt_pct
+from ._common import CacheDir, Engine, Overwrite, Quiet, echo, echo_paths, fmt_pct, secho
 
 
 def register(app: typer.Typer) -> None:
@@ -58,75 +58,75 @@ def register(app: typer.Typer) -> None:
         print_training(model, time.perf_counter() - t)
         files = ["model.safetensors", "split.csv", "skipped.csv", "training.json"]
         echo_paths("Wrote:", [out / n for n in files + (["finetune_checkpoint.safetensors"] if finetune else [])])
-        typer.echo(f"Next: frugalvision evaluate {out}   |   frugalvision report {out}")
+        echo(f"Next: frugalvision evaluate {out}   |   frugalvision report {out}")
 
 
 def print_training(model, seconds: float) -> None:
     s = model.training_
     counts = s["counts"]
-    typer.echo(f"Trained {model!r} in {seconds:.1f} s")
-    typer.echo("Images per split: " + ", ".join(f"{k} {sum(v.values())}" for k, v in counts.items()))
+    echo(f"Trained {model!r} in {seconds:.1f} s")
+    echo("Images per split: " + ", ".join(f"{k} {sum(v.values())}" for k, v in counts.items()))
     if s["n_skipped"]:
-        typer.secho(f"Skipped {s['n_skipped']} unreadable files (see skipped.csv):", fg="yellow")
+        secho(f"Skipped {s['n_skipped']} unreadable files (see skipped.csv):", fg="yellow")
         for row in s["skipped"][:10]:
-            typer.echo(f"  {row['path']}: {row['reason']}")
+            echo(f"  {row['path']}: {row['reason']}")
     recipe = s.get("recipe") or {}
     f = model.info.finetune
     if f:
-        typer.echo(f"Fine-tuned {', '.join(f['trainable'])} for {f['epochs_run']} epochs (best epoch "
+        echo(f"Fine-tuned {', '.join(f['trainable'])} for {f['epochs_run']} epochs (best epoch "
                    f"{f['best_epoch']}, val loss {f['best_val_loss']:.4f}) in {f['seconds']:.0f} s"
                    + (f"; resumed after epoch {f['resumed_from_epoch']}" if f['resumed_from_epoch'] else ""))
     sd = s.get("small_data")
     if sd:
-        typer.echo(f"Small-data path: {sd['reason']}, so every training image fits the head (no validation split) "
+        echo(f"Small-data path: {sd['reason']}, so every training image fits the head (no validation split) "
                    f"and {sd['folds']}-fold cross-validation ({sd['repeats']} repeats) chose it: {sd['head']}.")
         for c in sd["candidates"]:
-            typer.echo(f"  {c['head']:<44} CV accuracy {fmt_pct(c['cv_accuracy'])}")
+            echo(f"  {c['head']:<44} CV accuracy {fmt_pct(c['cv_accuracy'])}")
         est = sd["estimate"]
         if est.get("accuracy") is not None:
             lo, hi = est["ci"]
-            typer.echo(f"Expect about {fmt_pct(est['accuracy'])} accuracy on new images like these (95 % Wilson CI "
+            echo(f"Expect about {fmt_pct(est['accuracy'])} accuracy on new images like these (95 % Wilson CI "
                        f"{fmt_pct(lo)} to {fmt_pct(hi)}, out-of-fold on {est['n']} images; chosen among "
                        f"{len(sd['candidates'])} heads on the same folds, so slightly optimistic).")
         else:
-            typer.secho(f"No accuracy estimate: {est['reason']}. Label more images.", fg="yellow")
+            secho(f"No accuracy estimate: {est['reason']}. Label more images.", fg="yellow")
         if "test" not in counts:
-            typer.echo("No test images were held out (--test-size 0): evaluate on other labelled images with "
+            echo("No test images were held out (--test-size 0): evaluate on other labelled images with "
                        "'frugalvision evaluate RUN --data DIR', or label more and train again.")
         else:
-            typer.echo(f"{sum(counts['test'].values())} test images were held out for evaluate and report "
+            echo(f"{sum(counts['test'].values())} test images were held out for evaluate and report "
                        f"(--test-size 0 fits on every labelled image instead).")
     elif recipe.get("head", "linear") == "linear":
-        typer.echo(f"Head: linear, C={s['C']:g}" + (" (chosen on validation log-loss)" if s.get("C_search") else ""))
+        echo(f"Head: linear, C={s['C']:g}" + (" (chosen on validation log-loss)" if s.get("C_search") else ""))
     else:
-        typer.echo(f"Head: {recipe['head']} {recipe.get('head_params') or {}}")
+        echo(f"Head: {recipe['head']} {recipe.get('head_params') or {}}")
     for note in s.get("notes") or []:
-        typer.secho(f"Note: {note}", fg="yellow")
+        secho(f"Note: {note}", fg="yellow")
     if s.get("augmentation", {}).get("augmented_rows"):
         a = s["augmentation"]
-        typer.echo(f"Augmentation: {a['policy']}, {a['views']} views/image -> {a['augmented_rows']} extra training rows")
+        echo(f"Augmentation: {a['policy']}, {a['views']} views/image -> {a['augmented_rows']} extra training rows")
     pc = s.get("precision_check")
     if pc:
-        typer.echo(f"Precision: {pc['chosen']} ({pc['reason']})")
+        echo(f"Precision: {pc['chosen']} ({pc['reason']})")
     op = model.info.operating_point
     for goal, got in (op.validation if op is not None else {}).items():
         lo, hi = got.get("ci", (None, None))
-        typer.echo(f"Operating point {goal}: threshold {got['threshold']:.3f}, reached {fmt_pct(got['value'])} on "
+        echo(f"Operating point {goal}: threshold {got['threshold']:.3f}, reached {fmt_pct(got['value'])} on "
                    f"{got['n']} {got.get('judged_on', 'validation')} images"
                    + (f" (95 % Wilson CI {fmt_pct(lo)} to {fmt_pct(hi)})" if lo is not None else ""))
         if got.get("note"):
-            typer.secho(f"  Note: {got['note']}", fg="yellow")
+            secho(f"  Note: {got['note']}", fg="yellow")
     rej = model.info.reject
     if rej is not None and rej.threshold is not None:
-        typer.echo(f"'None of these': images scoring above {rej.threshold:.3f} are labelled unknown (keeps "
+        echo(f"'None of these': images scoring above {rej.threshold:.3f} are labelled unknown (keeps "
                    f"{fmt_pct(rej.accept_rate)} of normal images, {rej.note.replace('chosen on ', 'chosen on ')}: "
                    f"{rej.n_validation}; --no-reject turns it off)")
     elif rej is not None:
-        typer.secho(f"'None of these': {rej.note}", fg="yellow")
+        secho(f"'None of these': {rej.note}", fg="yellow")
     v = s.get("validation") or {}
     if v:
         unknown = v.get("unknown_share") or 0
-        typer.echo(f"Validation accuracy {fmt_pct(v['accuracy'])} on {v.get('n', '?')} images (the model's decisions"
+        echo(f"Validation accuracy {fmt_pct(v['accuracy'])} on {v.get('n', '?')} images (the model's decisions"
                    + (f"; {fmt_pct(unknown)} answered unknown, counted as not correct)" if unknown else ")"))
         for c, acc in v["per_class"].items():
-            typer.echo(f"  {c:<24} {fmt_pct(acc)}")
+            echo(f"  {c:<24} {fmt_pct(acc)}")

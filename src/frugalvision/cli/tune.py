@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ._common import CacheDir, Engine, Overwrite, Quiet
+from ._common import CacheDir, Engine, Overwrite, Quiet, echo
 
 
 def register(app: typer.Typer) -> None:
@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         res = tune(data, backbones=tuple(backbones.split(",")), views=tuple(view_list), policy=augment,
                    balance_by_augmentation=balance_by_augmentation, cv=cv, seed=seed, racing=racing, select=select, out=out, engine=engine,
                    cache_dir=cache_dir, progress=not quiet, overwrite=overwrite)
-        typer.echo(f"{len(res.table)} configurations x {cv} folds in {res.seconds:.1f} s")
-        typer.echo(res.summary())
-        typer.echo(f"Refit: {res.best}")
-        typer.echo(f"Wrote {out / 'model.safetensors'} and {out / 'tuning.csv'}. Next: frugalvision evaluate {out}")
+        echo(f"{len(res.table)} configurations x {cv} folds in {res.seconds:.1f} s")
+        echo(res.summary())
+        echo(f"Refit: {res.best}")
+        echo(f"Wrote {out / 'model.safetensors'} and {out / 'tuning.csv'}. Next: frugalvision evaluate {out}")
