@@ -141,3 +141,48 @@ def test_os_errors_are_one_paragraph_naming_the_path_and_what_to_do():
     assert "'/data/run/model.safetensors'" in full and "disk is full" in full and "run the same command" in full
     ro = os_error_paragraph(OSError(errno.EROFS, "Read-only file system", "/mnt/ro/run"))
     assert "'/mnt/ro/run'" in ro and "another --out" in ro
+
+
+@pytest.mark.parametrize("damage", ["overwrite", "truncate", "flip"])
+def test_a_damaged_cache_shard_is_named_set_aside_and_recomputed(tmp_path, damage):
+    import warnings
+
+    import numpy as np
+
+    from frugalvision.features.extract import Extractor
+
+    data = make_shapes_dataset(tmp_path / "d", n_per_class=6, size=48, seed=45)
+    files = sorted(str(p) for p in data.rglob("*.png"))
+    clean = Extractor(cache_dir=tmp_path / "clean", progress=False)(files).X
+    cache = tmp_path / "c"
+    Extractor(cache_dir=cache, progress=False)(files)
+    (shard,) = list((cache / "embeddings").glob("*/shard-*.npy"))
+    raw = bytearray(shard.read_bytes())
+    if damage == "overwrite":  # 4 KB in the middle, same size (a bad disk block)
+        mid = len(raw) // 2
+        raw[mid:mid + 4096] = os.urandom(min(4096, len(raw) - mid))
+    elif damage == "truncate":
+        raw = raw[:len(raw) // 3]
+    else:  # one mantissa bit of one float: still finite, silently wrong without a checksum
+        raw[-7] ^= 0x01
+    shard.write_bytes(bytes(raw))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = Extractor(cache_dir=cache, progress=False)(files).X
+    said = [str(w.message) for w in caught if "damaged" in str(w.message)]
+    assert len(said) == 1 and shard.name in said[0], said
+    assert not shard.exists() and list(shard.parent.glob(shard.name + ".bad-*"))
+    np.testing.assert_array_equal(again, clean)  # recomputed: the same embeddings as from a clean cache
+
+
+def test_cache_command_reports_and_clears(tmp_path, capsys):
+    from frugalvision.cli.main import main
+    from frugalvision.features.extract import Extractor
+
+    data = make_shapes_dataset(tmp_path / "d", n_per_class=3, size=48, seed=46)
+    Extractor(cache_dir=tmp_path / "c", progress=False)(sorted(str(p) for p in data.rglob("*.png")))
+    assert main(["cache", "verify", "--cache-dir", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert "efficientnet_lite0" in out and "9 embeddings" in out
+    assert main(["cache", "clear", "--cache-dir", str(tmp_path / "c"), "--yes"]) == 0
+    assert not (tmp_path / "c").exists()

@@ -6,22 +6,30 @@ Layout, one folder per extractor id::
     <root>/<extractor_id>/shard-<uuid>.npy     float32, rows = embeddings
     <root>/<extractor_id>/shard-<uuid>.keys    one key per line, same order
 
+    <root>/<extractor_id>/shard-<uuid>.xxh     XXH3-128 of the .npy file's bytes
+
 A key is ``<content hash>:<view>``: the same picture under another name is a hit,
 an edited picture is a miss. A shard counts only once its ``.keys`` file exists, and
-both files are written atomically (``.npy`` first), so a process killed mid-run
-loses at most the shard it was filling, never corrupts the cache.
+every file is written atomically (``.npy`` and its checksum first), so a process killed mid-run
+loses at most the shard it was filling. A shard is verified against its checksum (and for finite values) the
+first time a process reads it; a damaged one (a bad disk, an interrupted copy, a flipped bit) is named in one
+warning, moved aside (``.bad``) and its rows are computed again, so a run never uses wrong embeddings.
 """
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .._io import atomic_writer, read_json, write_json, write_text
+from ..exceptions import DataWarning
 
-__all__ = ["EmbeddingCache", "HashMemo", "content_hash"]
+__all__ = ["EmbeddingCache", "HashMemo", "content_hash", "verify_shard", "cache_info", "clear_cache"]
 
 
 #: Names the content-hash function; part of the memo file name, so a change never mixes hashes.
@@ -69,9 +77,15 @@ class EmbeddingCache:
             if shard in self._arrays or not (self.dir / f"{shard}.npy").exists():
                 continue
             keys = keys_file.read_text(encoding="utf-8").split()
-            arr = np.load(self.dir / f"{shard}.npy", mmap_mode="r")
-            if arr.shape[0] != len(keys):  # should not happen (atomic writes); ignore a bad shard
+            npy = self.dir / f"{shard}.npy"
+            stamp = (str(npy), npy.stat().st_mtime_ns, npy.stat().st_size)
+            problem = "" if stamp in _VERIFIED else verify_shard(npy, len(keys))
+            if not problem:
+                _VERIFIED.add(stamp)
+            if problem:
+                _quarantine(self.dir, shard, problem)
                 continue
+            arr = np.load(self.dir / f"{shard}.npy", mmap_mode="r")
             self._arrays[shard] = arr
             for row, key in enumerate(keys):
                 self._index[key] = (shard, row)
@@ -100,10 +114,94 @@ class EmbeddingCache:
         if not keys:
             return
         shard = f"shard-{uuid.uuid4().hex[:16]}"
+        import io
+
+        import xxhash
+
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(embeddings, dtype=np.float32))
+        data = buf.getvalue()
         with atomic_writer(self.dir / f"{shard}.npy", "wb") as fh:
-            np.save(fh, np.ascontiguousarray(embeddings, dtype=np.float32))
+            fh.write(data)
+        write_text(self.dir / f"{shard}.xxh", xxhash.xxh3_128_hexdigest(data) + "\n")
         write_text(self.dir / f"{shard}.keys", "\n".join(keys) + "\n")
         self.refresh()
+
+
+#: Shards (path, mtime, size) this process has verified: each is read and checked once per process.
+_VERIFIED: set = set()
+
+
+def verify_shard(npy: Path, n_keys: int | None = None) -> str:
+    """Why the shard ``npy`` cannot be trusted, or '' when it can: its bytes against its checksum file (shards
+    written before checksums existed are read, not hash-checked), its shape against its keys, finite values."""
+    import xxhash
+
+    try:
+        data = Path(npy).read_bytes()
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    sums = Path(npy).with_suffix(".xxh")
+    if sums.exists():
+        want = sums.read_text(encoding="utf-8").strip()
+        if xxhash.xxh3_128_hexdigest(data) != want:
+            return "its bytes do not match its checksum (damaged or truncated)"
+    try:
+        import io
+
+        arr = np.load(io.BytesIO(data))
+    except (ValueError, OSError, EOFError) as exc:
+        return f"not a readable array ({exc})"
+    if n_keys is not None and (arr.ndim != 2 or arr.shape[0] != n_keys):
+        return f"{arr.shape[0] if arr.ndim else 0} rows for {n_keys} keys"
+    if not np.isfinite(arr).all():
+        return "it holds NaN or infinite values"
+    return ""
+
+
+def _quarantine(folder: Path, shard: str, problem: str) -> None:
+    """Move a damaged shard aside (never delete what might be inspected) and say so in one line."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    moved = []
+    for ext in (".npy", ".keys", ".xxh"):
+        p = folder / f"{shard}{ext}"
+        if p.exists():
+            target = p.with_name(f"{p.name}.bad-{stamp}")
+            try:
+                os.replace(p, target)
+                moved.append(target.name)
+            except OSError:
+                pass
+    warnings.warn(f"Embedding cache shard {folder / shard}.npy is damaged ({problem}): moved aside "
+                  f"({', '.join(moved) or 'could not move it'}); its images will be embedded again.", DataWarning,
+                  stacklevel=3)
+
+
+def cache_info(root) -> list[dict]:
+    """Per extractor folder: backbone, weights, number of cached embeddings, bytes on disk, last use."""
+    out = []
+    base = Path(root) / "embeddings"
+    for d in sorted(p for p in base.glob("*") if p.is_dir()) if base.exists() else []:
+        files = [f for f in d.iterdir() if f.is_file()]
+        meta = read_json(d / "meta.json") if (d / "meta.json").exists() else {}
+        n = sum(len(k.read_text(encoding="utf-8").split()) for k in d.glob("shard-*.keys"))
+        out.append({"folder": str(d), "backbone": meta.get("backbone", "?"), "weights_id": meta.get("weights_id", "?"),
+                    "embeddings": n, "bytes": sum(f.stat().st_size for f in files),
+                    "last_used": max((f.stat().st_mtime for f in files), default=None),
+                    "damaged_set_aside": len([f for f in files if ".bad-" in f.name])})
+    return out
+
+
+def clear_cache(root) -> int:
+    """Remove frugalvision's cache folder ``root`` (embeddings, exported graphs, hash memo); bytes freed."""
+    import shutil
+
+    root = Path(root)
+    if not root.exists():
+        return 0
+    freed = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+    shutil.rmtree(root)
+    return freed
 
 
 class HashMemo:
