@@ -169,8 +169,8 @@ def test_collect_logs_every_failure_and_resumes(server, tmp_path):
     csv = tmp_path / "urls.csv"
     pd.DataFrame({"url": [f"{server}/{u}" for u in urls], "label": list(urls.values()),
                   "source": ["web"] * len(urls)}).to_csv(csv, index=False)
-    res = collect(csv, tmp_path / "out", workers=4, retries=2, timeout=0.5, backoff=0.05, max_bytes=1024 * 1024,
-                  progress=False)
+    res = collect(csv, tmp_path / "out", allow_private=True, workers=4, retries=2, timeout=0.5, backoff=0.05,
+                  max_bytes=1024 * 1024, progress=False)
     log = res.log.set_index(res.log["url"].str.rsplit("/", n=1).str[1])
     # Same bytes at two URLs: whichever finishes first is kept (rows are logged as they finish).
     assert sorted(log.loc[["red.jpg", "copy-of-red.jpg"], "status"]) == ["duplicate", "ok"]
@@ -188,7 +188,7 @@ def test_collect_logs_every_failure_and_resumes(server, tmp_path):
     assert len(manifest) == 3 and set(manifest["source"]) == {"web"}
     # Re-run: nothing downloaded again.
     Handler.hits = {}
-    again = collect(csv, tmp_path / "out", workers=4, retries=2, timeout=0.5, backoff=0.05,
+    again = collect(csv, tmp_path / "out", allow_private=True, workers=4, retries=2, timeout=0.5, backoff=0.05,
                     max_bytes=1024 * 1024, progress=False)
     assert again.n_downloaded == 0 and again.n_skipped == 5
     assert "/red.jpg" not in Handler.hits and "/blue.png" not in Handler.hits and "/moved" not in Handler.hits
@@ -197,7 +197,7 @@ def test_collect_logs_every_failure_and_resumes(server, tmp_path):
 def test_collect_cli(server, tmp_path, capsys):
     csv = tmp_path / "u.csv"
     pd.DataFrame({"url": [f"{server}/red.jpg", f"{server}/missing.jpg"], "label": ["a", "b"]}).to_csv(csv, index=False)
-    assert main(["collect", str(csv), "--out", str(tmp_path / "o"), "-q"]) == 0
+    assert main(["collect", str(csv), "--out", str(tmp_path / "o"), "-q", "--allow-private"]) == 0
     out = capsys.readouterr().out
     assert "1 downloaded" in out and "1 failed" in out and "HTTP 404" in out
 
@@ -216,7 +216,7 @@ def _write_csv(path, rows, extra=None):
 def _run(server, tmp_path, paths, label="a", **kw):
     csv = _write_csv(tmp_path / "urls.csv", [(f"{server}{p}", label) for p in paths])
     kw = {"workers": 4, "retries": 2, "timeout": 2.0, "backoff": 0.05, "progress": False, **kw}
-    res = collect(csv, tmp_path / "out", **kw)
+    res = collect(csv, tmp_path / "out", allow_private=True, **kw)
     return res, res.log.set_index(res.log["url"].str.replace(server, "", regex=False))
 
 
@@ -285,7 +285,7 @@ def test_duplicate_urls_keep_their_rows_and_conflicts_are_reported(server, tmp_p
     csv = _write_csv(tmp_path / "urls.csv", [(red, "a", "s1"), (blue, "b", "s1"), (red, "a", "s2"), (red, "b", "s3")],
                      extra="source")
     for run in range(2):  # the second run must keep every row (it used to drop the ok one)
-        res = collect(csv, tmp_path / "out", workers=2, progress=False)
+        res = collect(csv, tmp_path / "out", allow_private=True, workers=2, progress=False)
         manifest = pd.read_csv(tmp_path / "out" / "manifest.csv", dtype=str, keep_default_na=False)
         assert sorted(zip(manifest["url"], manifest["label"], manifest["source"])) == \
             sorted([(red, "a", "s1"), (red, "a", "s2"), (blue, "b", "s1")])
@@ -305,7 +305,7 @@ HOSTILE_LABELS = ["../escape", "../../etc/cron.d/x", "/abs/x", "", ".", "..", "a
 def test_hostile_labels_stay_inside_out(server, tmp_path):
     csv = _write_csv(tmp_path / "urls.csv", [(f"{server}/n/{i}.png", lab) for i, lab in enumerate(HOSTILE_LABELS)])
     out = tmp_path / "out"
-    res = collect(csv, out, workers=4, progress=False)
+    res = collect(csv, out, allow_private=True, workers=4, progress=False)
     log = res.log
     assert list(log["status"]) == ["ok"] * len(HOSTILE_LABELS)
     assert list(log["label"]) == HOSTILE_LABELS  # raw text kept
@@ -339,7 +339,8 @@ def test_kill_9_mid_run_then_rerun_resumes(server, tmp_path):
     csv, out = _write_csv(tmp_path / "urls.csv", rows), tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"),
                                                         os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "frugalvision.cli.main", "collect", str(csv), "--out", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "frugalvision.cli.main", "collect", str(csv), "--allow-private",
+                             "--out", str(out),
                              "--workers", "2", "-q"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         t_end = time.monotonic() + 30
@@ -362,7 +363,7 @@ def test_kill_9_mid_run_then_rerun_resumes(server, tmp_path):
     stale.parent.mkdir(exist_ok=True)
     stale.write_bytes(b"\x89PNG half")
 
-    res = collect(csv, out, workers=4, progress=False)
+    res = collect(csv, out, allow_private=True, workers=4, progress=False)
     for p in ok_before:
         assert Handler.hits[p] == hits_before[p] == 1, f"{p} was downloaded again"
     assert all(Handler.hits[f"/slow/{i}.png"] <= 2 for i in range(n))
@@ -372,3 +373,20 @@ def test_kill_9_mid_run_then_rerun_resumes(server, tmp_path):
     manifest = pd.read_csv(out / "manifest.csv", dtype=str, keep_default_na=False)
     assert len(manifest) == n + 1 and manifest["path"].nunique() == n
     assert not stale.exists() and len(_images(out)) == n
+
+
+def test_loopback_and_private_targets_are_refused_by_default(server, tmp_path):
+    """Without --allow-private: a loopback URL, a name resolving to loopback, a metadata address and a redirect from
+    an allowed-looking request to loopback are all refused before a byte is sent; the server sees no request."""
+    Handler.hits = {}
+    urls = [f"{server}/red.jpg", f"http://localhost:{server.rsplit(':', 1)[1]}/blue.png",
+            "http://169.254.169.254/latest/meta-data/", "http://[::1]:9/x.png", "http://10.0.0.1/x.png"]
+    csv = tmp_path / "urls.csv"
+    pd.DataFrame({"url": urls, "label": ["a"] * len(urls)}).to_csv(csv, index=False)
+    res = collect(csv, tmp_path / "out", workers=2, retries=1, timeout=0.5, progress=False)
+    log = res.log.set_index("url")
+    assert (log["status"] == "failed").all() and res.n_downloaded == 0
+    assert all("--allow-private" in r for r in log["reason"])
+    assert "loopback" in log.loc[urls[0], "reason"] and "link-local" in log.loc[urls[2], "reason"]
+    assert "private" in log.loc[urls[4], "reason"]
+    assert sum(Handler.hits.values()) == 0  # nothing reached the loopback server

@@ -27,13 +27,16 @@ def register(app: typer.Typer) -> None:
         rate_grace: float = typer.Option(10.0, "--rate-grace", min=0.0,
                                          help="Seconds from the first byte before --min-rate applies."),
         max_mb: float = typer.Option(20.0, "--max-mb", min=0.001, help="Largest accepted file."),
+        allow_private: bool = typer.Option(False, "--allow-private", help="Also fetch from loopback, private and "
+                                           "link-local addresses (intranets); refused by default."),
         quiet: bool = Quiet,
     ):
         """Download images listed in a CSV; re-running resumes and downloads nothing twice."""
         from ..data.collect import collect, printable
 
         res = collect(csv, out, workers=workers, retries=retries, timeout=timeout, max_bytes=int(max_mb * 1024 * 1024),
-                      deadline=deadline, min_rate=min_rate * 1024, rate_grace=rate_grace, progress=not quiet)
+                      deadline=deadline, min_rate=min_rate * 1024, rate_grace=rate_grace, progress=not quiet,
+                      allow_private=allow_private)
         log = res.log
         counts = {s: int((log["status"] == s).sum()) for s in ("duplicate", "conflict", "failed")}
         echo(f"{res.n_downloaded} downloaded, {res.n_skipped} already there, {counts['duplicate']} duplicates, "

@@ -17,8 +17,14 @@ What is guaranteed, whatever the servers send:
   below ``min_rate`` bytes/s once ``rate_grace`` seconds passed since its first byte is aborted.
   ``timeout`` bounds one stalled connect/read. Timeouts, connection errors, 429 and 5xx are
   retried up to ``retries`` attempts with exponential back-off, while the deadline allows; a
-  deadline or rate failure is final. Not covered: name resolution (the OS's), and decoding the
+  deadline or rate failure is final. Name resolution runs inside the deadline too. Not covered: decoding the
   bytes once received (bounded by ``max_bytes`` and the decoder's pixel limit).
+- **Addresses.** By default collect never connects to loopback, private (RFC 1918, IPv6 unique-local),
+  link-local (169.254.0.0/16, where cloud metadata services answer), multicast, unspecified or reserved
+  addresses: each name is resolved once, every address it gives is checked, and the socket connects to the
+  checked address itself (so a name that re-resolves elsewhere, DNS rebinding, cannot slip through), on the first
+  request and on every redirect. ``allow_private=True`` (``--allow-private``) permits them, for intranets.
+  Through an http(s) proxy from the environment the proxy resolves the names: the check does not apply there.
 - **Size.** At most ``max_bytes`` are read per URL (Content-Length checked first, then counted
   while streaming).
 - **Redirects.** At most 5 are followed, and only to http:// or https:// URLs; a redirect to
@@ -252,11 +258,61 @@ class _GuardedStream(httpcore.NetworkStream):
         return self._inner.get_extra_info(info)
 
 
+def _refused_address(ip: str) -> str:
+    """Why collect does not connect to ``ip`` by default ('' when it may)."""
+    import ipaddress
+
+    a = ipaddress.ip_address(ip.split("%", 1)[0])
+    if getattr(a, "ipv4_mapped", None):
+        a = a.ipv4_mapped
+    for kind in ("loopback", "link_local", "private", "multicast", "unspecified", "reserved"):
+        if getattr(a, f"is_{kind}"):
+            return kind.replace("_", "-")
+    return ""
+
+
+def _resolve(host: str, port: int, timeout: float | None) -> list[str]:
+    """The addresses of ``host``, resolved inside the URL's budget (getaddrinfo has no timeout of its own)."""
+    import socket
+
+    box: dict = {}
+
+    def run():
+        try:
+            box["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            box["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise httpcore.ConnectTimeout(f"resolving {host} took longer than the time left")
+    if "error" in box:
+        raise httpcore.ConnectError(f"cannot resolve {host}: {box['error']}")
+    return list(dict.fromkeys(info[4][0] for info in box["infos"]))
+
+
 class _GuardedBackend(httpcore.NetworkBackend):
-    def __init__(self):
+    """Sockets whose every operation honours the URL's budget; ``check_addresses``: refuse private targets."""
+
+    def __init__(self, *, check_addresses: bool = False):
         self._inner = httpcore.SyncBackend()
+        self._check = check_addresses
 
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        if self._check:
+            name = host.decode() if isinstance(host, bytes) else str(host)
+            budget = getattr(_local, "budget", None)
+            limit = budget.cap(timeout) if budget is not None else timeout
+            ips = _resolve(name.strip("[]"), port, limit)
+            bad = [(ip, _refused_address(ip)) for ip in ips]
+            bad = [(ip, why) for ip, why in bad if why]
+            if bad:
+                ip, why = bad[0]
+                raise _Failure(f"refused: {printable(name)} resolves to {ip}, a {why} address (collect does not "
+                               f"fetch from private networks; --allow-private permits it)")
+            host = ips[0]  # connect to the address that was checked, not to a name that could re-resolve
         return _GuardedStream(_within_budget(
             lambda t: self._inner.connect_tcp(host, port, t, local_address, socket_options), timeout))
 
@@ -284,10 +340,11 @@ class _Pools:
     httpcore is used directly (not httpx.Client) because only it lets every socket operation be wrapped.
     """
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, *, allow_private: bool = False):
         self._kw = {"ssl_context": _ssl_context(), "max_connections": workers, "max_keepalive_connections": workers,
                     "network_backend": _GuardedBackend()}
-        self._direct = httpcore.ConnectionPool(**self._kw)
+        self._direct = httpcore.ConnectionPool(**{**self._kw, "network_backend": _GuardedBackend(
+            check_addresses=not allow_private)})
         self._proxies = {s: _proxy_url(s, u) for s, u in urllib.request.getproxies().items() if s in ("http", "https")}
         self._proxied: dict[str, httpcore.HTTPProxy] = {}
         self._lock = threading.Lock()
@@ -622,12 +679,12 @@ def _read_input(csv_path) -> tuple[list, list]:
 def collect(csv, out, *, workers: int = 8, retries: int = 3, timeout: float = 15.0, backoff: float = 0.5,
             max_bytes: int = 20 * 1024 * 1024, deadline: float = DEFAULT_DEADLINE,
             min_rate: float = DEFAULT_MIN_RATE, rate_grace: float = DEFAULT_RATE_GRACE,
-            progress: bool = True) -> CollectResult:
+            progress: bool = True, allow_private: bool = False) -> CollectResult:
     """Download every ``url`` of ``csv`` into ``out``; see the module docstring for what is guaranteed.
 
     ``timeout``: seconds one connect/read may stall; ``deadline``: seconds per URL, all attempts included;
     ``min_rate``: bytes/s an attempt must average once ``rate_grace`` seconds passed since its first byte
-    (0 turns the check off).
+    (0 turns the check off); ``allow_private``: also fetch from loopback, private and link-local addresses.
     """
     limits = _Limits(retries, timeout, backoff, max_bytes, deadline, min_rate, rate_grace)
     if workers < 1:
@@ -647,18 +704,18 @@ def collect(csv, out, *, workers: int = 8, retries: int = 3, timeout: float = 15
                    carried + [row for url in groups if url in known for row in _rows_for(groups[url], known[url])])
         try:
             todo = [u for u in groups if u not in known]
-            n_new = _download_all(todo, groups, limits, workers, out, seen, log, progress)
+            n_new = _download_all(todo, groups, limits, workers, out, seen, log, progress, allow_private)
         finally:
             log.close()
         return _finish(out, log, len(carried), extras, n_new, n_skipped=len(known))
 
 
-def _download_all(todo, groups, limits, workers, out, seen, log, progress) -> int:
+def _download_all(todo, groups, limits, workers, out, seen, log, progress, allow_private=False) -> int:
     """Download ``todo`` concurrently; each URL is logged as soon as it is done. Returns how many were new."""
     from tqdm.auto import tqdm
 
     n_new = 0
-    with _Pools(workers) as pools:
+    with _Pools(workers, allow_private=allow_private) as pools:
         pool = ThreadPoolExecutor(max_workers=workers)
         try:
             futures = {pool.submit(_download, pools, url, limits): url for url in todo}
