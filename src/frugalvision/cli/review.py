@@ -28,12 +28,11 @@ def register(app: typer.Typer) -> None:
         """
         import contextlib
 
-        import uvicorn
-
         from .._io import run_folder
+        from ..exceptions import DataError
         from ..review import create_app
         from ..review.decisions import REVIEWED_NAME
-        from ..exceptions import DataError
+        from ..serve._server import run_server
         from ..serve.guard import allowed_hosts
 
         try:
@@ -58,7 +57,7 @@ def register(app: typer.Typer) -> None:
                        f"Decisions go to {folder / REVIEWED_NAME}; then: frugalvision train {folder / REVIEWED_NAME}")
             if not no_browser:
                 _open_when_up(url, host, port)
-            uvicorn.run(app_, host=host, port=port, log_level="warning", server_header=False)
+            run_server(app_, host=host, port=port)
 
 
 def _open_when_up(url: str, host: str, port: int) -> None:

@@ -36,10 +36,9 @@ def register(app: typer.Typer) -> None:
         The JSON API is POST /predict (field 'files') and POST /explain (field 'file'); its schema is at
         /openapi.json, and a readable page at /docs with --api-docs.
         """
-        import uvicorn
-
         from ..model import load_model
         from ..serve import Limits, allowed_hosts, create_app
+        from ..serve._server import run_server
 
         try:
             hosts = allowed_hosts(allow_host, bind=host)
@@ -54,4 +53,4 @@ def register(app: typer.Typer) -> None:
         if host in ("0.0.0.0", "::") and not allow_host:
             echo("Bound to all interfaces, but only 127.0.0.1, localhost and [::1] are answered: add "
                        "--allow-host NAME for the name or address other machines use.")
-        uvicorn.run(app_, host=host, port=port, log_level="warning", server_header=False)
+        run_server(app_, host=host, port=port)

@@ -10,7 +10,8 @@ and a Content-Length check does not apply to chunked requests. This reader takes
 * a body over ``max_request_bytes`` ends the request with 413 as soon as the byte that crosses it arrives;
 * stored bytes are charged to a :class:`MemoryBudget` shared by all requests (503 when it is spent), so
   concurrent uploads cannot exhaust memory either;
-* a body that stalls for ``idle_timeout`` seconds ends with 408.
+* a body that stalls for ``idle_timeout`` seconds ends with 408, and so does one that, after ``rate_grace``
+  seconds, averages less than ``min_rate`` bytes per second (a trickle of 1 byte every 5 s never stalls).
 """
 
 from __future__ import annotations
@@ -149,9 +150,15 @@ class _Collector:
         self._uncharge(self.charged)
 
 
+#: A body must average at least this many bytes per second once ``RATE_GRACE`` seconds have passed.
+MIN_BODY_RATE = 1024.0
+RATE_GRACE = 10.0
+
+
 async def read_uploads(request, field: str, *, max_files: int, max_file_bytes: int, max_request_bytes: int,
                        budget: MemoryBudget | None = None, idle_timeout: float = 30.0,
-                       request_too_large: str | None = None) -> tuple[list[Upload], object]:
+                       request_too_large: str | None = None, min_rate: float = MIN_BODY_RATE,
+                       rate_grace: float = RATE_GRACE) -> tuple[list[Upload], object]:
     """The file parts named ``field`` of a multipart/form-data request, read from ``request.stream()``.
 
     Returns ``(uploads, release)``: call ``release()`` once the uploads are no longer needed, to give their
@@ -179,6 +186,7 @@ async def read_uploads(request, field: str, *, max_files: int, max_file_bytes: i
     except (FormParserError, ValueError) as exc:
         raise RequestRejected(400, f"Malformed multipart boundary: {exc}") from None
     received = 0
+    started = asyncio.get_running_loop().time()
     stream = request.stream()
     try:
         while True:
@@ -194,6 +202,10 @@ async def read_uploads(request, field: str, *, max_files: int, max_file_bytes: i
             received += len(chunk)
             if received > max_request_bytes:
                 raise RequestRejected(413, over)
+            elapsed = asyncio.get_running_loop().time() - started
+            if min_rate and elapsed > rate_grace and received / elapsed < min_rate:
+                raise RequestRejected(408, f"The upload is too slow ({received / elapsed:.0f} bytes/s after "
+                                           f"{elapsed:.0f} s; at least {min_rate:.0f} bytes/s are needed).")
             try:
                 parser.write(chunk)
             except FormParserError as exc:
