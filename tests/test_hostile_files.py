@@ -186,3 +186,37 @@ def test_cache_command_reports_and_clears(tmp_path, capsys):
     assert "efficientnet_lite0" in out and "9 embeddings" in out
     assert main(["cache", "clear", "--cache-dir", str(tmp_path / "c"), "--yes"]) == 0
     assert not (tmp_path / "c").exists()
+
+
+def test_second_writer_to_one_file_fails_instead_of_overwriting(tmp_path):
+    from frugalvision._io import atomic_writer
+
+    target = tmp_path / "p.csv"
+    with pytest.raises(FileExistsError, match="another run meanwhile"):
+        with atomic_writer(target, "w", exclusive=True) as fh:
+            fh.write("mine")
+            target.write_text("theirs")  # another run finished first, while this one was writing
+    assert target.read_text() == "theirs" and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_look_alike_labels_and_nul_bytes_in_a_manifest_are_named(tmp_path):
+    import warnings
+
+    data = make_shapes_dataset(tmp_path / "d", n_per_class=4, size=48, seed=47)
+    files = sorted(data.rglob("*.png"))
+    rows = [{"path": str(p), "label": ["caf\u00e9", "cafe\u0301", "Cat ", "cat"][i % 4]} for i, p in enumerate(files)]
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fv.discover(manifest)
+    said = " ".join(str(w.message) for w in caught)
+    assert "look alike" in said and "caf" in said and "'cat'" in said
+    bad = tmp_path / "nul.csv"
+    bad.write_text("path,label\n" + f"{files[0]},a\n" + f"{files[1]}\x00x,b\n")
+    with pytest.raises(fv.DataError, match="line 3 has a NUL byte"):
+        fv.discover(bad)
+    twice = tmp_path / "twice.csv"
+    twice.write_text("path,label\n" + f"{files[0]},a\n" + f"{files[0].parent}/../{files[0].parent.name}/{files[0].name},a\n"
+                     + f"{files[5]},b\n")
+    assert len(fv.discover(twice)) == 2  # one file reached by two spellings is one row

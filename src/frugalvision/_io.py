@@ -84,8 +84,13 @@ def path_inside(folder, name: str) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
-    """Open a temporary file that replaces ``path`` only if the block succeeds."""
+def atomic_writer(path: str | os.PathLike, mode: str = "wb", *, exclusive: bool = False) -> Iterator[Any]:
+    """Open a temporary file that replaces ``path`` only if the block succeeds.
+
+    ``exclusive``: never replace an existing ``path`` (FileExistsError instead), even one another process created
+    while this one was writing: the check and the move are one step (a hard link), so two runs aimed at one file
+    cannot both report success.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # The writer's pid in the name lets remove_stale_temporaries tell a killed writer's leftovers from live ones.
@@ -96,7 +101,15 @@ def atomic_writer(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        if exclusive:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise FileExistsError(f"'{path}' was created by another run meanwhile; it was not overwritten "
+                                      f"(--overwrite replaces it).") from None
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -109,8 +122,8 @@ def write_bytes(path, data: bytes) -> Path:
     return Path(path)
 
 
-def write_text(path, text: str) -> Path:
-    with atomic_writer(path, "w") as fh:
+def write_text(path, text: str, *, exclusive: bool = False) -> Path:
+    with atomic_writer(path, "w", exclusive=exclusive) as fh:
         fh.write(text)
     return Path(path)
 
@@ -188,6 +201,7 @@ def run_folder(folder, files, *, overwrite: bool = False):
         except BlockingIOError:
             raise DataError(f"Another frugalvision run is writing to '{folder}' right now. Wait for it to finish, "
                             f"or choose another --out folder.") from None
+        remove_stale_temporaries(folder)  # a killed run's half-written files: their writer is gone
         for name in files:
             refuse_overwrite(folder / name, overwrite, "run file")
         yield folder

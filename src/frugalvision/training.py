@@ -128,6 +128,7 @@ def _train_auto_precision(data, recipe: Recipe, *, engine, cache_dir, split_file
     q = make_extractor(recipe, "int8", engine=engine, cache_dir=cache_dir, progress=progress)
     # The same split: every row keeps the one it has, and nothing new is carved out.
     td8 = embed_dataset(td.table.drop(columns=["hash"]), q, val_size=0.0, test_size=0.0, seed=recipe.seed)
+    td8.skipped = td.skipped  # the files fp32 could not read were never offered to int8: keep their reasons
     int8_model = fit_frozen(td8, q, recipe, data, small_data=small)
     check = compare_precisions(fp32_model, int8_model, td, td8)
     chosen = int8_model if check["chosen"] == "int8" else fp32_model
@@ -195,11 +196,18 @@ RUN_FILES = ("model.safetensors", "split.csv", "skipped.csv", "training.json")
 
 
 def save_run(model: Model, td: TrainingData, out: Path, *, overwrite: bool):
-    """Write the run folder atomically: the model last, so a folder with a model file is complete."""
-    write_text(out / "split.csv", csv_text(td.table))
-    write_text(out / "skipped.csv", csv_text(td.skipped))
-    extra = {"finetune": model.info.finetune} if model.info.finetune else {}
-    write_json(out / "training.json", {**model.info.training, **extra})
-    model.save(out / "model.safetensors", overwrite=overwrite)
+    """Write the run folder atomically: the model last, so a folder with a model file is complete. When a write
+    fails (a full disk, a read-only folder), the files this call wrote are removed, so they do not block the rerun."""
+    written = []
+    try:
+        for name, text in (("split.csv", csv_text(td.table)), ("skipped.csv", csv_text(td.skipped))):
+            written.append(write_text(out / name, text))
+        extra = {"finetune": model.info.finetune} if model.info.finetune else {}
+        written.append(write_json(out / "training.json", {**model.info.training, **extra}))
+        model.save(out / "model.safetensors", overwrite=overwrite)
+    except OSError:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
 
 

@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
         if out is None:
             echo(csv, nl=False)
         else:
-            write_text(out, csv)
+            write_text(out, csv, exclusive=not overwrite)  # two runs aimed at one file: the second one fails
             echo(f"Wrote {len(table)} predictions to {out}")
         unknown = int((table["label"] == "unknown").sum())
         if unknown:

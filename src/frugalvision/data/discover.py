@@ -118,7 +118,23 @@ def discover(source, *, require_labels: bool = True) -> pd.DataFrame:
         if df["label"].nunique() < 2:
             found = f"a single class ({df['label'].iloc[0]!r})" if len(df) else "no usable rows"
             raise DataError(f"Found {found} in '{src}'. A classifier needs images of at least 2 classes.")
+        _warn_look_alike_labels(df["label"].astype(str), src)
     return df.reset_index(drop=True)
+
+
+def _warn_look_alike_labels(labels: pd.Series, src) -> None:
+    """Labels that differ only in Unicode normalisation, case or surrounding spaces become separate classes:
+    say so, since it is almost never meant (``café`` typed on two keyboards, ``Cat`` and ``cat ``)."""
+    import unicodedata
+
+    groups: dict = {}
+    for lab in labels.unique():
+        groups.setdefault(unicodedata.normalize("NFKC", lab).casefold().strip(), []).append(lab)
+    alike = [sorted(g) for g in groups.values() if len(g) > 1]
+    if alike:
+        shown = "; ".join(" / ".join(ascii(x) for x in g) for g in alike[:5])
+        warnings.warn(f"'{src}' has labels that look alike but are different classes: {shown}. Rename them to one "
+                      f"spelling if they are the same class.", DataWarning, stacklevel=3)
 
 
 def _read_manifest(csv: Path) -> pd.DataFrame:
@@ -141,8 +157,14 @@ def _read_manifest(csv: Path) -> pd.DataFrame:
         df["label"] = ""
     if "status" in df.columns:
         df = df[df["status"].str.lower() != "exclude"]
+    nul = df["path"].str.contains("\x00", regex=False) | df["label"].astype(str).str.contains("\x00", regex=False)
+    if nul.any():
+        row = int(nul.to_numpy().nonzero()[0][0]) + 2  # +1 for the header, +1 for counting from 1
+        raise DataError(f"Manifest '{csv}' line {row} has a NUL byte in its path or label "
+                        f"({ascii(df['path'][nul].iloc[0])}); no file name can contain one. Fix or remove that line.")
     base = csv.parent
-    df["path"] = [_absolute(base / p) if not os.path.isabs(p) else p for p in df["path"]]
+    # Normalised: '/a/img/../img/x.png' and '/a/img/x.png' are one file, listed once.
+    df["path"] = [_absolute(base / p) if not os.path.isabs(p) else _absolute(Path(p)) for p in df["path"]]
     df = _without_repeated_paths(df, csv)
     if "split" not in df.columns:
         df["split"] = ""

@@ -157,11 +157,14 @@ def _data_map(model, ev, lc, engine, cache_dir) -> dict | None:
 
 def _gallery_rows(df: pd.DataFrame) -> list[dict]:
     """Caption data of a gallery, all from the decision: decided label and rule, runner-up, most probable class."""
-    return [{"path": r.path, "true": r.true, "pred": r.pred, "rule": r.rule,
-             "p": None if pd.isna(r.probability) else float(r.probability),
-             "runner_up": r.runner_up, "p2": None if pd.isna(r.runner_up_probability) else float(r.runner_up_probability),
-             "most_probable": r.most_probable, "p_top": float(r.most_probable_probability), "panel": None}
-            for r in df.itertuples()]
+    # Records, not itertuples: class-named columns (p_<class>) can collide as namedtuple fields (café in NFC
+    # and NFD normalise to one Python identifier).
+    return [{"path": r["path"], "true": r["true"], "pred": r["pred"], "rule": r["rule"],
+             "p": None if pd.isna(r["probability"]) else float(r["probability"]),
+             "runner_up": r["runner_up"],
+             "p2": None if pd.isna(r["runner_up_probability"]) else float(r["runner_up_probability"]),
+             "most_probable": r["most_probable"], "p_top": float(r["most_probable_probability"]), "panel": None}
+            for r in df.to_dict("records")]
 
 
 def _panel(e, true_label) -> dict:
