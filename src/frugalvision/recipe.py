@@ -105,7 +105,7 @@ class Recipe:
 
     backbone: str = DEFAULT_BACKBONE
     weights: str | None = None
-    precision: str = "auto"
+    precision: str = "fp32"
     crop_pct: float | None = None
     finetune: str | None = None
     epochs: int = 24
