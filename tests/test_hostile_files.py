@@ -220,3 +220,49 @@ def test_look_alike_labels_and_nul_bytes_in_a_manifest_are_named(tmp_path):
     twice.write_text("path,label\n" + f"{files[0]},a\n" + f"{files[0].parent}/../{files[0].parent.name}/{files[0].name},a\n"
                      + f"{files[5]},b\n")
     assert len(fv.discover(twice)) == 2  # one file reached by two spellings is one row
+
+
+def test_a_failed_save_leaves_nothing_that_blocks_the_rerun(tmp_path, monkeypatch):
+    import errno
+
+    from frugalvision.model import Model
+
+    data = make_shapes_dataset(tmp_path / "d", n_per_class=12, size=48, seed=48)
+    real = Model.save
+
+    def full_disk(self, path, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(Model, "save", full_disk)
+    with pytest.raises(OSError):
+        fv.train(data, out=tmp_path / "run", progress=False)
+    assert not [p.name for p in (tmp_path / "run").iterdir() if not p.name.startswith(".")]
+    monkeypatch.setattr(Model, "save", real)
+    assert fv.train(data, out=tmp_path / "run", progress=False).path.exists()  # the rerun is not refused
+
+
+@pytest.mark.parametrize("edit", ["deep", "string_threshold", "nan_weights"])
+def test_edited_model_metadata_is_refused_with_what_is_wrong(trained, tmp_path, edit):
+    import json
+
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    _, run = trained
+    src = run / "model.safetensors"
+    tensors = load_file(src)
+    from safetensors import safe_open
+
+    with safe_open(str(src), framework="numpy") as f:
+        meta = json.loads(f.metadata()["frugalvision"])
+    raw = None
+    if edit == "deep":
+        raw = json.dumps({**meta, "training": {}})[:-1] + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    elif edit == "string_threshold":
+        meta["reject"] = {**(meta.get("reject") or {"params": {}}), "threshold": "0.5"}
+    else:
+        tensors["head.coef"] = np.full_like(tensors["head.coef"], np.nan)
+    out = tmp_path / "model.safetensors"
+    save_file(tensors, str(out), metadata={"frugalvision": raw or json.dumps(meta)})
+    with pytest.raises(fv.ArtifactError, match="nested too deeply|threshold|NaN"):
+        fv.load_model(out)
