@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .decision import OperatingPoint
 
 __all__ = ["save_artifact", "load_artifact", "FORMAT", "FORMAT_VERSION", "versions", "ModelInfo", "BackboneInfo",
-           "Preprocessing", "HeadInfo", "RejectInfo"]
+           "Preprocessing", "HeadInfo", "RejectInfo", "TrainingSummary", "FinetuneInfo"]
 
 FORMAT = "frugalvision-model"
 FORMAT_VERSION = 1
@@ -141,6 +141,110 @@ class HeadInfo:
     params: dict = field(default_factory=dict)
 
 
+class _Record:
+    """A typed summary read like the JSON it is stored as: declared fields are attributes (type-checked on load);
+    ``record["name"]`` and ``record.get("name")`` read them too, and keys a newer version wrote are kept in ``extra``."""
+
+    def __getitem__(self, key):
+        if key in self._names():
+            return getattr(self, key)
+        return self.extra[key]
+
+    def __setitem__(self, key, value) -> None:
+        if key in self._names():
+            setattr(self, key, value)
+        else:
+            self.extra[key] = value
+
+    def __contains__(self, key) -> bool:
+        return key in self._names() or key in self.extra
+
+    def get(self, key, default=None):
+        try:
+            value = self[key]
+        except KeyError:
+            return default
+        return default if value is None else value
+
+    def update(self, **kw) -> None:
+        for k, v in kw.items():
+            self[k] = v
+
+    def keys(self):
+        return [*self._names(), *self.extra]
+
+    @classmethod
+    def _names(cls):
+        return [f.name for f in fields(cls) if f.name != "extra"]
+
+    def to_json(self) -> dict:
+        return {**{n: getattr(self, n) for n in self._names()}, **self.extra}
+
+    @classmethod
+    def from_json(cls, d, what: str, problems: list):
+        if not isinstance(d, dict):
+            problems.append(f"'{what}' must be a JSON object")
+            return None
+        known = {f.name: f for f in fields(cls) if f.name != "extra"}
+        kw = {}
+        for n, v in d.items():
+            if n in known:
+                if v is not None and not _record_type_ok(str(known[n].type), v):
+                    problems.append(f"'{what}.{n}' has the wrong type ({type(v).__name__})")
+                    return None
+                kw[n] = v
+        return cls(**kw, extra={k: v for k, v in d.items() if k not in known})
+
+
+def _record_type_ok(annotation: str, value) -> bool:
+    base = annotation.split(" | ")[0]
+    allowed = {"str": (str,), "int": (int,), "float": (int, float), "dict": (dict,), "list": (list,)}.get(base)
+    return allowed is None or (isinstance(value, allowed) and not (isinstance(value, bool) and base != "bool"))
+
+
+@dataclass
+class TrainingSummary(_Record):
+    """What ``train`` did, for people and reports (never needed to predict): data counts, validation numbers,
+    the recipe, the head's C, the precision check, the small-data path, notes, goals, timing."""
+
+    source: str = ""
+    n_images: int = 0
+    n_skipped: int = 0
+    counts: dict = field(default_factory=dict)
+    validation: dict = field(default_factory=dict)
+    skipped: list = field(default_factory=list)
+    C: float | None = None
+    C_search: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    goals: list = field(default_factory=list)
+    recipe: dict = field(default_factory=dict)
+    precision_check: dict | None = None
+    augmentation: dict = field(default_factory=dict)
+    small_data: dict | None = None
+    started: str = ""
+    finished: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class FinetuneInfo(_Record):
+    """What fine-tuning did: its settings, the epochs run and chosen, the validation history, the trained modules."""
+
+    stages: int = 1
+    epochs: int = 0
+    epochs_run: int = 0
+    best_epoch: int = 0
+    best_val_loss: float | None = None
+    best_val_accuracy: float | None = None
+    start_val_loss: float | None = None
+    start_val_accuracy: float | None = None
+    history: list = field(default_factory=list)
+    resumed_from_epoch: int | None = None
+    trainable: list = field(default_factory=list)
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class RejectInfo:
     """The "none of these" score: its fitted parameters (tensors ``ood.*``), the threshold past which an image is
@@ -187,8 +291,8 @@ class ModelInfo:
     preprocessing: Preprocessing
     head: HeadInfo
     temperature: float | None = None
-    training: dict = field(default_factory=dict)
-    finetune: dict | None = None
+    training: TrainingSummary = field(default_factory=TrainingSummary)
+    finetune: FinetuneInfo | None = None
     versions: dict = field(default_factory=dict)
     operating_point: "OperatingPoint | None" = None  # per-class thresholds chosen on validation
     reject: RejectInfo | None = None                  # the "none of these" score and its threshold
@@ -196,9 +300,9 @@ class ModelInfo:
     def to_json(self) -> dict:
         out = {"classes": [str(c) for c in self.classes], "backbone": asdict(self.backbone),
                "preprocessing": self.preprocessing.to_dict(), "head": asdict(self.head),
-               "temperature": self.temperature, "training": self.training, "versions": self.versions}
+               "temperature": self.temperature, "training": self.training.to_json(), "versions": self.versions}
         if self.finetune is not None:
-            out["finetune"] = self.finetune
+            out["finetune"] = self.finetune.to_json()
         if self.operating_point is not None:
             out["operating_point"] = self.operating_point.to_json()
         if self.reject is not None:
@@ -227,7 +331,7 @@ class ModelInfo:
         temperature = meta.get("temperature")
         if temperature is not None and not (isinstance(temperature, (int, float)) and temperature > 0):
             problems.append(f"'temperature' must be a positive number or null, got {temperature!r}")
-        for name in ("training", "versions", "operating_point", "reject"):
+        for name in ("training", "finetune", "versions", "operating_point", "reject"):
             if meta.get(name) is not None and not isinstance(meta.get(name), dict):
                 problems.append(f"'{name}' must be a JSON object")
         op = reject = None
@@ -245,13 +349,16 @@ class ModelInfo:
                     problems.append("'operating_point' has thresholds that are not finite numbers")
         if not problems and isinstance(meta.get("reject"), dict):
             reject = RejectInfo.from_json(meta["reject"], problems)
+        training = TrainingSummary.from_json(meta.get("training") or {}, "training", problems) if not problems else None
+        finetune = (FinetuneInfo.from_json(meta["finetune"], "finetune", problems)
+                    if not problems and meta.get("finetune") is not None else None)
         if not problems and tensors is not None:
             problems += _shape_problems(head, backbone, len(classes), tensors)
         if problems:
             raise _bad(source, problems)
         return cls(classes=list(classes), backbone=backbone, preprocessing=pre, head=head,
                    temperature=float(temperature) if temperature is not None else None,
-                   training=meta.get("training") or {}, finetune=meta.get("finetune"),
+                   training=training, finetune=finetune,
                    versions=meta.get("versions") or {}, operating_point=op, reject=reject)
 
 

@@ -279,7 +279,13 @@ def assemble_model(fit: HeadFit, *, backbone: dict, preprocessing: dict, recipe:
     model = Model(fit.head, meta, backbone_tensors=backbone_tensors, ood_state=fit.ood_state, training_data=td)
     model.info.operating_point = fit.operating_point
     model.info.reject = fit.reject
-    model.info.finetune = finetune
+    if finetune is not None:
+        from .artifact import FinetuneInfo
+
+        problems: list = []
+        model.info.finetune = FinetuneInfo.from_json(finetune, "finetune", problems)
+        if problems:  # our own summary: a wrong type here is a bug, said plainly
+            raise TypeError("; ".join(problems))
     return model
 
 

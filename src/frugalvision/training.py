@@ -202,8 +202,8 @@ def save_run(model: Model, td: TrainingData, out: Path, *, overwrite: bool):
     try:
         for name, text in (("split.csv", csv_text(td.table)), ("skipped.csv", csv_text(td.skipped))):
             written.append(write_text(out / name, text))
-        extra = {"finetune": model.info.finetune} if model.info.finetune else {}
-        written.append(write_json(out / "training.json", {**model.info.training, **extra}))
+        extra = {"finetune": model.info.finetune.to_json()} if model.info.finetune else {}
+        written.append(write_json(out / "training.json", {**model.info.training.to_json(), **extra}))
         model.save(out / "model.safetensors", overwrite=overwrite)
     except OSError:
         for p in written:
