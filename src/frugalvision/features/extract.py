@@ -157,10 +157,16 @@ class Extractor:
         return extract(paths, self, view=view, decoder=decoder, flush_every=flush_every)
 
     def run_arrays(self, arrays: np.ndarray, maps: bool = False):
-        """Run the backbone on already-decoded uint8 NHWC arrays, in batches."""
+        """Run the backbone on already-decoded uint8 NHWC arrays, in batches (on every lane at once when the
+        engine runs single-threaded lanes: one lane alone would use one core of two)."""
+        chunks = [arrays[i:i + self.batch_size] for i in range(0, len(arrays), self.batch_size)]
+        if self.lanes_mode and len(chunks) > 1:
+            with ThreadPoolExecutor(max_workers=self.workers) as pool:  # ONNX Runtime releases the GIL
+                results = list(pool.map(lambda c: self.engine.run(c, maps=maps), chunks))
+        else:
+            results = [self.engine.run(c, maps=maps) for c in chunks]
         outs_m, outs_e = [], []
-        for i in range(0, len(arrays), self.batch_size):
-            m, e = self.engine.run(arrays[i:i + self.batch_size], maps=maps)
+        for m, e in results:
             outs_e.append(e)
             if maps:
                 outs_m.append(m)

@@ -310,12 +310,11 @@ def _faithfulness(model, ev, per_class, engine, cache_dir, steps: int = FAITHFUL
     if not expl:
         return out
     cls = np.asarray([label_of[e.path] for e in expl])
-    if method == "cam":
-        eng = model.extractor(engine=engine, cache_dir=cache_dir, progress=False).engine
+    if method in ("cam", "gradient"):  # the network's own engine gives the embeddings: run it on every lane
+        ex = model.extractor(engine=engine, cache_dir=cache_dir, progress=False)
 
         def prob_fn(arrays):  # backbone then head: the inference path without its decisions (not needed here)
-            return np.concatenate([probabilities(model, eng.run(arrays[i:i + 32])[1])[1]
-                                   for i in range(0, len(arrays), 32)])
+            return probabilities(model, ex.run_arrays(arrays)[1])[1]
     else:
         predictor = make_predictor(model, engine=engine, cache_dir=cache_dir)
 
