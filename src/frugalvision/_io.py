@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -17,37 +18,87 @@ from typing import Any, Iterator
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
-__all__ = ["csv_text", "read_csv", "unescape_cell", "safe_name", "path_inside", "atomic_writer", "write_bytes", "write_text", "write_json", "read_json",
-           "refuse_overwrite", "run_folder", "remove_stale_temporaries"]
+__all__ = ["csv_text", "csv_rows_text", "write_csv", "read_csv", "escape_cell", "unescape_cell", "raw_csv", "safe_name",
+           "path_inside", "atomic_writer", "write_bytes", "write_text", "write_json", "read_json", "refuse_overwrite", "run_folder", "remove_stale_temporaries"]
 
 
 #: Cells starting with one of these run as formulas when a spreadsheet opens the CSV (OWASP "CSV injection").
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
+# A plain number ("-0.25", "+3", "1e-5") is not a formula: it stays a number for the spreadsheet.
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
-def _escape_cell(v):
-    return "'" + v if isinstance(v, str) and v.startswith(FORMULA_STARTS) else v
+
+def _needs_quote(v: str) -> bool:
+    # Quoting is decided on the text after any leading quotes, so that a raw value which itself starts with "'="
+    # gets one more quote and every value round-trips exactly through unescape_cell.
+    rest = v.lstrip("'")
+    return rest.startswith(FORMULA_STARTS) and not _PLAIN_NUMBER.fullmatch(rest)
+
+
+def escape_cell(v):
+    """A cell value as written to a CSV: a text starting with ``=``, ``+``, ``-``, ``@``, tab or CR (after any
+    leading ``'``) gets a leading ``'`` so a spreadsheet shows it as text; plain numbers and non-text pass as is."""
+    return "'" + v if isinstance(v, str) and _needs_quote(v) else v
+
+
+_escape_cell = escape_cell  # the name collect used before
 
 
 def unescape_cell(v):
-    """The raw value of a cell :func:`csv_text` escaped: the leading ``'`` it added removed."""
-    return v[1:] if isinstance(v, str) and v.startswith("'") and v[1:2] in FORMULA_STARTS and v[1:2] else v
+    """The raw value of a cell :func:`escape_cell` wrote: the ``'`` it added removed (exact inverse)."""
+    return v[1:] if isinstance(v, str) and v.startswith("'") and _needs_quote(v[1:]) else v
+
+
+def raw_csv() -> bool:
+    """``FRUGALVISION_RAW_CSV=1``: write cells exactly as they are (for tools that do not expect the quote)."""
+    return os.environ.get("FRUGALVISION_RAW_CSV") == "1"
 
 
 def csv_text(df, **kw) -> str:
     """``df`` as CSV text that a spreadsheet shows as text: a text cell (or column name) starting with ``=``, ``+``,
-    ``-``, ``@``, tab or CR gets a leading ``'`` (numbers are left alone). :func:`read_csv` undoes it; so does
-    removing the first character of such a cell. ``FRUGALVISION_RAW_CSV=1`` writes cells as they are."""
-    if os.environ.get("FRUGALVISION_RAW_CSV") == "1":
-        return df.to_csv(index=False, **kw)
+    ``-``, ``@``, tab or CR gets a leading ``'`` (numbers, and text that is a plain number, are left alone).
+    :func:`read_csv` undoes it; so does removing the first character of such a cell.
+    ``FRUGALVISION_RAW_CSV=1`` writes cells as they are."""
     from pandas.api.types import is_object_dtype, is_string_dtype
 
     out = df.copy()
-    for c in out.columns:
-        if is_object_dtype(out[c]) or is_string_dtype(out[c]):
-            out[c] = out[c].map(_escape_cell)
-    out.columns = [_escape_cell(str(c)) for c in out.columns]
+    text_cols = [c for c in out.columns if is_object_dtype(out[c]) or is_string_dtype(out[c])]
+    kw.setdefault("lineterminator", _line_end([str(c) for c in out.columns],
+                                              *(out[c].tolist() for c in text_cols)))
+    if raw_csv():
+        return out.to_csv(index=False, **kw)
+    for c in text_cols:
+        out[c] = out[c].map(escape_cell)
+    out.columns = [escape_cell(str(c)) for c in out.columns]
     return out.to_csv(index=False, **kw)
+
+
+def _line_end(*cells) -> str:
+    # Python's csv writer quotes a field holding a character of the line terminator, and only those: with "\n" a
+    # bare CR inside a cell would be written unquoted and read back as a line break, so a file holding one ends
+    # its lines with CRLF (RFC 4180), which quotes it.
+    return "\r\n" if any(isinstance(v, str) and "\r" in v for col in cells for v in col) else "\n"
+
+
+def csv_rows_text(columns, rows, *, header: bool = True) -> str:
+    """Rows (dicts) as CSV text with the same escaping as :func:`csv_text`: for files appended row by row."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    end = _line_end(columns, *(r.values() for r in rows))
+    w = csv.DictWriter(buf, columns, restval="", extrasaction="ignore", lineterminator=end)
+    if header:
+        w.writerow({c: c if raw_csv() else escape_cell(str(c)) for c in columns})
+    w.writerows(rows if raw_csv() else [{k: escape_cell(v) for k, v in r.items()} for r in rows])
+    return buf.getvalue()
+
+
+def write_csv(path, df, *, exclusive: bool = False, **kw) -> Path:
+    """Write ``df`` to ``path`` atomically as spreadsheet-safe CSV (:func:`csv_text`): the one way a CSV is
+    written."""
+    return write_text(path, csv_text(df, **kw), exclusive=exclusive)
 
 
 def read_csv(path, **kw):
