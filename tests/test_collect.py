@@ -115,8 +115,10 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, RED)
         elif self.path == "/blue.png":
             self._send(200, BLUE, "image/png")
-        elif self.path == "/copy-of-red.jpg":
+        elif self.path in ("/copy-of-red.jpg", "/third-red.jpg"):
             self._send(200, RED)
+        elif self.path == "/to-loopback":  # a redirect to another loopback address (127.0.0.2), same server
+            self._redirect(f"http://127.0.0.2:{self.server.server_address[1]}/red.jpg")
         elif self.path == "/moved":
             self.send_response(302)
             self.send_header("Location", "/blue.png")
@@ -390,3 +392,72 @@ def test_loopback_and_private_targets_are_refused_by_default(server, tmp_path):
     assert "loopback" in log.loc[urls[0], "reason"] and "link-local" in log.loc[urls[2], "reason"]
     assert "private" in log.loc[urls[4], "reason"]
     assert sum(Handler.hits.values()) == 0  # nothing reached the loopback server
+
+
+def test_a_redirect_to_loopback_is_refused(server, tmp_path, monkeypatch):
+    """The first request goes to an address the test declares public (127.0.0.1 stands in for a web server); its
+    redirect to 127.0.0.2 (loopback) is checked like any first request and refused before a byte is sent there."""
+    import frugalvision.data.collect as c
+
+    real = c._refused_address
+    monkeypatch.setattr(c, "_refused_address", lambda ip: "" if ip == "127.0.0.1" else real(ip))
+    Handler.hits = {}
+    csv = _write_csv(tmp_path / "urls.csv", [(f"{server}/to-loopback", "a")])
+    res = collect(csv, tmp_path / "out", workers=1, retries=1, timeout=1.0, progress=False)
+    (reason,) = res.log["reason"]
+    assert res.log["status"].tolist() == ["failed"] and "127.0.0.2, a loopback address" in reason, reason
+    assert "--allow-private" in reason
+    assert Handler.hits == {"/to-loopback": 1}  # the redirect's target was never requested
+    # With --allow-private the redirect is followed (the server listens on 127.0.0.1 only: the connection fails).
+    res = collect(csv, tmp_path / "out2", workers=1, retries=1, timeout=1.0, progress=False, allow_private=True)
+    assert "connection failed" in res.log["reason"][0] and "--allow-private" not in res.log["reason"][0]
+
+
+def test_special_purpose_addresses_are_refused():
+    from frugalvision.data.collect import _refused_address
+
+    for ip in ("127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0",
+               "224.0.0.1", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254",
+               "2002:7f00:1::", "2002:a9fe:a9fe::1", "64:ff9b::a9fe:a9fe", "fe80::1%eth0"):
+        assert _refused_address(ip), ip
+    for ip in ("93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c", "2002:5db8:d70e::1"):
+        assert _refused_address(ip) == "", ip
+
+
+def test_same_image_at_three_urls_with_three_labels_is_a_conflict(server, tmp_path):
+    urls = [f"{server}/red.jpg", f"{server}/copy-of-red.jpg", f"{server}/third-red.jpg"]
+    csv = _write_csv(tmp_path / "urls.csv", list(zip(urls, ["a", "b", "c"])))
+    for run in range(2):  # the re-run reuses the files and says the same
+        res = collect(csv, tmp_path / "out", allow_private=True, workers=1, progress=False)
+        log = pd.read_csv(tmp_path / "out" / "collect_log.csv", dtype=str, keep_default_na=False)
+        assert sorted(log["status"]) == ["conflict", "conflict", "ok"], log
+        kept = log[log["status"] == "ok"].iloc[0]
+        for _, r in log[log["status"] == "conflict"].iterrows():
+            assert f"same image as row {kept['row']}" in r["reason"] and f"label '{kept['label']}'" in r["reason"]
+            assert f"label '{r['label']}' is not used" in r["reason"]
+            assert r["path"] == kept["path"]
+        assert "list the same image with another label" in kept["reason"]
+        assert kept["reason"].count("another label") == 1
+        assert len(res.manifest) == 1 and sum(Handler.hits.get(u.replace(server, ""), 0) for u in urls) == 3
+    # Same bytes, same label: still a plain duplicate.
+    csv2 = _write_csv(tmp_path / "same.csv", list(zip(urls, ["a", "a", "a"])))
+    log = collect(csv2, tmp_path / "out2", allow_private=True, workers=1, progress=False).log
+    assert sorted(log["status"]) == ["duplicate", "duplicate", "ok"]
+
+
+def test_collect_csv_files_are_spreadsheet_safe(server, tmp_path):
+    evil = '=HYPERLINK("http:x","y")'
+    csv = _write_csv(tmp_path / "urls.csv", [(f"{server}/red.jpg", evil, "@SUM(1)")], extra="-note")
+    out = tmp_path / "out"
+    collect(csv, out, allow_private=True, workers=1, progress=False)
+    for name in ("collect_log.csv", "manifest.csv"):
+        with open(out / name, newline="", encoding="utf-8") as fh:
+            cells = [c for row in csvmod.reader(fh) for c in row]
+        assert not any(c.startswith(("=", "+", "-", "@")) for c in cells), (name, cells)
+        assert "'" + evil in cells and "'@SUM(1)" in cells and "'-note" in cells
+    from frugalvision._io import read_csv
+
+    m = read_csv(out / "manifest.csv")
+    assert m["label"].tolist() == [evil] and m["-note"].tolist() == ["@SUM(1)"]
+    res = collect(csv, out, allow_private=True, workers=1, progress=False)  # the re-run reads its log back
+    assert res.n_skipped == 1 and res.log["label"].tolist() == [evil]

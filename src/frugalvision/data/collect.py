@@ -43,7 +43,9 @@ What is guaranteed, whatever the servers send:
   with a *different* label is ``conflict``: the first row's label is kept, the conflicting row is
   left out of the manifest and its reason names the first row. URLs are compared after stripping
   surrounding spaces. Different URLs with identical bytes: the one that finished first is kept,
-  the others are ``duplicate`` (pointing to its file) and left out of the manifest.
+  the others are ``duplicate`` (pointing to its file) and left out of the manifest. When such a row's label
+  differs from the kept one's (the same picture under two labels), it is a ``conflict`` naming the row whose
+  label was kept, and the kept row's reason lists the rows that disagree: never one label kept silently.
 - **Crashes.** Images are written atomically (temporary file, fsync, rename), then the log rows
   of that URL are appended and flushed (fsync). After a crash or ``kill -9``, a re-run skips every
   URL logged ok/duplicate whose file is present (no second request; only a URL killed in the
@@ -74,7 +76,7 @@ import httpcore
 import httpx
 import pandas as pd
 
-from .._io import read_csv, remove_stale_temporaries, run_folder, unescape_cell, write_bytes, write_text
+from .._io import csv_rows_text, read_csv, remove_stale_temporaries, run_folder, unescape_cell, write_bytes, write_text
 from ..exceptions import DataError, ImageDecodeError
 from .decode import DEFAULT_MAX_PIXELS, load_rgb
 
@@ -258,16 +260,27 @@ class _GuardedStream(httpcore.NetworkStream):
         return self._inner.get_extra_info(info)
 
 
+_NAT64 = "64:ff9b::/96"  # well-known NAT64 prefix: the last 32 bits are the IPv4 address reached
+
+
 def _refused_address(ip: str) -> str:
-    """Why collect does not connect to ``ip`` by default ('' when it may)."""
+    """Why collect does not connect to ``ip`` by default ('' when it may): anything that is not a globally routed
+    unicast address, including an IPv4 address carried inside IPv6 (mapped, 6to4, NAT64)."""
     import ipaddress
 
     a = ipaddress.ip_address(ip.split("%", 1)[0])
-    if getattr(a, "ipv4_mapped", None):
-        a = a.ipv4_mapped
+    if a.version == 6:
+        if a.ipv4_mapped:
+            a = a.ipv4_mapped
+        elif a in ipaddress.ip_network(_NAT64):
+            a = ipaddress.IPv4Address(int(a) & 0xFFFFFFFF)
+        elif a.sixtofour:
+            a = a.sixtofour
     for kind in ("loopback", "link_local", "private", "multicast", "unspecified", "reserved"):
         if getattr(a, f"is_{kind}"):
             return kind.replace("_", "-")
+    if not a.is_global:  # e.g. 100.64.0.0/10 (carrier-grade NAT), benchmarking and documentation ranges
+        return "special-purpose (not globally routed)"
     return ""
 
 
@@ -542,18 +555,21 @@ class _Outcome:
     reason: str = ""
     path: str = ""
     hash: str = ""
+    owner: tuple = ()  # duplicate: (row, url, label) of the row whose download of these bytes was kept
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """The file kept for one content hash, and the row whose label it was stored under."""
+
+    path: str
+    row: str
+    url: str
+    label: str
 
 
 def _csv_text(columns, rows, header: bool) -> str:
-    buf = io.StringIO()
-    from .._io import _escape_cell
-
-    raw = os.environ.get("FRUGALVISION_RAW_CSV") == "1"
-    w = csv.DictWriter(buf, columns, restval="", extrasaction="ignore", lineterminator="\n")
-    if header:
-        w.writeheader()
-    w.writerows(rows if raw else [{k: _escape_cell(v) for k, v in r.items()} for r in rows])
-    return buf.getvalue()
+    return csv_rows_text(columns, rows, header=header)  # spreadsheet-safe, like every CSV frugalvision writes
 
 
 class _Log:
@@ -585,7 +601,7 @@ def _read_log(path: Path) -> list:
     with contextlib.suppress(csv.Error):
         for r in csv.DictReader(io.StringIO(text)):
             if None not in r and None not in r.values():
-                rows.append({k: unescape_cell(v) for k, v in r.items()})
+                rows.append({unescape_cell(k): unescape_cell(v) for k, v in r.items()})
     return rows
 
 
@@ -593,21 +609,29 @@ def _inside(out: Path, rel: str) -> bool:
     return bool(rel) and not Path(rel).is_absolute() and ".." not in Path(rel).parts and (out / rel).is_file()
 
 
-def _previous(out: Path, urls: set, columns: list) -> tuple[dict, list]:
-    """URL -> outcome reused from an earlier run (file present), and the rows kept for URLs not in this CSV."""
+def _previous(out: Path, urls: set, columns: list) -> tuple[dict, list, dict]:
+    """URL -> outcome reused from an earlier run (file present), the rows kept for URLs not in this CSV, and
+    content hash -> the row whose download was kept."""
+    rows = [r for r in _read_log(out / LOG_NAME)
+            if r.get("status") in ("ok", "duplicate", "conflict") and r.get("hash") and _inside(out, r.get("path", ""))]
+    kept: dict[str, _Kept] = {}
+    for r in rows:
+        if r["status"] == "ok" and r["hash"] not in kept:
+            kept[r["hash"]] = _Kept(r["path"], r["row"], r["url"], r["label"])
     known, carried = {}, []
-    for r in _read_log(out / LOG_NAME):
-        if r.get("status") not in ("ok", "duplicate") or not r.get("hash") or not _inside(out, r.get("path", "")):
-            continue
+    for r in rows:
+        owner = kept.get(r["hash"])
         if r["url"] in urls:
-            if r["url"] not in known:
-                reason = "already downloaded by an earlier run" if r["status"] == "ok" else \
-                    f"same content as {r['path']} (found by an earlier run)"
-                known[r["url"]] = _Outcome(r["status"], reason, r["path"], r["hash"])
-        else:
+            if r["url"] not in known and owner is not None:
+                if owner.url == r["url"]:
+                    known[r["url"]] = _Outcome("ok", "already downloaded by an earlier run", r["path"], r["hash"])
+                else:
+                    known[r["url"]] = _Outcome("duplicate", f"same content as {r['path']} (found by an earlier run)",
+                                               r["path"], r["hash"], (owner.row, owner.url, owner.label))
+        elif r["status"] in ("ok", "duplicate"):
             carried.append({**{c: r.get(c, "") for c in columns},
                             "reason": "kept from an earlier run; this URL is not in the current CSV"})
-    return known, carried
+    return known, carried, kept
 
 
 def _rows_for(group: list, outcome: _Outcome) -> list:
@@ -620,6 +644,12 @@ def _rows_for(group: list, outcome: _Outcome) -> list:
             status = "conflict"
             notes = [(f"URL already listed in row {first['row']} with label {printable(first['label'], 60)}; "
                       f"this row's label {printable(r['label'], 60)} is not used. Give each URL one label and re-run")]
+        elif outcome.status == "duplicate" and outcome.owner and r["label"] != outcome.owner[2]:
+            row, url, label = outcome.owner
+            status = "conflict"
+            notes = [(f"same image as row {row} ({printable(url, 80)}), kept with label {printable(label, 60)}; "
+                      f"this row's label {printable(r['label'], 60)} is not used. Give each image one label and "
+                      f"re-run")]
         elif r is not first:
             notes.append(f"same URL as row {first['row']}")
         if folder != r["label"]:
@@ -629,8 +659,9 @@ def _rows_for(group: list, outcome: _Outcome) -> list:
     return rows
 
 
-def _store(fut, folder: str, out: Path, seen: dict) -> _Outcome:
-    """Turn a finished download into an outcome; new content is written atomically under ``folder``."""
+def _store(fut, first: dict, out: Path, seen: dict) -> _Outcome:
+    """Turn a finished download into an outcome; new content is written atomically under the folder of the label
+    of ``first`` (the first input row listing the URL)."""
     try:
         got = fut.result()
     except _Failure as f:
@@ -639,10 +670,11 @@ def _store(fut, folder: str, out: Path, seen: dict) -> _Outcome:
         return _Outcome("failed", f"unexpected error ({type(exc).__name__}: {printable(exc)})")
     h = hashlib.blake2b(got.data, digest_size=16).hexdigest()
     if h in seen:
-        return _Outcome("duplicate", f"same content as {seen[h]}", seen[h], h)
-    rel = f"{folder}/{h[:16]}.{got.ext}"
+        k = seen[h]
+        return _Outcome("duplicate", f"same content as {k.path}", k.path, h, (k.row, k.url, k.label))
+    rel = f"{label_folder(first['label'])}/{h[:16]}.{got.ext}"
     write_bytes(out / rel, got.data)
-    seen[h] = rel
+    seen[h] = _Kept(rel, first["row"], first["url"], first["label"])
     return _Outcome("ok", "; ".join(got.notes), rel, h)
 
 
@@ -697,9 +729,10 @@ def collect(csv, out, *, workers: int = 8, retries: int = 3, timeout: float = 15
         groups.setdefault(r["url"], []).append(r)
     with run_folder(out, files=()):  # the lock only: re-runs reuse the log and manifest by design
         _remove_stale_temps(out)
-        known, carried = _previous(out, set(groups), columns)
-        seen = {o.hash: o.path for o in known.values() if o.status == "ok"}
-        seen.update({r["hash"]: r["path"] for r in carried if r["status"] == "ok"})
+        known, carried, seen = _previous(out, set(groups), columns)
+        for url, o in known.items():  # this CSV's row numbers for the files it kept
+            if o.status == "ok":
+                seen[o.hash] = _Kept(o.path, groups[url][0]["row"], url, groups[url][0]["label"])
         log = _Log(out / LOG_NAME, columns,
                    carried + [row for url in groups if url in known for row in _rows_for(groups[url], known[url])])
         try:
@@ -722,7 +755,7 @@ def _download_all(todo, groups, limits, workers, out, seen, log, progress, allow
             for fut in tqdm(as_completed(futures), total=len(futures), desc="Downloading", unit="url",
                             disable=not progress):
                 url = futures.pop(fut)  # drop our reference: the image bytes are freed once stored
-                outcome = _store(fut, label_folder(groups[url][0]["label"]), out, seen)
+                outcome = _store(fut, groups[url][0], out, seen)
                 n_new += outcome.status == "ok"
                 log.append(_rows_for(groups[url], outcome))
         finally:  # on Ctrl-C: start nothing new; running downloads end within their deadline
@@ -733,6 +766,14 @@ def _download_all(todo, groups, limits, workers, out, seen, log, progress, allow
 def _finish(out: Path, log: _Log, n_carried: int, extras: list, n_new: int, n_skipped: int) -> CollectResult:
     """Rewrite the log (earlier runs' rows first, then this CSV's in row order) and the manifest, atomically."""
     rows = log.rows[:n_carried] + sorted(log.rows[n_carried:], key=lambda r: int(r["row"]))
+    others: dict[str, list] = {}  # content hash -> rows that gave the kept image another label
+    for r in rows:
+        if r["status"] == "conflict" and r["hash"] and r["reason"].startswith("same image as row"):
+            others.setdefault(r["hash"], []).append(r["row"])
+    for r in rows:
+        if r["status"] == "ok" and r["hash"] in others and "same image with another label" not in r["reason"]:
+            note = f"row(s) {', '.join(others[r['hash']])} list the same image with another label (conflict)"
+            r["reason"] = "; ".join(x for x in (r["reason"], note) if x)
     write_text(out / LOG_NAME, _csv_text(log.columns, rows, header=True))
     table = pd.DataFrame(rows, columns=log.columns, dtype=str)
     manifest = table[table["status"] == "ok"][["path", "label", *extras, "url", "hash"]].reset_index(drop=True)
