@@ -41,3 +41,76 @@ def test_raw_output_on_request(tmp_path, monkeypatch):
     monkeypatch.setenv("FRUGALVISION_RAW_CSV", "1")
     assert csv_text(pd.DataFrame({"=a": ["=b"]})) == "=a\n=b\n"
     assert csv_rows_text(["=a"], [{"=a": "=b"}]) == "=a\n=b\n"
+
+
+@pytest.mark.parametrize("damage", ["hash", "truncate", "garbage", "shape"])
+def test_a_damaged_hash_memo_is_named_set_aside_and_rebuilt(tmp_path, damage):
+    import json
+    import warnings
+
+    from frugalvision.features.cache import HashMemo, content_hash
+
+    files = []
+    for i in range(3):
+        f = tmp_path / f"{i}.bin"
+        f.write_bytes(bytes([i]) * 1000)
+        files.append(str(f))
+    memo = HashMemo(tmp_path / "c")
+    truth = [memo.hash(f) for f in files]
+    memo.save()
+    path = memo.path
+    doc = json.loads(path.read_text())
+    if damage == "hash":  # one hex digit of one stored hash: valid JSON, a wrong answer without the checksum
+        h = doc["entries"][files[1]][-1]
+        doc["entries"][files[1]][-1] = ("0" if h[0] != "0" else "1") + h[1:]
+        path.write_text(json.dumps(doc))
+    elif damage == "truncate":
+        path.write_bytes(path.read_bytes()[:40])
+    elif damage == "garbage":
+        path.write_bytes(b"\x00" * 64)
+    else:
+        doc["entries"][files[0]] = "x"
+        doc["xxh3_128"] = __import__("frugalvision.features.cache", fromlist=["x"])._memo_digest(doc["entries"])
+        path.write_text(json.dumps(doc))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = HashMemo(tmp_path / "c")
+    said = [str(w.message) for w in caught if "memo" in str(w.message)]
+    assert len(said) == 1 and str(path) in said[0] and "damaged" in said[0], said
+    assert not path.exists() and list(path.parent.glob(path.name + ".bad-*"))
+    assert [again.hash(f) for f in files] == truth == [content_hash(f) for f in files]
+    again.save()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the rebuilt memo is clean
+        assert len(HashMemo(tmp_path / "c")) == 3
+
+
+def test_a_memo_written_before_checksums_is_still_read(tmp_path):
+    import json
+
+    from frugalvision.features.cache import HashMemo
+
+    f = tmp_path / "a.bin"
+    f.write_bytes(b"x" * 10)
+    memo = HashMemo(tmp_path)
+    h = memo.hash(str(f))
+    memo.path.write_text(json.dumps(memo._memo))  # the old format: entries only
+    assert HashMemo(tmp_path).hash(str(f)) == h and len(HashMemo(tmp_path)) == 1
+
+
+def test_cache_verify_reports_a_damaged_shard_and_memo(tmp_path, capsys):
+    from conftest import make_shapes_dataset
+
+    from frugalvision.cli.main import main
+    from frugalvision.features.extract import Extractor
+
+    data = make_shapes_dataset(tmp_path / "d", n_per_class=3, size=48, seed=47)
+    Extractor(cache_dir=tmp_path / "c", progress=False)(sorted(str(p) for p in data.rglob("*.png")))
+    (shard,) = list((tmp_path / "c" / "embeddings").glob("*/shard-*.npy"))
+    shard.write_bytes(shard.read_bytes()[:-100])
+    (memo,) = list((tmp_path / "c").glob("hashes-*.json"))
+    memo.write_text(memo.read_text()[:-20])
+    assert main(["cache", "verify", "--cache-dir", str(tmp_path / "c")]) == 0
+    said = capsys.readouterr()
+    assert shard.name in said.err and memo.name in said.err  # one line each, naming the file
+    assert "Checked 1 shard(s)" in said.out and "1 damaged shard(s) and 1 damaged memo(s)" in said.out

@@ -19,7 +19,7 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 __all__ = ["csv_text", "csv_rows_text", "write_csv", "read_csv", "escape_cell", "unescape_cell", "raw_csv", "safe_name",
-           "path_inside", "atomic_writer", "write_bytes", "write_text", "write_json", "read_json", "refuse_overwrite", "run_folder", "remove_stale_temporaries"]
+           "path_inside", "arrays_digest", "set_aside", "atomic_writer", "write_bytes", "write_text", "write_json", "read_json", "refuse_overwrite", "run_folder", "remove_stale_temporaries"]
 
 
 #: Cells starting with one of these run as formulas when a spreadsheet opens the CSV (OWASP "CSV injection").
@@ -205,6 +205,39 @@ def refuse_overwrite(path, overwrite: bool, what: str = "file") -> None:
             f"{what.capitalize()} '{p}' already exists and frugalvision never overwrites your files "
             f"without asking. Choose another path, or pass overwrite=True (--overwrite on the command line)."
         )
+
+
+def arrays_digest(arrays: dict) -> str:
+    """XXH3-128 over named arrays (names sorted; dtype, shape and bytes of each): a checksum to store beside them,
+    e.g. in a safetensors file's metadata, and compare on read."""
+    import numpy as np
+    import xxhash
+
+    h = xxhash.xxh3_128()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def set_aside(path, problem: str, then: str) -> Path | None:
+    """Move a damaged file aside (``<name>.bad-<time>``: kept for inspection, never read again) and say so in one
+    warning naming it: "<path> is damaged (<problem>): moved aside to ...; <then>." Returns the new path."""
+    import time
+    import warnings
+
+    from .exceptions import DataWarning
+
+    path = Path(path)
+    target = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        os.replace(path, target)
+        moved = f"moved aside to {target.name}"
+    except OSError as exc:
+        moved, target = f"could not be moved aside ({exc.strerror or exc})", None
+    warnings.warn(f"{path} is damaged ({problem}): {moved}; {then}.", DataWarning, stacklevel=3)
+    return target
 
 
 def remove_stale_temporaries(folder) -> int:

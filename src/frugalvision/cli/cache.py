@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
     ):
         """What sits in the cache folder (~/.cache/frugalvision or $FRUGALVISION_CACHE), verified or cleared."""
         from ..config import cache_root
-        from ..features.cache import EmbeddingCache, cache_info, clear_cache
+        from ..features.cache import EmbeddingCache, cache_info, clear_cache, memo_info
 
         root = cache_root(cache_dir)
         if action not in ("info", "verify", "clear"):
@@ -37,10 +37,13 @@ def register(app: typer.Typer) -> None:
             echo(f"Removed {root} ({clear_cache(root) / 2**20:.1f} MB).")
             return
         rows = cache_info(root)
+        checked = 0
         if action == "verify":
             for r in rows:  # opening a cache verifies every shard once and sets damaged ones aside, with a warning
+                checked += len(list(Path(r["folder"]).glob("shard-*.keys")))
                 EmbeddingCache(root, Path(r["folder"]).name)
             rows = cache_info(root)
+        memo = memo_info(root)  # reading the memo checks it against its checksum
         echo(f"Cache folder: {root}")
         if not rows:
             echo("  (no cached embeddings)")
@@ -49,7 +52,16 @@ def register(app: typer.Typer) -> None:
             echo(f"  {r['backbone']:<22} {r['embeddings']:>8} embeddings  {r['bytes'] / 2**20:8.1f} MB  last used {used}"
                  f"  ({r['weights_id']})")
             if r["damaged_set_aside"]:
-                secho(f"    {r['damaged_set_aside']} damaged file(s) set aside (*.bad-*); 'cache clear' removes them",
+                secho(f"    {r['damaged_set_aside']} damaged shard(s) set aside (*.bad-*); 'cache clear' removes them",
                       fg="yellow")
+        used = _dt.datetime.fromtimestamp(memo["last_used"]).isoformat(timespec="minutes") if memo["last_used"] else "-"
+        echo(f"  {'content-hash memo':<22} {memo['entries']:>8} files       {memo['bytes'] / 2**20:8.1f} MB  "
+             f"last used {used}")
+        if memo["damaged_set_aside"]:
+            secho(f"    {memo['damaged_set_aside']} damaged memo file(s) set aside (*.bad-*); 'cache clear' removes them",
+                  fg="yellow")
         if action == "verify":
-            echo("Every shard was checked against its checksum; damaged ones were set aside and will be recomputed.")
+            bad = sum(r["damaged_set_aside"] for r in rows)
+            echo(f"Checked {checked} shard(s) and the memo against their checksums: {bad} damaged shard(s) and "
+                 f"{memo['damaged_set_aside']} damaged memo(s) set aside in all; their images are embedded again on "
+                 f"the next run.")

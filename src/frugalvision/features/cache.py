@@ -14,6 +14,9 @@ every file is written atomically (``.npy`` and its checksum first), so a process
 loses at most the shard it was filling. A shard is verified against its checksum (and for finite values) the
 first time a process reads it; a damaged one (a bad disk, an interrupted copy, a flipped bit) is named in one
 warning, moved aside (``.bad``) and its rows are computed again, so a run never uses wrong embeddings.
+
+    <root>/hashes-xxh3_128.json                content hash per (path, size, mtime, ctime, inode), with an
+                                               XXH3-128 of its entries; a memo that does not match is set aside
 """
 
 from __future__ import annotations
@@ -26,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import atomic_writer, read_json, write_json, write_text
+from .._io import atomic_writer, read_json, set_aside, write_json, write_text
 from ..exceptions import DataWarning
 
-__all__ = ["EmbeddingCache", "HashMemo", "content_hash", "verify_shard", "cache_info", "clear_cache"]
+__all__ = ["EmbeddingCache", "HashMemo", "content_hash", "verify_shard", "cache_info", "clear_cache", "memo_info"]
 
 
 #: Names the content-hash function; part of the memo file name, so a change never mixes hashes.
@@ -188,8 +191,18 @@ def cache_info(root) -> list[dict]:
         out.append({"folder": str(d), "backbone": meta.get("backbone", "?"), "weights_id": meta.get("weights_id", "?"),
                     "embeddings": n, "bytes": sum(f.stat().st_size for f in files),
                     "last_used": max((f.stat().st_mtime for f in files), default=None),
-                    "damaged_set_aside": len([f for f in files if ".bad-" in f.name])})
+                    "damaged_set_aside": len([f for f in files if ".npy.bad-" in f.name])})
     return out
+
+
+def memo_info(root) -> dict:
+    """The content-hash memo: path, entries, bytes, last use, damaged copies set aside (verifies it on the way)."""
+    path = Path(root) / f"hashes-{HASH_NAME}.json"
+    memo = HashMemo(root) if path.exists() else None
+    return {"path": str(path), "entries": len(memo) if memo is not None else 0,
+            "bytes": path.stat().st_size if path.exists() else 0,
+            "last_used": path.stat().st_mtime if path.exists() else None,
+            "damaged_set_aside": len(list(Path(root).glob(f"{path.name}.bad-*"))) if Path(root).exists() else 0}
 
 
 def clear_cache(root) -> int:
@@ -205,22 +218,22 @@ def clear_cache(root) -> int:
 
 
 class HashMemo:
-    """Remembers content hashes by (path, size, mtime), so unchanged files are not re-read.
+    """Remembers content hashes by (path, size, mtime, ctime, inode), so unchanged files are not re-read.
 
-    Only a speed-up: a file whose size or modification time changed is hashed again.
+    Only a speed-up: a file whose size, modification time, ctime or inode changed is hashed again. The memo file
+    carries an XXH3-128 checksum of its entries; a memo that does not match it (a bad disk, an interrupted copy, an
+    edit) or is not what this class writes is named in one warning, moved aside (``.bad-*``) and rebuilt, so a
+    damaged memo can never give a file another file's hash.
     """
 
     def __init__(self, root):
         self.path = Path(root) / f"hashes-{HASH_NAME}.json"
-        try:
-            self._memo = read_json(self.path) if self.path.exists() else {}
-        except (OSError, ValueError):
-            self._memo = {}
+        self._memo, problem = _read_memo(self.path)
+        if problem:
+            set_aside(self.path, problem, "it is rebuilt: its files will be hashed again (content-hash memo)")
         self._dirty = False
 
     def hash(self, path: str) -> str:
-        import os
-
         st = os.stat(path)
         # ctime and inode too: a file replaced by another of the same size and mtime (a copy with -p, an editor)
         # changes them, so the memo never answers with the old file's hash.
@@ -233,7 +246,43 @@ class HashMemo:
         self._dirty = True
         return h
 
+    def __len__(self) -> int:
+        return len(self._memo)
+
     def save(self) -> None:
         if self._dirty:
-            write_json(self.path, self._memo)
+            write_json(self.path, {"format": _MEMO_FORMAT, "xxh3_128": _memo_digest(self._memo),
+                                   "entries": self._memo})
             self._dirty = False
+
+
+_MEMO_FORMAT = 2
+
+
+def _memo_digest(entries: dict) -> str:
+    import json
+
+    import xxhash
+
+    return xxhash.xxh3_128_hexdigest(json.dumps(entries, sort_keys=True, separators=(",", ":")).encode())
+
+
+def _read_memo(path: Path) -> tuple[dict, str]:
+    """(entries, '') of a memo file, or ({}, why it cannot be trusted). A missing file is an empty memo."""
+    if not path.exists():
+        return {}, ""
+    try:
+        doc = read_json(path)
+    except (OSError, ValueError) as exc:
+        return {}, f"not readable JSON: {exc}"
+    if isinstance(doc, dict) and "entries" in doc:
+        entries = doc.get("entries")
+        if not isinstance(entries, dict) or doc.get("xxh3_128") != _memo_digest(entries):
+            return {}, "its entries do not match its checksum"
+    elif isinstance(doc, dict):  # written before the memo had a checksum: checked for shape only
+        entries = doc
+    else:
+        return {}, "not a memo"
+    ok = all(isinstance(v, list) and len(v) == 5 and all(isinstance(x, int) for x in v[:4])
+             and isinstance(v[4], str) and len(v[4]) == 32 for v in entries.values())
+    return (entries, "") if ok else ({}, "an entry is not (size, mtime, ctime, inode, hash)")
