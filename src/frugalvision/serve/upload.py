@@ -157,16 +157,19 @@ RATE_GRACE = 10.0
 
 async def read_uploads(request, field: str, *, max_files: int, max_file_bytes: int, max_request_bytes: int,
                        budget: MemoryBudget | None = None, idle_timeout: float = 30.0,
-                       request_too_large: str | None = None, min_rate: float = MIN_BODY_RATE,
-                       rate_grace: float = RATE_GRACE) -> tuple[list[Upload], object]:
+                       request_too_large: str | None = None, min_rate: float | None = None,
+                       rate_grace: float | None = None) -> tuple[list[Upload], object]:
     """The file parts named ``field`` of a multipart/form-data request, read from ``request.stream()``.
 
     Returns ``(uploads, release)``: call ``release()`` once the uploads are no longer needed, to give their
     bytes back to ``budget``. Raises :class:`RequestRejected` for a body that is not multipart/form-data
     (415), malformed (400), has no ``field`` part or too many of them (400), goes over ``max_request_bytes``
-    (413, with ``request_too_large`` as the message if given), stalls (408) or does not fit the memory
-    budget (503).
+    (413, with ``request_too_large`` as the message if given), stalls (408), averages less than ``min_rate``
+    bytes/s after ``rate_grace`` seconds (408; defaults :data:`MIN_BODY_RATE` and :data:`RATE_GRACE`) or does not
+    fit the memory budget (503).
     """
+    min_rate = MIN_BODY_RATE if min_rate is None else min_rate
+    rate_grace = RATE_GRACE if rate_grace is None else rate_grace
     from starlette.requests import ClientDisconnect
 
     ctype, options = parse_options_header(request.headers.get("content-type", ""))
