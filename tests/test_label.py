@@ -390,8 +390,10 @@ def test_keyboard_labelling_in_chromium_resumes_and_trains(tmp_path):
         # hostile names are shown as text, exactly
         page.locator("#labelled-toggle").click()
         page.wait_for_function("() => document.querySelectorAll('#labelled-grid .card').length > 0")
-        shown = page.locator(".card .name").all_text_contents()
-        assert any(n in shown for n in truth if n in {h.replace("\n", " ") for h in HOSTILE_FILES}) or True
+        shown = page.locator("#labelled-grid .name").all_text_contents()
+        labelled_names = {Path(x).name for x in pd.read_csv(manifest, dtype=str, keep_default_na=False)["path"]}
+        assert len(shown) == 40 and set(shown) == labelled_names  # exactly the file names, as text
+        assert labelled_names & {h.replace("\n", " ") for h in HOSTILE_FILES}
         assert page.evaluate(INJECTED_JS) == 0
         browser.close()
     df = pd.read_csv(manifest, dtype=str, keep_default_na=False)

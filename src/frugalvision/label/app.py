@@ -151,7 +151,8 @@ def create_app(session: LabelSession, *, allowed_hosts=None, batch: int = BATCH,
     def api_labelled(page: str = "0"):
         if not (page.isascii() and page.isdigit() and len(page) < 9):
             raise HTTPException(422, "page must be a number (0 = the newest decisions).")
-        rows = [r for r in reversed(list(session.records.values())) if r["path"] in session.index]
+        with session._lock:
+            rows = [r for r in reversed(list(session.records.values())) if r["path"] in session.index]
         start = int(page) * PAGE
         part = rows[start:start + PAGE]
         return JSONResponse({"page": int(page), "pages": max(1, -(-len(rows) // PAGE)), "total": len(rows),
@@ -211,8 +212,9 @@ def create_app(session: LabelSession, *, allowed_hosts=None, batch: int = BATCH,
 
         try:
             answer, finished = await run_in_threadpool(do)
-            if finished:
+            if finished:  # the estimate follows in the background; the page polls while it runs
                 loop.refresh()
+                answer["estimating"] = loop.estimating
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         except OSError as exc:

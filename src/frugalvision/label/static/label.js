@@ -15,6 +15,7 @@
     page: 0,
     pages: 1,
     polling: null,
+    sent: new Map(),    // id -> label: decided on the page, not yet confirmed by the server
   };
 
   function el(tag, cls, text) {
@@ -166,6 +167,9 @@
   }
 
   function showBatch(items) {
+    for (const it of items) {  // answers to earlier keys must not undo the decisions made since
+      if (!it.decided && st.sent.has(it.id)) it.decided = st.sent.get(it.id);
+    }
     const same = items.length === st.batch.length && items.every((it, i) => it.id === st.batch[i].id);
     st.batch = items;
     const main = $("batch");
@@ -186,7 +190,8 @@
       st.focus = -1;
     }
     items.forEach((it, i) => paint(st.cards[i], it));
-    focusFirstOpen(!same);
+    const a = current();
+    if (!same || !a || a.dataset.decided) focusFirstOpen(!same);
     document.body.dataset.ready = "1";
   }
 
@@ -230,12 +235,14 @@
     st.chain = st.chain
       .then(async () => {
         const s = await call(url, body);
+        if (body && body.id !== undefined) st.sent.delete(body.id);
         showState(s);
         showBatch(s.batch);
         if (after) after(s);
       })
       .catch(async (err) => {
         st.failed = true;
+        st.sent.clear();
         say("Not saved: " + err.message + ". The page now shows what the server has.", "error");
         try { const s = await call("/api/batch"); showState(s); showBatch(s.batch); } catch (e) { /* gone */ }
       })
@@ -262,6 +269,7 @@
     }
     say("");
     it.decided = value; // at once on the page; the server's answer follows
+    st.sent.set(it.id, value);
     paint(a, it);
     const next = st.batch.findIndex((x) => !x.decided);
     if (next >= 0) setFocus(next);
