@@ -69,7 +69,7 @@ def needed(curve, target, max_labels):
     return max_labels
 
 
-def bench_set(name, pool, test, ex, seeds, max_labels, log):
+def bench_set(name, pool, test, ex, seeds, max_labels, log, strategies=STRATS):
     e, et = ex(pool["path"].tolist()), ex(test["path"].tolist())
     X, y = e.X, pool["label"].to_numpy()[e.ok]
     Xt, yt = et.X, test["label"].to_numpy()[et.ok]
@@ -77,7 +77,7 @@ def bench_set(name, pool, test, ex, seeds, max_labels, log):
     full = accuracy(X, y, classes, Xt, yt)
     Z = S.selection_space(X)
     res = {"pool": len(X), "test": len(Xt), "classes": len(classes), "full_data_accuracy": full, "strategies": {}}
-    for strat in STRATS:
+    for strat in strategies:
         t0 = time.perf_counter()
         runs = [run(strat, X, y, classes, Xt, yt, Z, seed, max_labels) for seed in range(seeds)]
         out = {"seconds": time.perf_counter() - t0}
@@ -137,14 +137,14 @@ def main(argv=None):
     ap.add_argument("--max-labels", type=int, default=400)
     ap.add_argument("--work", default="/tmp/frugalvision-bench")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--strategies", default=",".join(STRATS))
     ap.add_argument("--no-latency", action="store_true")
     args = ap.parse_args(argv)
     from few_shot import digits_sets, fashion4_sets, fashion10_sets
 
     from frugalvision.features.extract import Extractor
 
-    ex = Extractor("efficientnet_lite0", progress=False) if "progress" in Extractor.__init__.__code__.co_varnames \
-        else Extractor("efficientnet_lite0")
+    ex = Extractor("efficientnet_lite0", progress=False)
     shared = Path(__file__).resolve().parents[2] / "shared"
     if not shared.exists():
         shared = Path("/work/shared")
@@ -155,7 +155,8 @@ def main(argv=None):
                "sets": {}}
     for name in args.sets.split(","):
         pool, test = loaders[name]()
-        results["sets"][name] = bench_set(name, pool, test, ex, args.seeds, args.max_labels, print)
+        results["sets"][name] = bench_set(name, pool, test, ex, args.seeds, args.max_labels, print,
+                                           args.strategies.split(","))
     if not args.no_latency:
         results["latency"] = latency()
     if args.out:
