@@ -29,8 +29,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from frugalvision.label import strategy as S  # noqa: E402
-from frugalvision.label.session import LabelSession, loop_model  # noqa: E402
+from frugalvision.label import strategy as S
+from frugalvision.label.session import LabelSession, loop_model
 
 STRATS = ("random", "margin", "typiclust", "margin_diverse", "auto")
 

@@ -18,11 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
-
 from attack_corpus import HOSTILE_NAMES, safe_dirname
 from browser import launch, serving, watch
-from conftest import SHAPES, draw_shape, make_shapes_dataset
+from conftest import draw_shape, make_shapes_dataset
+from PIL import Image
 
 CLASSES = ["circle", "square", "triangle"]
 #: File names that try to break the CSV (comma, quote, newline, formula start) or the page (markup, bidi).

@@ -19,7 +19,7 @@ From Python (the same loop without a browser)::
 from .manifest import COLUMNS, NONE, SKIP, read_labels
 from .session import LabelSession, loop_model
 
-__all__ = ["COLUMNS", "NONE", "SKIP", "LabelSession", "loop_model", "read_labels", "create_app"]
+__all__ = ["COLUMNS", "NONE", "SKIP", "LabelSession", "create_app", "loop_model", "read_labels"]
 
 
 def __getattr__(name):

@@ -25,7 +25,7 @@ from pathlib import Path
 from ..review.app import _Thumbs
 from .session import RESERVED, LabelSession
 
-__all__ = ["create_app", "BATCH", "PAGE"]
+__all__ = ["BATCH", "PAGE", "create_app"]
 
 #: Images per batch on the page, and per page of the "labelled so far" list.
 BATCH = 12

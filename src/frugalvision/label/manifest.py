@@ -16,7 +16,7 @@ import pandas as pd
 from .._io import write_text
 from ..exceptions import DataError
 
-__all__ = ["COLUMNS", "NONE", "SKIP", "MANIFEST_NAME", "read_labels", "write_labels"]
+__all__ = ["COLUMNS", "MANIFEST_NAME", "NONE", "SKIP", "read_labels", "write_labels"]
 
 COLUMNS = ["path", "label", "labelled_by", "labelled_at", "decision", "status", "model_guess"]
 #: The two answers that are not a class.

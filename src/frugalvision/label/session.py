@@ -29,9 +29,9 @@ import numpy as np
 
 from ..exceptions import DataError
 from . import strategy as _strategy
-from .manifest import COLUMNS, NONE, SKIP, read_labels, write_labels
+from .manifest import NONE, SKIP, read_labels, write_labels
 
-__all__ = ["LabelSession", "LoopModel", "loop_model", "RESERVED"]
+__all__ = ["RESERVED", "LabelSession", "LoopModel", "loop_model"]
 
 #: Answers that are not a class (a class cannot have these names).
 RESERVED = (NONE, SKIP)
@@ -85,7 +85,7 @@ def loop_model(X, y, classes, kind: str = "cl2n", C: float | None = 10.0) -> Loo
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def _default_labeller() -> str:
@@ -155,6 +155,7 @@ class LabelSession:
         self._Z = None
         self._model: LoopModel | None = None
         self._proba = None
+        self._none = None                     # rows guessed "none of these"
         self._ood = None                      # (state, threshold) once there are enough labels
         self._head = ("cl2n", 10.0)           # kind, C of the loop's guesses (the last estimate's choice)
         self._estimates: list[dict] = []      # history: n, accuracy, ci
@@ -179,7 +180,7 @@ class LabelSession:
             raise DataError(f"Need at least 2 classes to label, got {classes!r}. Pass --classes a,b[,c...].")
         return classes
 
-    def prepare(self, progress=None, chunk: int = 256) -> "LabelSession":
+    def prepare(self, progress=None, chunk: int = 256) -> LabelSession:
         """Compute (or load from the cache) every embedding, then the selection space. ``progress(done, total)``
         is called after every chunk; ``self.progress`` says the same for the page."""
         if self._X is None:
@@ -329,7 +330,7 @@ class LabelSession:
     def guess(self, path) -> dict:
         """The model's guess for ``path``: ``{"guess": class | "none" | None, "p": probability | None}``."""
         i = self.index[str(path)]
-        proba, none = self._proba, getattr(self, "_none", None)
+        proba, none = self._proba, self._none
         if proba is None or self.ok is None or not self.ok[i]:
             return {"guess": None, "p": None}
         j = int(proba[i].argmax())
@@ -385,7 +386,7 @@ class LabelSession:
         with self._lock:
             idx, lab = self._labelled()
             counts = self.counts()
-        out = {"n": int(len(idx)), "counts": counts, "accuracy": None, "ci": None, "head": None}
+        out = {"n": len(idx), "counts": counts, "accuracy": None, "ci": None, "head": None}
         present = sorted(set(lab), key=self.classes.index)
         if len(present) < 2 or min(np.unique(lab, return_counts=True)[1]) < 2:
             out["advice"] = ("label at least 2 images of every class to get an estimate" if len(present) >= 2
@@ -414,7 +415,7 @@ class LabelSession:
         with self._lock:
             self._head = (kind, C)
             if acc is not None:
-                self._estimates.append({"n": int(len(idx)), "accuracy": acc, "ci": ci})
+                self._estimates.append({"n": len(idx), "accuracy": acc, "ci": ci})
         if len(idx) >= MIN_NONE_GUESS:
             self._fit_none(X, lab, present)
         out["advice"], out["stop"] = self._advice(acc, ci, counts)

@@ -19,8 +19,17 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["STRATEGIES", "SWITCH_PER_CLASS", "choose", "selection_space", "typiclust", "margin", "margin_diverse",
-           "random_order", "margins"]
+__all__ = [
+    "STRATEGIES",
+    "SWITCH_PER_CLASS",
+    "choose",
+    "margin",
+    "margin_diverse",
+    "margins",
+    "random_order",
+    "selection_space",
+    "typiclust",
+]
 
 STRATEGIES = ("auto", "typiclust", "margin", "margin_diverse", "random")
 #: ``auto`` uses TypiClust until there are this many labels per class, then margin + diversity
