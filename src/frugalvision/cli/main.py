@@ -17,7 +17,7 @@ import typer
 from ._common import echo, secho
 
 from . import backbones, cache, compare, data, demo, evaluate, explain, export, predict, report, serve, train, tune
-from . import review
+from . import label, review
 
 _default_show = warnings.showwarning
 
@@ -40,7 +40,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-for module in (demo, data, review, train, predict, evaluate, report, explain, tune, compare, export, serve, backbones,
+for module in (demo, data, review, label, train, predict, evaluate, report, explain, tune, compare, export, serve, backbones,
                cache):
     module.register(app)
 
