@@ -80,7 +80,9 @@ class MLPHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
                            class_weights=[compute_class_weight(h.class_weight, classes=classes, y=y)
                                           if h.class_weight else None for h in hs])
 
-        items = list(groups.items())
+        # Stacks of at most _STACK heads (a head's result does not depend on its stack), so that the threads
+        # of _map_groups get even shares.
+        items = [(key, hs[i:i + _STACK]) for key, hs in groups.items() for i in range(0, len(hs), _STACK)]
         for (_, hs), fits in zip(items, _map_groups(fit_group, items)):
             for h, (state, n_epochs, best) in zip(hs, fits):
                 h.mean_, h.scale_ = mean, scale
@@ -121,6 +123,9 @@ class MLPHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
         head.classes_ = np.asarray(classes)
         head.n_features_in_ = head.w1_.shape[1]
         return head
+
+
+_STACK = 4
 
 
 def _map_groups(fit_group, items: list) -> list:
