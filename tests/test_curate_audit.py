@@ -281,3 +281,19 @@ def test_quality_scan_failure_is_reported(planted, tmp_path, monkeypatch):
     m = prepare(root, tmp_path / "p", progress=False).manifest.set_index("path")
     assert m.at[target, "status"] == "review" and "scan_failed" in m.at[target, "issues"]
     assert "simulated scan failure" in m.at[target, "reason"]
+
+
+def test_the_candidate_index_finds_the_copies_all_pairs_find():
+    """Above EXACT_MAX images candidates come from an inverted-file index: planted copies are found as by all pairs."""
+    rng = np.random.default_rng(0)
+    n, V = 1500, 7
+    th = rng.normal(size=(n, V, 256)).astype(np.float32)
+    perm = rng.permutation(n)
+    src, dst = perm[:150], perm[150:300]
+    th[dst] = th[src] + 0.2 * rng.normal(size=(150, V, 256)).astype(np.float32)
+    th -= th.mean(2, keepdims=True)
+    th /= np.linalg.norm(th, axis=2, keepdims=True)
+    X = rng.normal(size=(n, 32)).astype(np.float32)
+    exact, ivf = candidate_pairs(th, X=X, index="exact"), candidate_pairs(th, X=X, index="ivf")
+    planted = {(int(min(a, b)), int(max(a, b))) for a, b in zip(src, dst)}
+    assert planted <= exact and planted <= ivf

@@ -127,7 +127,7 @@ def prepare(data, out, *, backbone: str = "efficientnet_lite0", engine: str = "a
     X[ok] = emb.X
     df["hash"] = emb.hashes
     # Quality scan: every readable file; a failure is a finding with its reason.
-    scans = scan(df["path"].iloc[ok].tolist())
+    scans = scan(df["path"].iloc[ok].tolist(), progress=progress)
     q = pd.DataFrame(scans, index=ok)
     for col in ("width", "height", "brightness", "highlights", "shadows", "contrast", "sharpness", "pixels", "thumbs",
                 "scan_error"):
@@ -151,7 +151,8 @@ def prepare(data, out, *, backbone: str = "efficientnet_lite0", engine: str = "a
     reps = [m[0] for m in by_hash.values() if m[0] in scanned]
     pairs = near_pairs([q.at[i, "pixels"] for i in reps],
                        np.stack([q.at[i, "thumbs"] for i in reps]) if reps else np.zeros((0, 1, 256), np.float32),
-                       X[reps], min_ncc=min_ncc, max_residual=max_residual, min_thumb=min_thumb, min_cos=min_cos)
+                       X[reps], min_ncc=min_ncc, max_residual=max_residual, min_thumb=min_thumb, min_cos=min_cos,
+                       progress=progress)
     near_groups = [[reps[k] for k in g] for g in complete_linkage_groups(len(reps), pairs)]
     copies_of = {m[0]: m for m in by_hash.values()}
     df["duplicate_group"] = ""
@@ -172,7 +173,7 @@ def prepare(data, out, *, backbone: str = "efficientnet_lite0", engine: str = "a
     df["label_quality"] = np.nan
     yk = df.loc[kept, "label"].to_numpy(dtype=str)
     if kept:
-        iss = label_issues_safe(X[kept], yk, label_issue_folds, seed, max_label_p)
+        iss = label_issues_safe(X[kept], yk, label_issue_folds, seed, max_label_p, progress=progress)
         if iss is not None:
             for k, i in enumerate(kept):
                 df.at[i, "label_quality"] = float(iss.at[k, "label_score"])
@@ -212,10 +213,10 @@ def prepare(data, out, *, backbone: str = "efficientnet_lite0", engine: str = "a
     return AuditResult(manifest, summary)
 
 
-def label_issues_safe(X, y, folds, seed, max_p=MAX_P):
+def label_issues_safe(X, y, folds, seed, max_p=MAX_P, progress=False):
     from .labels import label_issues
 
-    return label_issues(X, y, folds=folds, seed=seed, max_p=max_p)
+    return label_issues(X, y, folds=folds, seed=seed, max_p=max_p, progress=progress)
 
 
 def _resolve_group(df, R, members, gid, kind, pixels, exclude_test_duplicates) -> dict:

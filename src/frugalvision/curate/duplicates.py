@@ -7,11 +7,16 @@ another colour - are not near-duplicates, however close their embeddings.
 
 Two steps:
 
-1. **Candidates** (cheap, all pairs): 16x16 grey thumbnails of each image and of a few crops of it
+1. **Candidates** (cheap): 16x16 grey thumbnails of each image and of a few crops of it
    (:data:`CROP_VARIANTS`); a pair's score is the best correlation between the whole of one image and
    the whole or a crop of the other. Each image keeps its ``k`` best partners (and, when embeddings are
    given, its ``k_embed`` nearest neighbours). Look-alikes are candidates too: among 2,000 distinct
    Fashion-MNIST images this gives about 3,600 candidate pairs, nearly all of different products.
+   Up to :data:`EXACT_MAX` images every pair is scored; above, an inverted-file index (spherical k-means
+   cells, each image searching its :data:`PROBES` nearest cells) scores about ``n^1.5`` pairs. On 10,000
+   Fashion-MNIST training images it keeps 80 % of the all-pairs candidates (the rest are look-alikes at
+   the margin of a top-3 among many) and every one of the 8 verified copies all pairs find, plus 2 more;
+   15.7 s instead of 44.9 s for the candidates on a busy 2-core machine.
 2. **Verification** (:func:`verify_pair`): one image is aligned onto the other - scale (crop or resize)
    and sub-pixel shift by template matching, at the lower of the two resolutions (at most
    :data:`WORK_SIDE` px) - and the pair is a copy when the aligned images correlate (``ncc >= 0.97``),
@@ -99,23 +104,55 @@ def crop_thumbnails(grey: np.ndarray) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
+#: Up to this many images, candidates come from every pair (exact); above it, from an inverted-file index.
+EXACT_MAX = 4000
+#: Inverted-file index over N vectors: ``CELLS_PER_ROOT·sqrt(N)`` cells (k-means on the unit sphere), and
+#: each query visits its ``PROBES`` nearest cells: about ``N^1.5`` products instead of ``N²``.
+CELLS_PER_ROOT, PROBES = 2.0, 12
+
+
 def candidate_pairs(thumbs: np.ndarray, *, k: int = 3, min_score: float = 0.9, X: np.ndarray | None = None,
-                    k_embed: int = 2, min_cos: float = 0.9, block: int = 256) -> set[tuple[int, int]]:
+                    k_embed: int = 2, min_cos: float = 0.9, block: int = 256, index: str = "auto",
+                    progress: bool = False) -> set[tuple[int, int]]:
     """Pairs ``(i, j)``, ``i < j``, worth verifying.
 
     ``thumbs``: ``(n, V, 256)`` from :func:`crop_thumbnails`. A pair's score is the best correlation
     between the whole of one image and any crop of the other (or the whole); each image keeps its ``k``
     best partners scoring at least ``min_score``. With embeddings ``X``, each image also keeps its
     ``k_embed`` nearest neighbours with cosine at least ``min_cos``.
+
+    ``index``: ``"exact"`` scores every pair (O(n²), used up to :data:`EXACT_MAX` images by ``"auto"``);
+    ``"ivf"`` an inverted-file index (O(n^1.5) time, memory bounded by blocks): the whole thumbnail of
+    each image is compared with the whole and crop thumbnails in its :data:`PROBES` nearest k-means cells
+    (and the embedding with the embeddings there), so a pair is scored from both sides and kept when it
+    is among either image's best.
     """
     n = len(thumbs)
     out: set[tuple[int, int]] = set()
     if n < 2:
         return out
+    if index == "auto":
+        index = "exact" if n <= EXACT_MAX else "ivf"
+    if index not in ("exact", "ivf"):
+        raise ValueError(f"index must be 'auto', 'exact' or 'ivf', got {index!r}")
     V = thumbs.shape[1]
-    full = np.ascontiguousarray(thumbs[:, 0])
-    allv = np.ascontiguousarray(thumbs.reshape(n * V, -1))
+    full = np.ascontiguousarray(thumbs[:, 0], dtype=np.float32)
+    allv = np.ascontiguousarray(thumbs.reshape(n * V, -1), dtype=np.float32)
     kk = min(k, n - 1)
+    Xn = None
+    if X is not None and k_embed > 0:
+        X = np.asarray(X, np.float32)
+        Xn = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    if index == "ivf":
+        found = []
+        if kk > 0:
+            found.append(_ivf_top(full, allv, np.repeat(np.arange(n), V), kk, min_score, progress, "thumbnails"))
+        if Xn is not None:
+            found.append(_ivf_top(Xn, Xn, np.arange(n), min(k_embed, n - 1), min_cos, progress, "embeddings"))
+        for qi, j in found:
+            lo, hi = np.minimum(qi, j), np.maximum(qi, j)
+            out |= set(zip(lo.tolist(), hi.tolist()))
+        return out
     for s in range(0, n, block):
         rows = np.arange(s, min(n, s + block))
         # best[i, j] = max over crops v of max(whole_i . crop_v(j), crop_v(i) . whole_j)
@@ -129,8 +166,7 @@ def candidate_pairs(thumbs: np.ndarray, *, k: int = 3, min_score: float = 0.9, X
             for j in top[r]:
                 if best[r, j] >= min_score:
                     out.add((min(int(i), int(j)), max(int(i), int(j))))
-    if X is not None and k_embed > 0:
-        Xn = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    if Xn is not None:
         ke = min(k_embed, n - 1)
         for s in range(0, n, block):
             cos = Xn[s:s + block] @ Xn.T
@@ -142,6 +178,91 @@ def candidate_pairs(thumbs: np.ndarray, *, k: int = 3, min_score: float = 0.9, X
                         i = s + r
                         out.add((min(i, int(j)), max(i, int(j))))
     return out
+
+
+# Scores per block of an index cell: at most this many (queries x vectors) floats (16 MB).
+_CELL_BLOCK = 4_000_000
+
+
+def _spherical_kmeans(D: np.ndarray, n_cells: int, seed: int = 0, iters: int = 8, per_cell: int = 40) -> np.ndarray:
+    """``(n_cells, d)`` unit centroids of unit rows ``D``, fitted on a sample of ``per_cell`` rows per cell."""
+    rng = np.random.default_rng(seed)
+    sample = D[rng.choice(len(D), min(len(D), n_cells * per_cell), replace=False)]
+    C = sample[rng.choice(len(sample), n_cells, replace=False)].copy()
+    for _ in range(iters):
+        a = np.argmax(sample @ C.T, axis=1)
+        sums = np.zeros_like(C)
+        np.add.at(sums, a, sample)
+        empty = np.linalg.norm(sums, axis=1) < 1e-9
+        sums[empty] = sample[rng.choice(len(sample), int(empty.sum()))]  # reseed empty cells
+        C = sums / np.linalg.norm(sums, axis=1, keepdims=True)
+    return C.astype(np.float32)
+
+
+def _ivf_top(Q: np.ndarray, D: np.ndarray, owner: np.ndarray, k: int, min_score: float, progress: bool,
+             what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each query row i's ``k`` best owners ``j != i`` by ``max over j's rows of Q[i] . D[row]`` (at least
+    ``min_score``), searched in the :data:`PROBES` nearest cells of a k-means index over ``D``.
+
+    ``owner[r]``: the image row ``r`` of ``D`` belongs to, non-decreasing. Returns ``(i, j)`` arrays.
+    Time about ``n·PROBES·sqrt(len(D))/CELLS_PER_ROOT`` products instead of ``n·len(D)``; memory bounded by
+    blocks.
+    """
+    from tqdm.auto import tqdm
+
+    n = len(Q)
+    n_cells = int(np.clip(round(CELLS_PER_ROOT * np.sqrt(len(D))), 1, len(D)))
+    C = _spherical_kmeans(D, n_cells)
+    probes = min(PROBES, n_cells)
+    cell = np.empty(len(D), np.intp)
+    for s in range(0, len(D), 8192):  # each vector in its nearest cell
+        cell[s:s + 8192] = np.argmax(D[s:s + 8192] @ C.T, axis=1)
+    visits = np.empty((n, probes), np.intp)
+    for s in range(0, n, 8192):  # each query's nearest cells
+        visits[s:s + 8192] = np.argpartition(-(Q[s:s + 8192] @ C.T), probes - 1, axis=1)[:, :probes]
+    members = np.argsort(cell, kind="stable")  # by cell, then by row (so by owner inside a cell)
+    bounds = np.searchsorted(cell[members], np.arange(n_cells + 1))
+    vq = np.argsort(visits.ravel(), kind="stable")
+    vbounds = np.searchsorted(visits.ravel()[vq], np.arange(n_cells + 1))
+    qs, js, ss = [], [], []
+    for c in tqdm(range(n_cells), desc=f"Near-duplicate candidates ({what})", unit="cell", disable=not progress,
+                  dynamic_ncols=True, leave=False):
+        m = members[bounds[c]:bounds[c + 1]]
+        q = vq[vbounds[c]:vbounds[c + 1]] // probes
+        if not len(m) or not len(q):
+            continue
+        own = owner[m]
+        starts = np.flatnonzero(np.r_[True, own[1:] != own[:-1]])
+        uown = own[starts]
+        Dm = D[m]
+        step = max(1, _CELL_BLOCK // len(m))
+        for s in range(0, len(q), step):
+            qb = q[s:s + step]
+            S = Q[qb] @ Dm.T
+            if len(starts) < len(m):
+                S = np.maximum.reduceat(S, starts, axis=1)  # best of each owner's rows (crops)
+            S[qb[:, None] == uown[None, :]] = -np.inf  # not itself
+            kb = min(k, S.shape[1])
+            top = np.argpartition(-S, kb - 1, axis=1)[:, :kb] if kb < S.shape[1] else \
+                np.broadcast_to(np.arange(S.shape[1]), S.shape)
+            sc = np.take_along_axis(S, top, axis=1)
+            keep = sc >= min_score
+            qs.append(np.broadcast_to(qb[:, None], top.shape)[keep])
+            js.append(uown[top[keep]])
+            ss.append(sc[keep])
+    qi, j, sc = (np.concatenate(a) if a else np.zeros(0) for a in (qs, js, ss))
+    if not len(qi):
+        return np.zeros(0, np.intp), np.zeros(0, np.intp)
+    # One score per (query, owner) (an owner can sit in several cells), then each query's k best.
+    o = np.lexsort((-sc, j, qi))
+    qi, j, sc = qi[o], j[o], sc[o]
+    first = np.r_[True, (qi[1:] != qi[:-1]) | (j[1:] != j[:-1])]
+    qi, j, sc = qi[first], j[first], sc[first]
+    o = np.lexsort((-sc, qi))
+    qi, j = qi[o], j[o]
+    start = np.searchsorted(qi, qi)  # first position of each query's run
+    rank = np.arange(len(qi)) - start
+    return qi[rank < k], j[rank < k]
 
 
 def _at_scale(P, Q, s, t=1.0):
@@ -287,17 +408,22 @@ def _fine(P, Q, plan) -> dict | None:
 
 def near_pairs(pixels: list, thumbs: np.ndarray, X: np.ndarray | None = None, *, min_ncc: float = MIN_NCC,
                max_residual: float = MAX_RESIDUAL, k: int = 3, min_thumb: float = 0.9, k_embed: int = 2,
-               min_cos: float = 0.9, max_closure: int = 50) -> list[tuple[int, int, float]]:
+               min_cos: float = 0.9, max_closure: int = 50, index: str = "auto",
+               progress: bool = False) -> list[tuple[int, int, float]]:
     """Verified near-duplicate pairs ``(i, j, ncc)``, ``i < j``.
 
     ``pixels``: per image, the grey array of :func:`match_pixels`; ``thumbs``: ``(n, V, 256)`` of
     :func:`crop_thumbnails`; ``X``: embeddings (optional, more candidates). Every pair inside a connected
     set of verified pairs (up to ``max_closure`` images) is verified as well, for complete linkage.
+    ``index``: how candidates are found (see :func:`candidate_pairs`).
     """
+    from tqdm.auto import tqdm
+
     n = len(pixels)
     if n < 2:
         return []
-    cand = candidate_pairs(thumbs, k=k, min_score=min_thumb, X=X, k_embed=k_embed, min_cos=min_cos)
+    cand = candidate_pairs(thumbs, k=k, min_score=min_thumb, X=X, k_embed=k_embed, min_cos=min_cos, index=index,
+                           progress=progress)
     done: dict[tuple[int, int], float | None] = {}
 
     def check(i, j):
@@ -306,8 +432,23 @@ def near_pairs(pixels: list, thumbs: np.ndarray, X: np.ndarray | None = None, *,
             done[(i, j)] = r["ncc"] if r and r["copy"] else None
         return done[(i, j)]
 
-    for i, j in sorted(cand):
-        check(i, j)
+    def verdict(ij):
+        r = verify_pair(pixels[ij[0]], pixels[ij[1]], min_ncc=min_ncc, max_residual=max_residual)
+        return r["ncc"] if r and r["copy"] else None
+
+    # OpenCV and numpy release the GIL: the candidates are verified on every core, in chunks.
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    todo = sorted(cand)
+    workers = max(1, min(os.cpu_count() or 1, len(todo) // 64))
+    with ThreadPoolExecutor(workers) as pool, tqdm(total=len(todo), desc="Verifying near-duplicate candidates",
+                                                  unit="pair", disable=not progress or len(todo) < 500,
+                                                  dynamic_ncols=True) as bar:
+        for s in range(0, len(todo), 1024):
+            chunk = todo[s:s + 1024]
+            done.update(zip(chunk, pool.map(verdict, chunk, chunksize=16)))
+            bar.update(len(chunk))
     # Closure: verify every pair inside each connected set of verified pairs.
     parent = list(range(n))
 

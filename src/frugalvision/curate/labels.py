@@ -40,7 +40,7 @@ def _folds(y_idx: np.ndarray, folds: int, seed: int):
 
 
 def out_of_fold_proba(X, y, classes, folds: int = 5, seed: int = 0, *, k: int = KNN_K,
-                      parts: bool = False):
+                      parts: bool = False, progress: bool = False):
     """Out-of-fold probabilities ``(n, len(classes))``: mean of a linear head and a cosine kNN vote.
 
     ``parts=True`` returns ``(ensemble, linear, share)`` where ``share`` is the fraction of each row's
@@ -57,7 +57,10 @@ def out_of_fold_proba(X, y, classes, folds: int = 5, seed: int = 0, *, k: int = 
     Xn = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
     lin = np.zeros((len(y_idx), K))
     share = np.zeros((len(y_idx), K))
-    for tr, te in _folds(y_idx, folds, seed):
+    from tqdm.auto import tqdm
+
+    for tr, te in tqdm(list(_folds(y_idx, folds, seed)), desc="Label checks (out-of-fold)", unit="fold",
+                       disable=not progress or len(y_idx) < 2000, dynamic_ncols=True):
         head = LinearHead(C=float(np.clip(16.0 / len(tr), 0.01, 1.0))).fit(X[tr], y_idx[tr])
         lin[te[:, None], np.asarray(head.classes_, int)[None, :]] = head.predict_proba(X[te])
         kk = min(k, len(tr))
@@ -73,7 +76,7 @@ def out_of_fold_proba(X, y, classes, folds: int = 5, seed: int = 0, *, k: int = 
 
 
 def label_issues(X: np.ndarray, y: np.ndarray, *, folds: int = 5, seed: int = 0, max_p: float = MAX_P,
-                 max_share: float = MAX_NEIGHBOUR_SHARE) -> pd.DataFrame | None:
+                 max_share: float = MAX_NEIGHBOUR_SHARE, progress: bool = False) -> pd.DataFrame | None:
     """Columns ``is_label_issue``, ``label_score``, ``predicted_label``, ``p_predicted``, ``p_linear``,
     ``neighbour_share``; None if too few rows.
 
@@ -89,7 +92,7 @@ def label_issues(X: np.ndarray, y: np.ndarray, *, folds: int = 5, seed: int = 0,
     if len(classes) < 2 or counts.min() < 2:
         return None
     folds = int(min(folds, counts.min()))
-    pred, lin, share = out_of_fold_proba(X, y, classes, folds, seed, parts=True)
+    pred, lin, share = out_of_fold_proba(X, y, classes, folds, seed, parts=True, progress=progress)
     y_idx = np.array([classes.index(c) for c in y])
     rows = np.arange(len(y))
     score = get_label_quality_scores(y_idx, pred, method="self_confidence")

@@ -63,13 +63,17 @@ def _scan_one(path: str) -> dict:
         return {"scan_error": f"{type(exc).__name__}: {exc}"[:200]}
 
 
-def scan(paths, workers: int = 4) -> list[dict]:
+def scan(paths, workers: int = 4, progress: bool = False) -> list[dict]:
     """Size, quality metrics, and the grey pixels and crop thumbnails that near-duplicate matching uses
     (:mod:`.duplicates`), per file (threads); failures carry ``scan_error``."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from tqdm.auto import tqdm
+
+    paths = list(paths)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(_scan_one, paths))
+        return list(tqdm(pool.map(_scan_one, paths), total=len(paths), desc="Quality scan", unit="img",
+                         disable=not progress or len(paths) < 500, dynamic_ncols=True))
 
 
 def _robust(v: pd.Series) -> tuple[float, float]:

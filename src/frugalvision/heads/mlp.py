@@ -71,12 +71,19 @@ class MLPHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
         for h in heads:
             key = (h.hidden, h.batch_size, h.max_epochs, h.patience, h.validation_fraction, h.random_state or 0)
             groups.setdefault(key, []).append(h)
-        for (hidden, batch, epochs, patience, vf, seed), hs in groups.items():
-            fits = fit_mlp(Xs, y_idx, len(classes), hidden=hidden, dropouts=[h.dropout for h in hs],
+
+        def fit_group(item):
+            (hidden, batch, epochs, patience, vf, seed), hs = item
+            return fit_mlp(Xs, y_idx, len(classes), hidden=hidden, dropouts=[h.dropout for h in hs],
                            weight_decays=[h.weight_decay for h in hs], lrs=[h.lr for h in hs], batch_size=batch,
                            max_epochs=epochs, patience=patience, validation_fraction=vf, seed=seed,
                            class_weights=[compute_class_weight(h.class_weight, classes=classes, y=y)
                                           if h.class_weight else None for h in hs])
+
+        # Stacks of at most _STACK heads (a head's result does not depend on its stack), so that the threads
+        # of _map_groups get even shares.
+        items = [(key, hs[i:i + _STACK]) for key, hs in groups.items() for i in range(0, len(hs), _STACK)]
+        for (_, hs), fits in zip(items, _map_groups(fit_group, items)):
             for h, (state, n_epochs, best) in zip(hs, fits):
                 h.mean_, h.scale_ = mean, scale
                 h.w1_, h.b1_, h.w2_, h.b2_ = state["w1"], state["b1"], state["w2"], state["b2"]
@@ -116,3 +123,30 @@ class MLPHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
         head.classes_ = np.asarray(classes)
         head.n_features_in_ = head.w1_.shape[1]
         return head
+
+
+_STACK = 4
+
+
+def _map_groups(fit_group, items: list) -> list:
+    """``fit_group`` over the stacked groups: one group per thread, each with single-threaded BLAS, when
+    there are several groups and BLAS may use several threads here (largest groups first).
+
+    A group's steps are small GEMMs (a batch of 128-512 rows) followed by single-threaded numpy passes
+    (AdamW, activations): BLAS's own threads idle through the passes and wait on each other on a busy
+    machine, while whole groups side by side keep both cores busy with every part of the step. The
+    result of a group does not depend on the thread it ran on (same operations in the same order).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    blas = [info["num_threads"] for info in threadpool_info() if info.get("user_api") == "blas"]
+    n_threads = min(min(blas) if blas else 1, len(items))
+    if n_threads < 2:
+        return [fit_group(it) for it in items]
+    # Cost of a group per epoch ~ heads x hidden units x (GEMMs on every row + an AdamW pass per batch).
+    order = sorted(range(len(items)), key=lambda i: -len(items[i][1]) * items[i][0][0] * (1 + 128 / items[i][0][1]))
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(n_threads) as pool:
+        done = dict(zip(order, pool.map(lambda i: fit_group(items[i]), order)))
+    return [done[i] for i in range(len(items))]
