@@ -118,6 +118,7 @@ class BackboneInfo:
     license: str = ""
     base_weights_id: str | None = None  # a fine-tuned backbone: the weights it started from
     precision: str = "fp32"  # 'int8': the shipped quantized graph made the embeddings
+    features: str = "last"  # 'multi': embed_dim includes the pooled intermediate stages (backbones/stages.py)
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ def embed_views(ex: Extractor, table: pd.DataFrame, policy: str, views: int, bal
 
 def make_extractor(recipe: Recipe, precision: str, *, engine="auto", cache_dir=None, progress=True) -> Extractor:
     return Extractor(recipe.backbone, weights=recipe.weights, engine=engine, cache_dir=cache_dir,
-                     crop_pct=recipe.crop_pct, progress=progress, precision=precision)
+                     crop_pct=recipe.crop_pct, progress=progress, precision=precision, features=recipe.features)
 
 
 @dataclass
@@ -264,7 +264,8 @@ def _with_intervals(op, where: str):
 
 def backbone_meta(ex: Extractor, recipe: Recipe) -> dict:
     return {"name": ex.spec.name, "timm_name": ex.spec.timm_name, "weights_id": ex.weights_id,
-            "weights_source": ex.spec.weights, "weights_file": recipe.weights, "embed_dim": ex.spec.embed_dim,
+            "weights_source": ex.spec.weights, "weights_file": recipe.weights, "embed_dim": ex.embed_dim,
+            "features": ex.features,
             "cam_layer": ex.spec.cam_layer, "pooled_is_plain_avg": ex.spec.pooled_is_plain_avg,
             "license": ex.spec.license, "precision": ex.precision}
 

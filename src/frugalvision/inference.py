@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .backbones.stages import MULTI_STAGES, stage_map_name
 from .decision import UNKNOWN, Decisions, decide
 from .exceptions import DataError
 from .maps.gradcam import GRADIENT_METHODS
@@ -48,6 +49,9 @@ def _exact_cam_problem(model) -> str | None:
 
 
 def _gradient_problem(model) -> str | None:
+    if model.info.backbone.features == "multi":
+        return ("PyTorch Grad-CAM follows the last layer only, and this model also reads the pooled stages "
+                "(--features multi): use --method cam (linear head) or gradient")
     if not model.info.backbone.cam_layer:
         return f"backbone '{model.info.backbone.name}' has no known feature layer to explain"
     from ._optional import has_torch, installed
@@ -236,7 +240,13 @@ class Predictor:
         if classes is not None and not support.available and strict:
             raise DataError(f"No maps for this model: {support.reason}.")
         want_fmaps = support.method in ("cam", "gradient")
-        fmaps, emb = self.engine.run(np.ascontiguousarray(images), maps=want_fmaps)
+        multi = model.info.backbone.features == "multi"
+        if multi and want_fmaps:
+            got = self.engine.run_outputs(np.ascontiguousarray(images), maps=True)
+            fmaps, emb = got["features"], got["embedding"]
+            stage_fmaps = [got[stage_map_name(k)] for k in MULTI_STAGES]
+        else:
+            fmaps, emb = self.engine.run(np.ascontiguousarray(images), maps=want_fmaps)
         logits, proba = probabilities(model, emb)
         dec = decisions(model, proba, emb, logits)
         out = Outputs(embeddings=emb, logits=logits, probabilities=proba, decisions=dec,
@@ -252,7 +262,12 @@ class Predictor:
             out.maps = np.zeros((len(images), 0, 1, 1), np.float32)
             return out
         padded = [p + [p[-1] if p else 0] * (width - len(p)) for p in picks]
-        if support.method == "cam":
+        if multi and want_fmaps:  # the logit split over the image at stride 16 (maps/stage_cam.py)
+            from .maps.head_gradient import head_gradients
+            from .maps.stage_cam import stage_class_maps
+
+            out.maps = stage_class_maps(fmaps, stage_fmaps, head_gradients(model.head, emb, padded))
+        elif support.method == "cam":
             from .maps.cam import class_activation_maps
 
             allmaps = class_activation_maps(fmaps, model.head.coef_)

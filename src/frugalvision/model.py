@@ -156,10 +156,12 @@ class Model:
             if self.backbone_tensors:  # fine-tuned weights are not the registry's: run them directly
                 from .features.engine import make_engine
 
-                eng = make_engine(backbone=self.backbone(), engine="torch" if engine == "auto" else engine,
-                                  onnx_dir=Path(cache_root(cache_dir)) / "onnx")
+                auto = "torch" if b.features == "last" else "onnx"  # pooled stages are an ONNX graph's outputs
+                eng = make_engine(backbone=self.backbone(), engine=auto if engine == "auto" else engine,
+                                  onnx_dir=Path(cache_root(cache_dir)) / "onnx", features=b.features)
             ex = Extractor(b.name, weights=b.weights_file, engine=eng, cache_dir=cache_dir,
-                           crop_pct=self.info.preprocessing.crop_pct, progress=progress, precision=b.precision)
+                           crop_pct=self.info.preprocessing.crop_pct, progress=progress, precision=b.precision,
+                           features=b.features)
             if ex.weights_id != b.weights_id:
                 raise ArtifactError(
                     f"This model was trained on backbone weights {b.weights_id!r} but the weights available here "

@@ -51,6 +51,7 @@ CONSTRAINTS = {
     "backbone": (lambda v: isinstance(v, str) and v != "", "a backbone name (frugalvision backbones) or timm:<name>"),
     "weights": (lambda v: v is None or isinstance(v, str), "a path to local weights, or nothing"),
     "precision": (lambda v: v in ("fp32", "int8", "auto"), "fp32, int8 or auto"),
+    "features": (lambda v: v in ("last", "multi"), "last (the pooled last layer) or multi (plus pooled stages)"),
     "crop_pct": (lambda v: v is None or (_positive_number(v) and v <= 1), "a centre-crop fraction in (0, 1]"),
     "finetune": (lambda v: v is None or (parse_finetune(v) or 0) >= 1, "'last-stage', 'N-stages' (N >= 1), or nothing"),
     "epochs": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a whole number >= 1"),
@@ -84,6 +85,9 @@ class Recipe:
     backbone, weights, precision, crop_pct :
         The network that embeds images: registry name, local weights file, ``fp32`` / ``int8`` / ``auto``
         (int8 only when the int8 model loses at most 0.5 point against the fp32 model on validation), centre crop.
+    features :
+        ``last``: the pooled last layer; ``multi``: plus the average- and max-pooled intermediate stages from the
+        same pass (mid-level texture and edge features: what pays on data unlike ImageNet; see the README).
     finetune, epochs, finetune_params :
         Also train the last stage(s) of the backbone (``'last-stage'``, ``'2-stages'``), with early stopping;
         ``finetune_params`` overrides :data:`FINETUNE_DEFAULTS` (learning rates, weight decay, batch, patience).
@@ -106,6 +110,7 @@ class Recipe:
     backbone: str = DEFAULT_BACKBONE
     weights: str | None = None
     precision: str = "fp32"
+    features: str = "last"
     crop_pct: float | None = None
     finetune: str | None = None
     epochs: int = 24

@@ -31,6 +31,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="Seed for the split."),
         goal: Optional[list[str]] = typer.Option(None, "--goal", help="What good enough means, e.g. 'accuracy>=0.9' or 'defective:recall>=0.9' (repeatable); stored with the model, the report gives its verdict."),
         precision: str = typer.Option("fp32", "--precision", help="fp32 (the default), int8 (the shipped quantized backbone, 1.8x faster on AVX2), or auto (the int8 model when it loses at most 0.5 point against the fp32 model on your validation images)."),
+        features: str = typer.Option("last", "--features", help="last (the pooled last layer) or multi (plus the average- and max-pooled intermediate stages, same pass: pays on data unlike ImageNet, e.g. textures, defects, digits; maps at stride 16)."),
         target: Optional[list[str]] = typer.Option(None, "--target", help="Operating point, e.g. 'defective:recall>=0.9' or 'ok:precision>=0.95' (repeatable); thresholds are chosen on the validation split."),
         accept_rate: float = typer.Option(0.95, "--accept-rate", help="Share of normal (validation) images the 'none of these' threshold keeps; the rest of what looks unusual is labelled 'unknown'."),
         no_reject: bool = typer.Option(False, "--no-reject", help="Never label an image 'unknown' (no 'none of these' score)."),
@@ -47,7 +48,7 @@ def register(app: typer.Typer) -> None:
         from ..training import train
 
         recipe = Recipe(backbone=backbone, weights=str(weights) if weights else None, precision=precision,
-                        finetune=finetune, epochs=epochs, head=head, C=C, class_weight=class_weight, views=views,
+                        features=features, finetune=finetune, epochs=epochs, head=head, C=C, class_weight=class_weight, views=views,
                         augment=augment, balance_by_augmentation=balance_by_augmentation, val_size=val_size,
                         test_size=test_size, few_shot=few_shot, seed=seed, goals=tuple(goal or ()),
                         targets=tuple(target or ()),

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..backbones.registry import BackboneSpec, get_spec
+from ..backbones.stages import FEATURES, MULTI_STAGES, stage_map_name, with_stage_outputs
 
 __all__ = ["Engine", "TorchEngine", "OnnxEngine", "make_engine", "extractor_id", "ENGINES"]
 
@@ -69,8 +70,11 @@ class OnnxEngine(Engine):
     name = "onnx"
 
     def __init__(self, onnx_path, spec: BackboneSpec, weights_id: str, threads: int | None = None,
-                 spin: bool = False):
+                 spin: bool = False, features: str = "last"):
         import onnxruntime as ort
+
+        if features not in FEATURES:
+            raise ValueError(f"features must be one of {', '.join(FEATURES)}, got {features!r}.")
 
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads or _default_threads()
@@ -80,17 +84,34 @@ class OnnxEngine(Engine):
         if not spin:
             # Idle ORT threads would otherwise spin and steal the cores the image decoders need.
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        source = str(onnx_path)
+        if features == "multi":  # the same graph with pooled stages as one more output (same pass)
+            import onnx
+
+            source = with_stage_outputs(onnx.load(str(onnx_path))).SerializeToString()
+        self.session = ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
         self.spec = spec
         self.weights_id = weights_id
         self.path = Path(onnx_path)
+        self.features = features
 
     def run(self, images: np.ndarray, maps: bool = False):
+        """``(last feature map or None, embedding)``; with ``features='multi'`` the embedding is the last
+        layer's followed by the pooled stages."""
+        out = self.run_outputs(images, maps=maps)
+        return out.get("features"), out["embedding"]
+
+    def run_outputs(self, images: np.ndarray, maps: bool = False) -> dict:
+        """The named outputs: ``embedding`` (multi: with the stages appended), and with ``maps`` the last
+        feature map ``features`` and (multi) each pooled stage's map ``stage3_map`` ..."""
         feed = {"images": np.ascontiguousarray(images, dtype=np.uint8)}
-        if maps:
-            fmap, pooled = self.session.run(["features", "embedding"], feed)
-            return fmap, pooled
-        return None, self.session.run(["embedding"], feed)[0]
+        multi = self.features == "multi"
+        names = ["embedding"] + (["stages"] if multi else []) + (["features"] if maps else []) \
+            + ([stage_map_name(k) for k in MULTI_STAGES] if maps and multi else [])
+        got = dict(zip(names, self.session.run(names, feed)))
+        if multi:
+            got["embedding"] = np.concatenate([got["embedding"], got.pop("stages")], axis=1)
+        return got
 
 
 def _default_threads() -> int:
@@ -119,7 +140,7 @@ def export_onnx(backbone, path) -> Path:
 
 def make_engine(backbone_name="efficientnet_lite0", *, weights=None, engine: str = "auto",
                 onnx_dir=None, backbone=None, threads: int | None = None, pretrained: bool = True,
-                precision: str = "fp32") -> Engine:
+                precision: str = "fp32", features: str = "last") -> Engine:
     """Build the inference engine for a backbone.
 
     ``engine='auto'`` uses ONNX Runtime when it is installed and the export works, else
@@ -138,6 +159,14 @@ def make_engine(backbone_name="efficientnet_lite0", *, weights=None, engine: str
             if engine == "onnx":
                 raise ImportError("engine='onnx' needs onnxruntime: pip install onnxruntime") from None
             engine = "torch"
+    if features not in FEATURES:
+        raise ValueError(f"features must be one of {', '.join(FEATURES)}, got {features!r}.")
+    if engine == "torch" and features == "multi":
+        from ..exceptions import DataError
+
+        raise DataError("--features multi runs on ONNX Runtime: use --engine auto or onnx (not torch).")
+    if features == "multi":
+        engine = "onnx" if engine == "auto" else engine
     if engine == "torch":
         from .._optional import require_torch
 
@@ -158,12 +187,12 @@ def make_engine(backbone_name="efficientnet_lite0", *, weights=None, engine: str
             raise DataError("int8 runs the shipped quantized graph only: not with --weights, a fine-tuned backbone "
                             "or --engine torch. Use --precision fp32.")
         path, info = int8_graph(spec.name)
-        return OnnxEngine(path, spec, info["weights_id"], threads=threads)
+        return OnnxEngine(path, spec, info["weights_id"], threads=threads, features=features)
     if precision != "fp32":
         raise ValueError(f"precision must be 'fp32' or 'int8' here, got {precision!r}.")
     shipped = shipped_graph(spec.name) if backbone is None and weights is None and pretrained else None
     if shipped is not None:  # pretrained graph inside the package: nothing to export, no torch
-        return OnnxEngine(shipped[0], spec, shipped[1]["weights_id"], threads=threads)
+        return OnnxEngine(shipped[0], spec, shipped[1]["weights_id"], threads=threads, features=features)
     if backbone is not None:
         wid = backbone.weights_id
     else:
@@ -182,8 +211,8 @@ def make_engine(backbone_name="efficientnet_lite0", *, weights=None, engine: str
         try:
             export_onnx(bb, path)
         except Exception as exc:
-            if engine == "onnx":
+            if engine == "onnx" or features == "multi":
                 raise
             warnings.warn(f"ONNX export failed ({type(exc).__name__}: {exc}); using eager PyTorch instead.")
             return TorchEngine(bb)  # torch's own thread count: set_num_threads would be process-wide
-    return OnnxEngine(path, spec, wid, threads=threads)
+    return OnnxEngine(path, spec, wid, threads=threads, features=features)

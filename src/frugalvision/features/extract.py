@@ -79,11 +79,18 @@ class Extractor:
                  crop_pct: float | None = None, batch_size: int | None = None, workers: int | None = None,
                  pool: str = "thread",
                  max_pixels: int = DEFAULT_MAX_PIXELS, threads: int | None = None, progress: bool = True,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", features: str = "last"):
+        from ..backbones.stages import FEATURES
+
+        if features not in FEATURES:
+            raise ValueError(f"features must be one of {', '.join(FEATURES)}, got {features!r}.")
+        self.features = features
         self.spec = get_spec(backbone)
         self.weights = weights
         self.precision = precision
         self._engine = engine if isinstance(engine, Engine) else None
+        if self._engine is not None:  # a built engine says what it computes
+            self.features = getattr(self._engine, "features", "last")
         self.engine_name = engine.name if isinstance(engine, Engine) else engine
         self.cache_root = cache_root(cache_dir)
         self.preprocessing = {**self.spec.preprocessing, **({"crop_pct": float(crop_pct)} if crop_pct else {})}
@@ -112,14 +119,29 @@ class Extractor:
 
     @property
     def id(self) -> str:
-        return extractor_id(self.spec, self.weights_id, self.preprocessing)
+        base = extractor_id(self.spec, self.weights_id, self.preprocessing)
+        if self.features == "multi":  # other numbers per image: their own cache entries
+            from ..backbones.stages import MULTI_STAGES
+
+            return f"{base}-multi{''.join(map(str, MULTI_STAGES))}"
+        return base
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of one embedding (``multi``: the last layer's plus the pooled stages, read off the graph once)."""
+        if self.features == "last":
+            return self.spec.embed_dim
+        if getattr(self, "_embed_dim", None) is None:
+            s = self.preprocessing["input_size"]
+            self._embed_dim = int(self.engine.run(np.zeros((1, s, s, 3), np.uint8))[1].shape[1])
+        return self._embed_dim
 
     @property
     def cache(self) -> EmbeddingCache:
         if self._cache is None:
             self._cache = EmbeddingCache(self.cache_root, self.id, meta={
                 "backbone": self.spec.name, "timm_name": self.spec.timm_name,
-                "weights_id": self.weights_id, "preprocessing": self.preprocessing})
+                "weights_id": self.weights_id, "preprocessing": self.preprocessing, "features": self.features})
         return self._cache
 
     @property
@@ -128,7 +150,8 @@ class Extractor:
             # Lanes (see _run_lanes) want single-threaded sessions; ask for them unless told otherwise.
             threads = self.threads or (1 if self.pool == "thread" and self.engine_name != "torch" else None)
             self._engine = make_engine(self.spec, weights=self.weights, engine=self.engine_name,
-                                       onnx_dir=self.cache_root / "onnx", threads=threads, precision=self.precision)
+                                       onnx_dir=self.cache_root / "onnx", threads=threads, precision=self.precision,
+                                       features=self.features)
         return self._engine
 
     @property
@@ -170,7 +193,7 @@ class Extractor:
             outs_e.append(e)
             if maps:
                 outs_m.append(m)
-        emb = np.concatenate(outs_e) if outs_e else np.zeros((0, self.spec.embed_dim), np.float32)
+        emb = np.concatenate(outs_e) if outs_e else np.zeros((0, self.embed_dim), np.float32)
         return (np.concatenate(outs_m) if maps else None), emb
 
 

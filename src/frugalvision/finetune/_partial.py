@@ -148,7 +148,7 @@ def finetune_model(data, recipe, *, out=None, engine: str = "auto", cache_dir=No
     # 1. The frozen model: the split (the recipe's sizes and seed) and a linear head to start from.
     frozen = recipe.replace(finetune=None, epochs=24, finetune_params={}, precision="fp32", head="linear",
                             head_params={}, C="auto", views=0, augment=None, goals=(), targets=(), reject=False,
-                            balance_by_augmentation=False)
+                            balance_by_augmentation=False, features="last")
     ex = make_extractor(frozen, "fp32", engine=engine, cache_dir=cache_dir, progress=progress)
     val_size, test_size = recipe.split_sizes(False)
     td = embed_dataset(data, ex, split_file=split_file, val_size=val_size, test_size=test_size, seed=recipe.seed)
@@ -265,7 +265,17 @@ def finetune_model(data, recipe, *, out=None, engine: str = "auto", cache_dir=No
     # standardised head turns such bits into large weights. When no epoch beat the frozen start the backbone is
     # unchanged, and its cached embeddings are those.
     X_tr, X_va = td.part("train")[0], td.part("val")[0]
-    if state["best_epoch"] > 0:
+    if recipe.features == "multi":  # the fine-tuned (or kept) network's graph with its pooled stages
+        from ..config import cache_root
+        from ..features.engine import make_engine
+
+        bb.weights_id = backbone_meta["weights_id"]
+        mex = Extractor(backbone, engine=make_engine(backbone=bb, engine="onnx", features="multi",
+                                                     onnx_dir=cache_root(cache_dir) / "onnx"),
+                        cache_dir=cache_dir, crop_pct=base.preprocessing["crop_pct"], progress=progress)
+        X_tr, X_va = mex(tr["path"].tolist()).X, mex(va["path"].tolist()).X
+        backbone_meta.update(features="multi", embed_dim=mex.embed_dim)
+    elif state["best_epoch"] > 0:
         probe = Model(base.head, {**json.loads(json.dumps(base.info.to_json())), "backbone": backbone_meta},
                       backbone_tensors=tensors)
         X_tr = probe.embed(tr["path"].tolist(), engine=engine, cache_dir=cache_dir, progress=progress).X
