@@ -64,7 +64,11 @@ def test_cross_validation_never_sees_test_rows(shapes_dir, tmp_path, monkeypatch
     pool = seen[0]
     assert len(pool) == (split["split"] != "test").sum()
     assert not any(np.isclose(pool, r, atol=1e-6).all(axis=1).any() for r in test_rows)
-    assert len(res.table) == 3 and res.table["mean_accuracy"].is_monotonic_decreasing
+    # 3 configurations on each feature kind (one multi-stage pass gives both: the last layer is its first columns)
+    assert len(res.table) == 6 and res.table["mean_accuracy"].is_monotonic_decreasing
+    assert sorted(res.table["features"].unique()) == ["last", "multi"]
+    assert seen[1].shape[1] > seen[0].shape[1] and np.allclose(seen[1][:, :seen[0].shape[1]], seen[0])
+    assert res.model.info.backbone.features == res.best["features"]
     assert (tmp_path / "run" / "tuning.csv").exists() and res.model is not None
 
 

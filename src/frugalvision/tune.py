@@ -19,6 +19,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, log_loss
 from sklearn.model_selection import StratifiedKFold
 
+from .backbones.stages import FEATURES
 from .exceptions import DataError
 from .heads import HEADS
 
@@ -91,7 +92,7 @@ def _complexity(row, cost: dict) -> tuple:
         reg = (0, _param(row, "C", 1.0))
     else:
         reg = (1, _param(row, "hidden", 0), -_param(row, "weight_decay", 0.0), -_param(row, "dropout", 0.0))
-    return (cost.get(row.get("backbone"), 0.0), _param(row, "views", 0), reg,
+    return (cost.get(row.get("backbone"), 0.0), row.get("features", "last") == "multi", _param(row, "views", 0), reg,
             _param(row, "class_weight", None) is not None)
 
 
@@ -217,6 +218,23 @@ def _check_cv(cv) -> None:
         raise DataError(f"cv must be a whole number of folds >= 2, got {cv!r}.")
 
 
+def _search_extractor(backbone: str, features: tuple, **kw):
+    """One extractor for the search (multi when asked: it holds the last layer too) and the feature kinds it can
+    give; a backbone whose graph has no stages to pool is searched on its last layer, with a warning."""
+    from .features.extract import Extractor
+
+    if "multi" in features:
+        ex = Extractor(backbone, features="multi", **kw)
+        try:
+            ex.embed_dim  # builds the graph with its stage outputs
+            return ex, features
+        except (ValueError, DataError) as exc:
+            import warnings
+
+            warnings.warn(f"Backbone '{backbone}': no multi-stage features ({exc}); searching its last layer only.")
+    return Extractor(backbone, **kw), ("last",)
+
+
 def _gflops(backbone: str) -> float:
     from .backbones.registry import get_spec
 
@@ -232,7 +250,8 @@ def _score(head, X, y):
     return accuracy_score(y, head.classes_[p.argmax(1)]), log_loss(y, p, labels=head.classes_)
 
 
-def tune(data, recipe=None, *, backbones=("efficientnet_lite0",), views=(0,), policy: str = "default",
+def tune(data, recipe=None, *, backbones=("efficientnet_lite0",), features=("last", "multi"), views=(0,),
+         policy: str = "default",
          balance_by_augmentation: bool = False, grid: list[dict] | None = None, cv: int = 5, seed: int = 0,
          racing: bool = False, select: str = "one-se",
          out=None, engine: str = "auto", cache_dir=None, progress: bool = True, overwrite: bool = False,
@@ -245,24 +264,32 @@ def tune(data, recipe=None, *, backbones=("efficientnet_lite0",), views=(0,), po
     refit: ``select`` (default: the simplest within one standard error of the best, see
     :func:`select_config`; backbones are compared by GFLOPs). ``recipe`` (a :class:`~frugalvision.recipe.Recipe`)
     carries everything the search does not choose (targets, goals, "none of these", precision, splits) into the refit.
+    ``features`` compares the pooled last layer with multi-stage features (``--features multi``); one pass gives
+    both, since the multi embedding starts with the last layer's.
     """
-    from .features.extract import Extractor
     from .fitting import embed_dataset, embed_views
 
     _check_cv(cv)  # before any extraction
     _check_select(select)
     grid = grid or default_grid()
     results, t0 = [], time.perf_counter()
+    features = tuple(features)
+    if not features or set(features) - set(FEATURES):
+        raise DataError(f"features must be among {', '.join(FEATURES)}, got {features!r}.")
     for bb in backbones:
-        ex = Extractor(bb, engine=engine, cache_dir=cache_dir, progress=progress)
+        ex, kinds = _search_extractor(bb, features, engine=engine, cache_dir=cache_dir, progress=progress)
         td = embed_dataset(data, ex, seed=seed)
         pool = td.table["split"].isin(["train", "val"]).to_numpy()
         X, y, table = td.X[pool], td.table.loc[pool, "label"].to_numpy(dtype=str), td.table[pool]
         view_sets = {v: embed_views(ex, table, policy, v, balance_by_augmentation) for v in views if v}
         full = [{**cfg, "views": v} for v in views for cfg in grid]
-        res = tune_embeddings(X, y, full, cv=cv, views=view_sets, seed=seed, racing=racing, progress=progress)
-        res.table.insert(0, "backbone", bb)
-        results.append(res)
+        for kind in kinds:  # the last layer is the first embed_dim numbers of the multi embedding
+            cut = slice(None) if kind == ex.features else slice(0, ex.spec.embed_dim)
+            vs = {v: (Xa[:, cut], ya, src) for v, (Xa, ya, src) in view_sets.items()}
+            res = tune_embeddings(X[:, cut], y, full, cv=cv, views=vs, seed=seed, racing=racing, progress=progress)
+            res.table.insert(0, "features", kind)
+            res.table.insert(0, "backbone", bb)
+            results.append(res)
     table = _ranked(pd.concat([r.table for r in results]).drop(columns="chosen"))
     chosen = select_config(table, select, cost={bb: _gflops(bb) for bb in backbones})
     table["chosen"] = np.arange(len(table)) == chosen
@@ -271,16 +298,17 @@ def tune(data, recipe=None, *, backbones=("efficientnet_lite0",), views=(0,), po
             for k, v in top.items() if k.startswith("p_")}
     best = {k: v for k, v in best.items() if v is not None or k == "class_weight"}
     best["backbone"] = top["backbone"]
+    best["features"] = top["features"]
     result = TuneResult(table, best, time.perf_counter() - t0, select=select)
     if refit:
         from .training import train
 
         from .recipe import Recipe
 
-        cfg = {k: v for k, v in best.items() if k not in ("backbone", "views")}
+        cfg = {k: v for k, v in best.items() if k not in ("backbone", "views", "features")}
         # The winner refit with the rest of the recipe (targets, goals, "none of these"), on the usual path.
         chosen_recipe = (recipe or Recipe()).replace(
-            backbone=best["backbone"], head=cfg.pop("head"), head_params=cfg, C="auto",
+            backbone=best["backbone"], features=best["features"], head=cfg.pop("head"), head_params=cfg, C="auto",
             views=int(best.get("views") or 0), augment=policy, balance_by_augmentation=balance_by_augmentation,
             seed=seed, few_shot=False)
         result.model = train(data, chosen_recipe, out=out, engine=engine, cache_dir=cache_dir, progress=progress,

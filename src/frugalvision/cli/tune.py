@@ -16,6 +16,7 @@ def register(app: typer.Typer) -> None:
         data: Path = typer.Argument(..., help="Folder or CSV manifest, as for train."),
         out: Path = typer.Option(Path("runs/tuned"), "--out", "-o", help="Run folder for the refit best model and tuning.csv."),
         backbones: str = typer.Option("efficientnet_lite0", "--backbones", help="Comma-separated backbones to compare."),
+        features: str = typer.Option("last,multi", "--features", help="Comma-separated feature kinds to compare: last (the pooled last layer), multi (plus pooled intermediate stages); one backbone pass gives both."),
         views: str = typer.Option("0", "--views", help="Comma-separated numbers of augmented views, e.g. 0,2,4."),
         augment: str = typer.Option("default", "--augment", help="Augmentation policy: light, default, strong."),
         balance_by_augmentation: bool = typer.Option(False, "--balance-by-augmentation"),
@@ -27,14 +28,15 @@ def register(app: typer.Typer) -> None:
                                    "within one standard error of the best CV score) or 'best' (the top score)."),
         engine: str = Engine, cache_dir: Optional[Path] = CacheDir, quiet: bool = Quiet, overwrite: bool = Overwrite,
     ):
-        """Grid search over head type, C / weight decay, dropout, lr, batch size, class weighting, views, backbone."""
+        """Grid search over head type, C / weight decay, dropout, lr, batch size, class weighting, views, features, backbone."""
         from ..tune import tune
 
         try:
             view_list = [int(v) for v in views.split(",")]
         except ValueError:
             raise typer.BadParameter(f"--views takes comma-separated integers, got {views!r}.") from None
-        res = tune(data, backbones=tuple(backbones.split(",")), views=tuple(view_list), policy=augment,
+        res = tune(data, backbones=tuple(backbones.split(",")), features=tuple(f.strip() for f in features.split(",")),
+                   views=tuple(view_list), policy=augment,
                    balance_by_augmentation=balance_by_augmentation, cv=cv, seed=seed, racing=racing, select=select, out=out, engine=engine,
                    cache_dir=cache_dir, progress=not quiet, overwrite=overwrite)
         echo(f"{len(res.table)} configurations x {cv} folds in {res.seconds:.1f} s")
