@@ -75,3 +75,132 @@ def test_a_damaged_checkpoint_is_named_set_aside_and_not_used(tmp_path, damage):
     assert not path.exists()
     (aside,) = list(tmp_path.glob(path.name + ".bad-*"))  # kept for inspection, never deleted
     assert aside.read_bytes() == bytes(raw)
+
+
+# -- PostScript uploaded to the web app: refused, Ghostscript never started ----------------------------------------
+BOUNDARY = "fvattackboundary1234"
+
+
+def _multipart(field: str, files) -> bytes:
+    out = b""
+    for name, data in files:
+        out += (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
+                f"Content-Type: image/png\r\n\r\n").encode() + data + b"\r\n"
+    return out + f"--{BOUNDARY}--\r\n".encode()
+
+
+@pytest.fixture()
+def gs_trap(tmp_path, monkeypatch):
+    return corpus.install_gs_trap(tmp_path, monkeypatch)
+
+
+def test_postscript_uploads_are_refused_and_ghostscript_never_runs(trained, gs_trap):
+    from fastapi.testclient import TestClient
+
+    from frugalvision.serve import create_app
+
+    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    with TestClient(create_app(trained[0], workers=1, queue=4), base_url="http://127.0.0.1:8000") as c:
+        for name in ("x.png", "x.eps", "x.ps"):
+            for route, field in (("/predict", "files"), ("/explain", "file")):
+                r = c.post(route, content=_multipart(field, [(name, corpus.EPS)]), headers=headers)
+                assert r.status_code == 415, (route, name, r.text)
+                assert "not an image of an accepted format" in r.json()["detail"]
+        # Among good images, the PostScript one fails alone, with the same message.
+        r = c.post("/predict", content=_multipart("files", [("a.png", corpus.small_png()), ("x.png", corpus.EPS)]),
+                   headers=headers)
+        good, bad = r.json()["results"]
+        assert r.status_code == 200 and good["top"] and bad["status"] == 415 and "accepted format" in bad["error"]
+        assert c.get("/health").json()["status"] == "ok"
+    assert not gs_trap.exists(), gs_trap.read_text()
+
+
+def test_label_page_takes_no_uploads_and_shows_postscript_as_unreadable(tmp_path, gs_trap):
+    """The label page has no upload route (JSON only); a PostScript file in its pool gets the 'unreadable' tile."""
+    from fastapi.testclient import TestClient
+
+    from frugalvision.label import LabelSession
+    from frugalvision.label.app import create_app
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    paths = []
+    for i in range(6):
+        paths.append(pool / f"{i}.png")
+        paths[-1].write_bytes(corpus.small_png())
+    paths[0].write_bytes(corpus.EPS)
+    X = np.random.default_rng(0).standard_normal((len(paths), 16)).astype(np.float32)
+    s = LabelSession([str(p) for p in paths], ["a", "b"], tmp_path / "out" / "manifest.csv", embeddings=X)
+    app = create_app(s, start=False)
+    s.prepare()
+    with TestClient(app, base_url="http://127.0.0.1:8766") as c:
+        for route in ("/api/label", "/api/undo"):
+            r = c.post(route, content=_multipart("file", [("x.png", corpus.EPS)]),
+                       headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+            assert r.status_code == 415 and "application/json" in r.json()["detail"], r.text
+        r = c.get("/image/0")
+        assert r.status_code == 200 and r.headers.get("X-Frugalvision-Unreadable") == "1"
+        assert c.get("/image/1").headers["content-type"] == "image/jpeg"
+    assert not gs_trap.exists(), gs_trap.read_text()
+
+
+def test_every_hostile_file_of_the_corpus_is_skipped_with_its_reason(trained, tmp_path):
+    """predict on a folder of every hostile file: no hang (a deadline), no traceback, no Ghostscript, each file
+    answered with an error naming why."""
+    import subprocess
+    import sys
+    import textwrap
+
+    marker = tmp_path / "gs-was-run"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "gs").write_text(f"#!/bin/sh\ntouch '{marker}'\nexit 1\n")
+    (bindir / "gs").chmod(0o755)
+    folder = tmp_path / "in"
+    expect = corpus.write_hostile_files(folder, outside=tmp_path)
+    code = textwrap.dedent(f"""
+        import json, frugalvision as fv
+        t = fv.predict(fv.load_model({str(trained[1])!r}), [{str(folder)!r}], progress=False)
+        print(json.dumps(dict(zip(t["path"].map(lambda p: p.rsplit("/", 1)[-1]), t["error"]))))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"})
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    import json
+
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    # Links are listed under the file they point to (/dev/zero is "zero", outside.png is "secret.txt").
+    listed = {name: got.get(os.path.basename(os.path.realpath(folder / name))) for name in expect}
+    for name, words in expect.items():
+        if listed[name] is not None:  # listing may leave out what is plainly not a file (a dangling link)
+            assert listed[name] and words in listed[name], (name, listed[name])
+    assert all(listed[n] for n in ("postscript.png", "bomb.png", "truncated.png", "pipe.png", "zero.png",
+                                   "outside.png", "garbage.jpg", "empty.png")), listed
+    assert not marker.exists()
+
+
+# -- look-alike class names (NFC / NFD 'café') in a report ------------------------------------------------------
+def test_nfc_and_nfd_class_folders_are_two_named_classes_and_the_report_shows_both(tmp_path):
+    import html
+
+    import frugalvision as fv
+    from conftest import make_shapes_dataset
+    from frugalvision._io import read_csv
+    from frugalvision.exceptions import DataWarning
+    from frugalvision.reporting import write_report
+
+    data = make_shapes_dataset(tmp_path / "d", n_per_class=10, size=48, seed=50)
+    (data / "circle").rename(data / corpus.CAFE_NFC)
+    (data / "square").rename(data / corpus.CAFE_NFD)
+    with pytest.warns(DataWarning, match="look alike"):
+        model = fv.train(data, out=tmp_path / "run", progress=False)
+    # Kept distinct, consistently: two classes, each folder's files under its own spelling.
+    assert corpus.CAFE_NFC in model.classes and corpus.CAFE_NFD in model.classes and len(model.classes) == 3
+    split = read_csv(tmp_path / "run" / "split.csv")
+    for spelling in (corpus.CAFE_NFC, corpus.CAFE_NFD):
+        rows = split[split["label"] == spelling]
+        assert len(rows) == 10 and all(p.split("/")[-2] == spelling for p in rows["path"])
+    out = write_report(model, tmp_path / "run" / "report.html", explain=False, faithfulness=False, progress=False)
+    text = out.read_text(encoding="utf-8")
+    assert html.escape(corpus.CAFE_NFC) in text and html.escape(corpus.CAFE_NFD) in text
+    assert "\u0301" in text  # the decomposed spelling is shown as written, not folded into the other

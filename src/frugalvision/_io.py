@@ -19,7 +19,7 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 __all__ = ["csv_text", "csv_rows_text", "write_csv", "read_csv", "escape_cell", "unescape_cell", "raw_csv", "safe_name",
-           "path_inside", "arrays_digest", "set_aside", "atomic_writer", "write_bytes", "write_text", "write_json", "json_text", "read_json", "refuse_overwrite", "run_folder", "record_run_files", "RUN_RECORD",
+           "path_inside", "arrays_digest", "set_aside", "atomic_writer", "write_bytes", "write_text", "write_json", "json_text", "read_json", "refuse_overwrite", "run_folder", "record_run_files", "RUN_RECORD", "restore_on_error",
            "remove_stale_temporaries"]
 
 
@@ -162,10 +162,48 @@ def atomic_writer(path: str | os.PathLike, mode: str = "wb", *, exclusive: bool 
             os.unlink(tmp)
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno is not None and not exc.filename:
+            # write() and fsync() on a full disk say "No space left on device" without a path: name the target.
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
+
+
+@contextlib.contextmanager
+def restore_on_error(paths):
+    """Write several files as one step: if the block raises, each of ``paths`` is put back as it was before it
+    (the previous file restored, or a new one removed), so a full disk halfway through leaves the previous run
+    whole. The previous files are kept as hard links (no disk space needed; where links are not possible the new
+    file is left in place)."""
+    paths = [Path(p) for p in paths]
+    kept: dict = {}
+    for p in paths:
+        if p.exists():
+            b = p.with_name(f".{p.name}.{os.getpid()}-prev.tmp")  # a killed run's links are stale temporaries
+            try:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(b)
+                os.link(p, b)
+                kept[p] = b
+            except OSError:
+                kept[p] = None
+    try:
+        yield
+    except BaseException:
+        for p in paths:
+            with contextlib.suppress(OSError):
+                if p not in kept:
+                    p.unlink(missing_ok=True)
+                elif kept[p] is not None:
+                    os.replace(kept[p], p)
+        raise
+    finally:
+        for b in kept.values():
+            if b is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(b)
 
 
 def write_bytes(path, data: bytes) -> Path:

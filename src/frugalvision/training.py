@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._io import csv_text, json_text, record_run_files, run_folder, write_text
+from ._io import RUN_RECORD, csv_text, json_text, record_run_files, restore_on_error, run_folder, write_text
 from .features.extract import Extractor
 from .fitting import TrainingData, embed_dataset, fit_frozen, make_extractor
 from .backbones.registry import DEFAULT_BACKBONE
@@ -198,20 +198,16 @@ RUN_FILES = ("model.safetensors", "split.csv", "skipped.csv", "training.json")
 
 def save_run(model: Model, td: TrainingData, out: Path, *, overwrite: bool):
     """Write the run folder atomically: the model last, so a folder with a model file is complete. When a write
-    fails (a full disk, a read-only folder), the files this call wrote are removed, so they do not block the rerun."""
-    written = []
+    fails (a full disk, a read-only folder), every run file is put back as it was before this call (the previous
+    run's files restored, new ones removed), so nothing half-written blocks the rerun or replaces a good run."""
     extra = {"finetune": model.info.finetune.to_json()} if model.info.finetune else {}
     texts = {"split.csv": csv_text(td.table), "skipped.csv": csv_text(td.skipped),
              "training.json": json_text({**model.info.training.to_json(), **extra})}
-    try:
+    with restore_on_error([out / RUN_RECORD, *(out / name for name in RUN_FILES)]):
         # Recorded before they are written: a rerun after a kill between them knows these files are its own.
         record_run_files(out, texts)
         for name, text in texts.items():
-            written.append(write_text(out / name, text))
+            write_text(out / name, text)
         model.save(out / "model.safetensors", overwrite=overwrite)
-    except OSError:
-        for p in written:
-            p.unlink(missing_ok=True)
-        raise
 
 
