@@ -204,3 +204,131 @@ def test_nfc_and_nfd_class_folders_are_two_named_classes_and_the_report_shows_bo
     text = out.read_text(encoding="utf-8")
     assert html.escape(corpus.CAFE_NFC) in text and html.escape(corpus.CAFE_NFD) in text
     assert "\u0301" in text  # the decomposed spelling is shown as written, not folded into the other
+
+
+# -- a full disk and a read-only folder during train's and report's writes --------------------------------------
+class _FullDisk:
+    """A file object whose writes stop with ENOSPC after a few bytes, as on a full disk."""
+
+    def __init__(self, fh):
+        self._fh = fh
+
+    def write(self, data):
+        import errno
+
+        self._fh.write(data[:16])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return self._fh.__exit__(*exc)
+
+
+def _disk_full_for(monkeypatch, target_name: str):
+    """Writes to the atomic writer's temporary file for ``target_name`` fail with ENOSPC; everything else works."""
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc/self/fd to tell which file is being written")
+    real = os.fdopen
+
+    def fdopen(fd, *a, **k):
+        fh = real(fd, *a, **k)
+        try:
+            name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            return fh
+        return _FullDisk(fh) if name.startswith(f".{target_name}.") and name.endswith(".tmp") else fh
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name != ".frugalvision.lock"}
+
+
+@pytest.mark.parametrize("failing", ["split.csv", "model.safetensors"])
+def test_a_full_disk_during_train_keeps_the_previous_run_whole(trained, shapes_dir, tmp_path, monkeypatch, capsys,
+                                                               failing):
+    import shutil
+
+    from frugalvision.cli.main import main
+
+    run = tmp_path / "run"
+    shutil.copytree(trained[1], run, ignore=shutil.ignore_patterns("evaluation", "report*", ".frugalvision.lock"))
+    before = _snapshot(run)
+    _disk_full_for(monkeypatch, failing)
+    assert main(["train", str(shapes_dir), "--out", str(run), "--overwrite", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert str(run / failing) in err and "disk is full" in err and "Traceback" not in err, err
+    assert _snapshot(run) == before  # every previous file back, byte for byte; no temporary left behind
+    monkeypatch.undo()
+    assert main(["train", str(shapes_dir), "--out", str(run), "--overwrite", "-q"]) == 0  # then the rerun works
+
+
+def test_a_full_disk_during_report_keeps_the_previous_report(trained, tmp_path, monkeypatch, capsys):
+    from frugalvision.cli.main import main
+
+    out = tmp_path / "r.html"
+    out.write_text("<p>the previous report</p>")
+    _disk_full_for(monkeypatch, "r.html")
+    assert main(["report", str(trained[1]), "--out", str(out), "--overwrite", "--no-explain", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert str(out) in err and "disk is full" in err and "Traceback" not in err, err
+    assert out.read_text() == "<p>the previous report</p>" and sorted(p.name for p in tmp_path.iterdir()) == ["r.html"]
+
+
+def _can_mount_tmpfs() -> bool:
+    import shutil
+    import subprocess
+
+    if not shutil.which("unshare"):
+        return False
+    return subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /tmp"],
+                          capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="cannot mount a small tmpfs here (needs user namespaces via "
+                                                   "'unshare -rm', or root); the simulated full disk tests cover it")
+def test_a_really_full_tmpfs_during_train(trained, shapes_dir, tmp_path):
+    """A real full disk: train --overwrite into a run folder on a 1 MB tmpfs (in a private mount namespace, gone
+    with the process) that a filler file has filled."""
+    import subprocess
+    import sys
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    cache = os.environ.get("FRUGALVISION_CACHE") or str(tmp_path / "cache")
+    script = (f"set -e; mount -t tmpfs -o size=1m tmpfs {mnt}; cp -r {trained[1]} {mnt}/run; "
+              f"rm -f {mnt}/run/.frugalvision.lock; "
+              f"(cd {mnt}/run && sha256sum model.safetensors split.csv training.json > {tmp_path}/before); "
+              f"dd if=/dev/zero of={mnt}/filler bs=4k 2>/dev/null || true; "
+              f"{sys.executable} -m frugalvision.cli.main train {shapes_dir} --out {mnt}/run --overwrite -q "
+              f"--cache-dir {cache} > {tmp_path}/out 2>&1 && echo rc=0 >> {tmp_path}/out || echo rc=$? >> {tmp_path}/out; "
+              f"(cd {mnt}/run && sha256sum -c {tmp_path}/before > {tmp_path}/check 2>&1) || true; "
+              f"ls -a {mnt}/run > {tmp_path}/listing")
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    said = (tmp_path / "out").read_text()
+    assert "rc=1" in said and "disk is full" in said and "Traceback" not in said, said
+    assert (tmp_path / "check").read_text().count(": OK") == 3, (tmp_path / "check").read_text()
+    assert not [n for n in (tmp_path / "listing").read_text().split() if n.endswith(".tmp")]
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
+                    reason="running as root: permission bits do not stop root, so a read-only folder cannot be made")
+def test_a_read_only_folder_for_the_report_is_one_paragraph(trained, tmp_path, capsys):
+    from frugalvision.cli.main import main
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        assert main(["report", str(trained[1]), "--out", str(ro / "r.html"), "--no-explain", "-q"]) == 1
+    finally:
+        ro.chmod(0o755)
+    err = capsys.readouterr().err
+    assert str(ro) in err and "another --out" in err and "Traceback" not in err and not list(ro.iterdir())
