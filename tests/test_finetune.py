@@ -79,6 +79,23 @@ def test_finetune_resumes_after_kill_and_round_trips(shapes_dir, tmp_path):
     assert cam.shape == (2, 7, 7)
 
 
+def test_a_damaged_checkpoint_is_set_aside_and_training_starts_again(shapes_dir, tmp_path):
+    """A checkpoint cut short after a kill is never resumed from: named in one warning, moved aside, a fresh start."""
+    import warnings
+
+    run, cache = tmp_path / "ft", tmp_path / "cache"
+    _killed_run(shapes_dir, run, cache, after=1)
+    ckpt = run / "finetune_checkpoint.safetensors"
+    ckpt.write_bytes(ckpt.read_bytes()[:-1000])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = finetune(shapes_dir, out=run, cache_dir=cache, epochs=3, views=1, patience=5, progress=False)
+    said = [str(w.message) for w in caught if "damaged" in str(w.message)]
+    assert len(said) == 1 and str(ckpt) in said[0] and "starts again" in said[0], said
+    assert model.finetune_["resumed_from_epoch"] is None and model.finetune_["epochs_run"] == 3
+    assert list(run.glob("finetune_checkpoint.safetensors.bad-*"))
+
+
 def test_resumed_run_equals_uninterrupted_run(shapes_dir, tmp_path):
     """Batches come from per-epoch generators and the schedule from the position in the run, so a run
     killed after its 2nd epoch and resumed ends with the same weights as one that was never stopped."""

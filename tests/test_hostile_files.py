@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import stat
 import subprocess
 import sys
 import textwrap
@@ -11,22 +10,17 @@ import textwrap
 import pandas as pd
 import pytest
 
+import attack_corpus as corpus
 import frugalvision as fv
 from conftest import make_shapes_dataset
 
-_EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n{ } loop\n"
+_EPS = corpus.EPS
 
 
 @pytest.fixture()
 def gs_trap(tmp_path, monkeypatch):
-    """A `gs` first on PATH that records being run: any call to Ghostscript leaves the marker."""
-    bindir, marker = tmp_path / "bin", tmp_path / "gs-was-run"
-    bindir.mkdir()
-    gs = bindir / "gs"
-    gs.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
-    gs.chmod(gs.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
-    return marker
+    """Any start of Ghostscript (a `gs` first on PATH, Pillow's EPS plugin, subprocess) leaves the marker."""
+    return corpus.install_gs_trap(tmp_path, monkeypatch)
 
 
 def test_postscript_named_png_is_never_handed_to_ghostscript(tmp_path, gs_trap):
@@ -124,7 +118,7 @@ def test_names_from_data_are_escaped_on_the_terminal(tmp_path, capsys):
     from frugalvision.cli.main import main
 
     data = make_shapes_dataset(tmp_path / "d", n_per_class=12, size=48, seed=44)
-    (data / "circle").rename(data / "\x1b[2Jcircle\u202e")
+    (data / "circle").rename(data / corpus.TERMINAL_NAMES[0])  # ESC[2J clears the screen, U+202E reorders
     assert main(["train", str(data), "--out", str(tmp_path / "run"), "-q"]) == 0
     assert main(["evaluate", str(tmp_path / "run"), "-q"]) == 0
     out = capsys.readouterr().out
@@ -204,7 +198,7 @@ def test_look_alike_labels_and_nul_bytes_in_a_manifest_are_named(tmp_path):
 
     data = make_shapes_dataset(tmp_path / "d", n_per_class=4, size=48, seed=47)
     files = sorted(data.rglob("*.png"))
-    rows = [{"path": str(p), "label": ["caf\u00e9", "cafe\u0301", "Cat ", "cat"][i % 4]} for i, p in enumerate(files)]
+    rows = [{"path": str(p), "label": corpus.LOOK_ALIKE_LABELS[i % 4]} for i, p in enumerate(files)]
     manifest = tmp_path / "m.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)
     with warnings.catch_warnings(record=True) as caught:

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-TRICKY = ["=1+1", "+1+1", "-1+2", "@SUM(A1)", "\tx", "\rx", "'=x", "''=x", "'", "''", "", "'abc", "plain", "-",
-          "=", "-0.25", "+3", "1e-5", "-1e5", "-.5", "-2+3+cmd|' /C calc'!A0", "'-0.25", "caf\u00e9"]
+from attack_corpus import FORMULA_CELLS
+
+TRICKY = list(FORMULA_CELLS)
 
 
 def test_every_cell_round_trips_and_no_formula_reaches_a_spreadsheet(tmp_path):
@@ -173,9 +174,6 @@ def test_kill_9_during_train_then_rerun_gives_the_same_model(clean_run, tmp_path
     assert not list(run.glob(".*.tmp"))
 
 
-@pytest.mark.xfail(strict=True, reason="training.py: run files left without a model (a kill -9 between split.csv and "
-                                       "model.safetensors) still block the plain rerun; see the fix in issue #30's "
-                                       "report")
 def test_a_run_killed_while_saving_does_not_block_the_rerun(clean_run, tmp_path):
     """The save writes split.csv, skipped.csv, training.json, then the model (last, so a folder with a model is
     complete). A kill -9 between them leaves the first files without a model: the same command must finish."""
@@ -186,10 +184,47 @@ def test_a_run_killed_while_saving_does_not_block_the_rerun(clean_run, tmp_path)
     run = tmp_path / "run"
     shutil.copytree(base / "clean", run)
     (run / "model.safetensors").unlink()  # what a kill -9 just before the model's rename leaves
-    subprocess.run(_train_cmd(data, run, base / "c0"), check=True, timeout=300, capture_output=True)
+    proc = subprocess.run(_train_cmd(data, run, base / "c0"), check=True, timeout=300, capture_output=True,
+                          text=True)
+    assert "interrupted run" in proc.stderr, proc.stderr
     clean, again = _weights(base / "clean"), _weights(run)
     for k in clean:
         np.testing.assert_array_equal(clean[k], again[k])
+
+
+def test_only_the_runs_own_leftovers_are_replaced(tmp_path):
+    """A folder without a model: files the run recorded (and still as written) are replaced; a file the user made
+    or changed since, and any finished run (a model), still need --overwrite."""
+    import warnings
+
+    from frugalvision._io import record_run_files, run_folder
+    from frugalvision.exceptions import DataWarning
+
+    files = ("model.safetensors", "split.csv", "training.json")
+    record_run_files(tmp_path, {"split.csv": "path,label\n", "training.json": "{}\n"})
+    (tmp_path / "split.csv").write_text("path,label\n")  # written, then killed before training.json
+    with pytest.warns(DataWarning, match="split.csv of an interrupted run"):
+        with run_folder(tmp_path, files, finished="model.safetensors"):
+            pass
+    (tmp_path / "training.json").write_text('{"mine": 1}\n')  # not what the run recorded: the user's
+    with pytest.raises(FileExistsError, match="training.json"):
+        with run_folder(tmp_path, files, finished="model.safetensors"):
+            pass
+    (tmp_path / "training.json").unlink()
+    (tmp_path / "split.csv").write_text("path,label\nmine.png,a\n")  # edited since: the user's now
+    with pytest.raises(FileExistsError, match="split.csv"):
+        with run_folder(tmp_path, files, finished="model.safetensors"):
+            pass
+    (tmp_path / "split.csv").write_text("path,label\n")
+    (tmp_path / "model.safetensors").write_bytes(b"x")  # a finished run is never replaced without asking
+    with pytest.raises(FileExistsError, match="model.safetensors"):
+        with run_folder(tmp_path, files, finished="model.safetensors"):
+            pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with run_folder(tmp_path, files, finished="model.safetensors", overwrite=True):
+            pass
+    assert (tmp_path / "split.csv").exists() and (tmp_path / "model.safetensors").exists()  # nothing deleted
 
 
 @pytest.mark.skipif(hasattr(__import__("os"), "geteuid") and __import__("os").geteuid() == 0,

@@ -19,7 +19,8 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 __all__ = ["csv_text", "csv_rows_text", "write_csv", "read_csv", "escape_cell", "unescape_cell", "raw_csv", "safe_name",
-           "path_inside", "arrays_digest", "set_aside", "atomic_writer", "write_bytes", "write_text", "write_json", "read_json", "refuse_overwrite", "run_folder", "remove_stale_temporaries"]
+           "path_inside", "arrays_digest", "set_aside", "atomic_writer", "write_bytes", "write_text", "write_json", "json_text", "read_json", "refuse_overwrite", "run_folder", "record_run_files", "RUN_RECORD", "restore_on_error",
+           "remove_stale_temporaries"]
 
 
 #: Cells starting with one of these run as formulas when a spreadsheet opens the CSV (OWASP "CSV injection").
@@ -161,10 +162,48 @@ def atomic_writer(path: str | os.PathLike, mode: str = "wb", *, exclusive: bool 
             os.unlink(tmp)
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno is not None and not exc.filename:
+            # write() and fsync() on a full disk say "No space left on device" without a path: name the target.
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
+
+
+@contextlib.contextmanager
+def restore_on_error(paths):
+    """Write several files as one step: if the block raises, each of ``paths`` is put back as it was before it
+    (the previous file restored, or a new one removed), so a full disk halfway through leaves the previous run
+    whole. The previous files are kept as hard links (no disk space needed; where links are not possible the new
+    file is left in place)."""
+    paths = [Path(p) for p in paths]
+    kept: dict = {}
+    for p in paths:
+        if p.exists():
+            b = p.with_name(f".{p.name}.{os.getpid()}-prev.tmp")  # a killed run's links are stale temporaries
+            try:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(b)
+                os.link(p, b)
+                kept[p] = b
+            except OSError:
+                kept[p] = None
+    try:
+        yield
+    except BaseException:
+        for p in paths:
+            with contextlib.suppress(OSError):
+                if p not in kept:
+                    p.unlink(missing_ok=True)
+                elif kept[p] is not None:
+                    os.replace(kept[p], p)
+        raise
+    finally:
+        for b in kept.values():
+            if b is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(b)
 
 
 def write_bytes(path, data: bytes) -> Path:
@@ -188,8 +227,13 @@ def _default(o):
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 
+def json_text(obj: Any) -> str:
+    """``obj`` as the JSON text :func:`write_json` writes."""
+    return json.dumps(obj, indent=2, default=_default, allow_nan=True) + "\n"
+
+
 def write_json(path, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, default=_default, allow_nan=True) + "\n")
+    return write_text(path, json_text(obj))
 
 
 def read_json(path) -> Any:
@@ -264,11 +308,64 @@ def _alive(pid: int) -> bool:
     return True
 
 
+#: Hidden file in a run folder naming the files a run is about to write, with the XXH3-128 of their bytes: what
+#: lets the next run tell its own leftovers (an interrupted save) from files the user made.
+RUN_RECORD = ".frugalvision-run.json"
+
+
+def file_digest(path) -> str:
+    """XXH3-128 of a file's bytes."""
+    import xxhash
+
+    h = xxhash.xxh3_128()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def record_run_files(folder, contents: dict) -> Path:
+    """Before a run writes ``contents`` (name -> text or bytes) into ``folder``, record each name with the digest of
+    what will be written (atomically, merged with earlier records): a later run then knows these files are its
+    own, even if this one is killed between them."""
+    import xxhash
+
+    folder = Path(folder)
+    record = _run_record(folder)
+    for name, data in contents.items():
+        record[name] = xxhash.xxh3_128(data.encode("utf-8") if isinstance(data, str) else data).hexdigest()
+    return write_json(folder / RUN_RECORD, {"files": record})
+
+
+def _run_record(folder: Path) -> dict:
+    try:
+        doc = read_json(folder / RUN_RECORD)
+        files = doc.get("files", {}) if isinstance(doc, dict) else {}
+        return {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _own_leftover(folder: Path, name: str, record: dict) -> bool:
+    try:
+        return name in record and file_digest(folder / name) == record[name]
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
-def run_folder(folder, files, *, overwrite: bool = False):
+def run_folder(folder, files, *, overwrite: bool = False, finished: str | None = None):
     """Hold ``folder`` for one run: an exclusive lock (released even if the process is killed) and, unless
-    ``overwrite``, a refusal before any work if one of ``files`` is already there."""
-    from .exceptions import DataError
+    ``overwrite``, a refusal before any work if one of ``files`` is already there.
+
+    ``finished``: the file whose presence means a complete run (written last). Without it, files a run recorded
+    with :func:`record_run_files` and still holding the recorded bytes are an interrupted run's leftovers: they are
+    replaced (and named in one warning) instead of blocking the rerun. A file that is not recorded or was changed
+    since is the user's and is never replaced without ``overwrite``.
+    """
+    import warnings
+
+    from .exceptions import DataError, DataWarning
 
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
@@ -286,8 +383,20 @@ def run_folder(folder, files, *, overwrite: bool = False):
             raise DataError(f"Another frugalvision run is writing to '{folder}' right now. Wait for it to finish, "
                             f"or choose another --out folder.") from None
         remove_stale_temporaries(folder)  # a killed run's half-written files: their writer is gone
-        for name in files:
-            refuse_overwrite(folder / name, overwrite, "run file")
+        if not overwrite:
+            if finished is not None:
+                refuse_overwrite(folder / finished, overwrite, "finished run's file")
+            record = _run_record(folder) if finished is not None else {}
+            leftovers = []
+            for name in files:
+                if finished is not None and name != finished and (folder / name).exists() \
+                        and _own_leftover(folder, name, record):
+                    leftovers.append(name)
+                    continue
+                refuse_overwrite(folder / name, overwrite, "run file")
+            if leftovers:
+                warnings.warn(f"'{folder}' holds {', '.join(leftovers)} of an interrupted run (no {finished}): "
+                              f"they are replaced by this run.", DataWarning, stacklevel=3)
         yield folder
     finally:
         os.close(fd)  # closing releases the lock

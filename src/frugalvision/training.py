@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._io import csv_text, run_folder, write_json, write_text
+from ._io import RUN_RECORD, csv_text, json_text, record_run_files, restore_on_error, run_folder, write_text
 from .features.extract import Extractor
 from .fitting import TrainingData, embed_dataset, fit_frozen, make_extractor
 from .backbones.registry import DEFAULT_BACKBONE
@@ -37,7 +37,8 @@ def train(data, recipe: Recipe | None = None, *, out=None, engine: str = "auto",
         (``train("data/", backbone="efficientnet_lite1")``), applied on top of ``recipe``.
     out : path, optional
         Run folder to write ``model.safetensors``, ``split.csv``, ``skipped.csv`` and ``training.json`` into.
-        Existing files are never overwritten unless ``overwrite``.
+        A finished run (its model file) and files the user made are never overwritten unless ``overwrite``;
+        the files of an interrupted run (recorded by the run, unchanged since, no model) are replaced.
     engine : {'auto', 'onnx', 'torch'}
     cache_dir : path, optional
         Embedding cache root (default ``~/.cache/frugalvision``).
@@ -57,7 +58,7 @@ def train(data, recipe: Recipe | None = None, *, out=None, engine: str = "auto",
     """
     recipe = as_recipe(recipe, **options)
     # One run at a time per folder, and nothing in it replaced unless asked (checked before any work).
-    folder = run_folder(out, RUN_FILES, overwrite=overwrite) if out is not None else contextlib.nullcontext()
+    folder = run_folder(out, RUN_FILES, overwrite=overwrite, finished="model.safetensors") if out is not None else contextlib.nullcontext()
     run = dict(engine=engine, cache_dir=cache_dir, split_file=split_file, progress=progress)
     with folder:
         t0 = _dt.datetime.now(_dt.timezone.utc)
@@ -197,17 +198,16 @@ RUN_FILES = ("model.safetensors", "split.csv", "skipped.csv", "training.json")
 
 def save_run(model: Model, td: TrainingData, out: Path, *, overwrite: bool):
     """Write the run folder atomically: the model last, so a folder with a model file is complete. When a write
-    fails (a full disk, a read-only folder), the files this call wrote are removed, so they do not block the rerun."""
-    written = []
-    try:
-        for name, text in (("split.csv", csv_text(td.table)), ("skipped.csv", csv_text(td.skipped))):
-            written.append(write_text(out / name, text))
-        extra = {"finetune": model.info.finetune.to_json()} if model.info.finetune else {}
-        written.append(write_json(out / "training.json", {**model.info.training.to_json(), **extra}))
+    fails (a full disk, a read-only folder), every run file is put back as it was before this call (the previous
+    run's files restored, new ones removed), so nothing half-written blocks the rerun or replaces a good run."""
+    extra = {"finetune": model.info.finetune.to_json()} if model.info.finetune else {}
+    texts = {"split.csv": csv_text(td.table), "skipped.csv": csv_text(td.skipped),
+             "training.json": json_text({**model.info.training.to_json(), **extra})}
+    with restore_on_error([out / RUN_RECORD, *(out / name for name in RUN_FILES)]):
+        # Recorded before they are written: a rerun after a kill between them knows these files are its own.
+        record_run_files(out, texts)
+        for name, text in texts.items():
+            write_text(out / name, text)
         model.save(out / "model.safetensors", overwrite=overwrite)
-    except OSError:
-        for p in written:
-            p.unlink(missing_ok=True)
-        raise
 
 

@@ -6,7 +6,8 @@ stage(s) and the head: seconds on a laptop. BatchNorm statistics stay frozen (th
 network runs in eval mode; only the unfrozen parameters receive gradients), the backbone
 learns at a lower rate than the head, the best epoch on validation loss is kept (early
 stopping; the frozen start is epoch 0), and a checkpoint after every epoch lets an interrupted
-run resume with the same result as an uninterrupted one.
+run resume with the same result as an uninterrupted one. The checkpoint carries an XXH3-128 checksum: a damaged
+one is named, set aside (never deleted) and fine-tuning starts again (:mod:`.checkpoint`).
 """
 
 from ._partial import finetune_model, parse_stages, stage_names

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..exceptions import DataError
+from .checkpoint import read_checkpoint
 
 __all__ = ["finetune_model", "stage_names", "parse_stages"]
 
@@ -124,7 +125,8 @@ def finetune_model(data, recipe, *, out=None, engine: str = "auto", cache_dir=No
     Defaults chosen on fashion4 (28-px product photos, 1,360 training images): a backbone rate 10x below the head's,
     8 light views, patience 8, cosine decay. There the last stage alone did not beat the frozen backbone (92.8 %
     mean test accuracy over 3 splits vs 93.25 %); 2 stages reached 94.25 % on one split (frozen 93.5 %).
-    ``finetune_checkpoint.safetensors`` is written to ``out`` after every epoch; the same command resumes from it.
+    ``finetune_checkpoint.safetensors`` is written to ``out`` after every epoch; the same command resumes from it
+    (a damaged checkpoint is set aside with a warning and fine-tuning starts again).
     """
     from .._optional import require_torch
 
@@ -194,8 +196,10 @@ def finetune_model(data, recipe, *, out=None, engine: str = "auto", cache_dir=No
     ckpt = out / "finetune_checkpoint.safetensors" if out is not None else None
     state = {"epoch": 0, "bad_epochs": 0, "history": [], "resumed_from_epoch": None}
     best = None
-    if ckpt is not None and ckpt.exists():
-        meta, tensors = _read_checkpoint(ckpt)
+    # A damaged checkpoint is named, set aside and not used (read_checkpoint gives None): a fresh start.
+    found = read_checkpoint(ckpt) if ckpt is not None and ckpt.exists() else None
+    if found is not None:
+        meta, tensors = found
         if meta.get("config") == config:
             with torch.no_grad():
                 for n, p in named.items():
@@ -318,9 +322,7 @@ def _validate(split, head, act, y, shape):
 
 
 def _save_checkpoint(path: Path, named, best, opt, state, config):
-    from safetensors.numpy import save
-
-    from .._io import atomic_writer
+    from .checkpoint import write_checkpoint
 
     tensors = {n: p.detach().numpy().copy() for n, p in named.items()}
     tensors.update({f"best.{n}": v.numpy().copy() for n, v in (best or {}).items()})
@@ -332,18 +334,8 @@ def _save_checkpoint(path: Path, named, best, opt, state, config):
                 tensors[f"opt.{i}.{k}"] = st[k].numpy().copy()
         if "step" in st:
             tensors[f"opt.{i}.step"] = np.asarray([float(st["step"])], dtype=np.float32)
-    # One file, written atomically: tensors and the loop state can never disagree.
-    with atomic_writer(path, "wb") as fh:
-        fh.write(save(tensors, metadata={"frugalvision_finetune": json.dumps({"state": state, "config": config})}))
-
-
-def _read_checkpoint(path: Path):
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="numpy") as f:
-        meta = json.loads((f.metadata() or {}).get("frugalvision_finetune", "{}"))
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    return meta, tensors
+    # One file, written atomically, with a checksum over tensors and loop state (see .checkpoint).
+    write_checkpoint(path, tensors, {"state": state, "config": config})
 
 
 def _load_opt(opt, tensors, params):
