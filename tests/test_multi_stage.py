@@ -104,3 +104,25 @@ def test_train_predict_and_maps_with_multi_stage_features(tmp_path, shapes_dir):
         k = picks[0]
         np.testing.assert_allclose(out.maps[j, 0].mean() + loaded.head.intercept_[k], out.logits[j, k],
                                    rtol=1e-4, atol=1e-4)
+
+
+def test_report_names_the_measured_alternative_when_the_features_cap(tmp_path, trained):
+    import shutil
+
+    import pandas as pd
+
+    from frugalvision.reporting.verdict import _features_step
+
+    model, run = trained
+    shutil.copy(run / "model.safetensors", tmp_path / "model.safetensors")
+    copy = fv.load_model(tmp_path)
+    step = _features_step(copy, capped=True)  # no tune yet: how to measure, and what it costs
+    assert "tune DATA --features last,multi" in step and "min here" in step
+    assert _features_step(copy, capped=False) is None
+    pd.DataFrame({"backbone": ["b"] * 3, "features": ["multi", "last", "last"], "mean_accuracy": [0.93, 0.90, 0.89],
+                  "std_accuracy": [0.01, 0.01, 0.01]}).to_csv(tmp_path / "tuning.csv", index=False)
+    step = _features_step(copy, capped=False)  # tune measured multi better: say so with both numbers
+    assert "--features multi" in step and "93" in step and "90" in step
+    pd.DataFrame({"backbone": ["b"] * 2, "features": ["multi", "last"], "mean_accuracy": [0.905, 0.90],
+                  "std_accuracy": [0.01, 0.01]}).to_csv(tmp_path / "tuning.csv", index=False)
+    assert _features_step(copy, capped=True) is None  # within the noise: nothing to say
