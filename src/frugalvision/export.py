@@ -4,11 +4,15 @@ The graph is the backbone graph that frugalvision itself runs (the same file ONN
 ``predict``; see :mod:`frugalvision.features.engine`) with the head appended by the ``onnx`` package's
 ``helper``: no torch, and the exported probabilities are the ones ``predict`` gives.
 
-Input ``images``: uint8 RGB, ``N×S×S×3`` (S stated in the metadata, ``input_size``; the caller
-centre-crops the largest square and resizes it to S, as frugalvision does). Inside the graph:
-resize to the network's size (when S differs), normalisation, backbone, head, temperature.
-Outputs: ``probabilities`` (N×K) and ``cams`` (N×K×h×w, every class's exact CAM; linear heads on
-average-pooled features) or ``features`` (N×C×h×w, the last feature map, for other heads).
+Input ``images``: uint8 RGB ``N×H×W×3``, the decoded image at any size (``--fixed-input`` fixes H and W for
+runtimes that need static shapes). Inside the graph, as ``predict`` does (:func:`frugalvision.data.decode.to_input`):
+the centre crop, the resize to the network's size with OpenCV's kernels (bicubic, or area averaging when shrinking
+more than 2x) written as two matrix products, rounding to uint8; then normalisation, backbone, head, temperature.
+Decode as ``predict`` does (upright, transparency on white, JPEGs at reduced DCT scale: ``Image.draft``; see the
+metadata's ``decode``) and the probabilities are ``predict``'s; examples/onnx_client.py is such a client.
+Outputs: ``decision`` (class index under the operating point, -1 = unknown / "none of these"), ``runner_up``,
+``probabilities`` (N×K), ``ood_score`` (when the model has one) and ``cams`` (N×K×h×w, every class's exact CAM;
+linear heads on average-pooled features) or ``features`` (N×C×h×w, the last feature map, for other heads).
 Class names and preprocessing are stored in the ONNX metadata (``frugalvision`` key, JSON).
 """
 
@@ -24,9 +28,13 @@ from ._io import atomic_writer, refuse_overwrite
 __all__ = ["export_onnx_model", "read_onnx_metadata"]
 
 
-def export_onnx_model(model, out, *, input_size: int | None = None, overwrite: bool = False,
-                      cache_dir=None) -> Path:
-    """Write ``out`` (.onnx). Returns the path. See the module docstring for the graph's contract."""
+def export_onnx_model(model, out, *, fixed_input: tuple[int, int] | None = None, input_size: int | None = None,
+                      overwrite: bool = False, cache_dir=None) -> Path:
+    """Write ``out`` (.onnx). Returns the path. See the module docstring for the graph's contract.
+
+    ``fixed_input=(width, height)`` gives a graph whose input has that fixed size (crop and resize weights are
+    then constants); ``input_size=S`` is the same as ``fixed_input=(S, S)``. By default height and width are free.
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -37,37 +45,42 @@ def export_onnx_model(model, out, *, input_size: int | None = None, overwrite: b
     proto = onnx.load(str(model.backbone_graph(cache_dir=cache_dir)))
     g = proto.graph
     net_size = model.info.preprocessing.input_size
-    size = int(input_size or net_size)
-    if size < 1:
-        raise ValueError(f"input_size must be a positive number of pixels, got {size}.")
+    if input_size is not None:
+        if fixed_input is not None:
+            raise ValueError("Give fixed_input or input_size, not both.")
+        fixed_input = (input_size, input_size)
+    fixed = None if fixed_input is None else (int(fixed_input[0]), int(fixed_input[1]))
+    if fixed is not None and min(fixed) < 1:
+        raise ValueError(f"The fixed input size must be positive numbers of pixels, got {fixed[0]}x{fixed[1]}.")
     cam = map_support(model, "cam").available
     temperature = float(model.temperature)
     inits, nodes = [], []
 
+    made = {}
+
     def const(name, array, dtype=np.float32):
-        inits.append(numpy_helper.from_array(np.array(array, dtype=dtype), name=f"fv_{name}"))  # 0-d stays 0-d
+        value = np.array(array, dtype=dtype)  # 0-d stays 0-d
+        if name in made:  # one initializer per name, reused
+            if made[name].dtype != value.dtype or not np.array_equal(made[name], value):
+                raise AssertionError(f"two different constants named {name}")
+            return f"fv_{name}"
+        made[name] = value
+        inits.append(numpy_helper.from_array(value, name=f"fv_{name}"))
         return f"fv_{name}"
 
-    # Resize in front of the backbone: its input is uint8 NHWC at the network's size.
+    # Crop and resize in front of the backbone (whose input is uint8 NHWC at the network's size).
     (image_input,) = [i for i in g.input if i.name == "images"]
-    if size != net_size:
-        for node in g.node:
-            node.input[:] = ["fv_net_images" if x == "images" else x for x in node.input]
-        nodes += [
-            helper.make_node("Cast", ["images"], ["fv_f"], to=TensorProto.FLOAT),
-            helper.make_node("Transpose", ["fv_f"], ["fv_nchw"], perm=[0, 3, 1, 2]),
-            helper.make_node("Shape", ["fv_nchw"], ["fv_shape"]),
-            helper.make_node("Slice", ["fv_shape", const("s0", [0], np.int64), const("s2", [2], np.int64)],
-                             ["fv_nc"]),
-            helper.make_node("Concat", ["fv_nc", const("hw", [net_size, net_size], np.int64)], ["fv_sizes"], axis=0),
-            helper.make_node("Resize", ["fv_nchw", "", "", "fv_sizes"], ["fv_resized"], mode="linear"),
-            helper.make_node("Clip", ["fv_resized", const("lo", 0.0), const("hi", 255.0)], ["fv_clipped"]),
-            helper.make_node("Round", ["fv_clipped"], ["fv_rounded"]),
-            helper.make_node("Transpose", ["fv_rounded"], ["fv_nhwc"], perm=[0, 2, 3, 1]),
-            helper.make_node("Cast", ["fv_nhwc"], ["fv_net_images"], to=TensorProto.UINT8),
-        ]
-        image_input.type.tensor_type.shape.dim[1].dim_value = size
-        image_input.type.tensor_type.shape.dim[2].dim_value = size
+    for node in g.node:
+        node.input[:] = ["fv_net_images" if x == "images" else x for x in node.input]
+    pre = model.preprocessing
+    nodes += _crop_resize_nodes(const, helper, TensorProto, net_size, float(pre["crop_pct"]),
+                                str(pre.get("interpolation", "bicubic")), fixed)
+    dims = image_input.type.tensor_type.shape.dim
+    for d, v in zip(dims[1:3], (fixed[1], fixed[0]) if fixed else ("height", "width")):
+        if isinstance(v, int):
+            d.dim_value = v
+        else:
+            d.dim_param = v
     head_nodes, logits = _head_nodes(model, const, helper)
     nodes_after = head_nodes + [
         helper.make_node("Div", [logits, const("temperature", temperature)], ["fv_scaled"]),
@@ -99,8 +112,16 @@ def export_onnx_model(model, out, *, input_size: int | None = None, overwrite: b
     else:
         g.output.append(feat_out)
     onnx.checker.check_model(proto)
-    meta = {"classes": model.classes, "input_size": size, "network_input_size": net_size,
-            "input": "uint8 RGB N x input_size x input_size x 3: centre square of the image resized to input_size",
+    pre = model.preprocessing
+    meta = {"classes": model.classes, "input_size": net_size, "network_input_size": net_size,
+            "input_shape": ["batch", fixed[1], fixed[0], 3] if fixed else ["batch", "height", "width", 3],
+            "input": "uint8 RGB N x height x width x 3: the decoded image, upright, transparency composited on white "
+                     "(any size" + (")" if not fixed else f"; this graph: {fixed[1]} high, {fixed[0]} wide)")
+                     + "; the graph crops the centre square and resizes it to input_size as predict does",
+            "jpeg_min_side": _jpeg_min_side(pre),
+            "decode": "as predict: a JPEG whose shorter side is at least 2 x jpeg_min_side is decoded at the "
+                      "smallest DCT scale (1/2, 1/4, 1/8) that keeps both sides >= jpeg_min_side (Pillow: "
+                      "Image.draft('RGB', (jpeg_min_side, jpeg_min_side))); other images at full size",
             "preprocessing": model.preprocessing, "temperature": temperature,
             "backbone": model.info.backbone.name, "weights_id": model.info.backbone.weights_id,
             "operating_point": model.info.operating_point.to_json() if model.info.operating_point else None,
@@ -120,6 +141,179 @@ def export_onnx_model(model, out, *, input_size: int | None = None, overwrite: b
     with atomic_writer(out, "wb") as fh:
         fh.write(proto.SerializeToString())
     return out
+
+
+def _jpeg_min_side(pre: dict) -> int:
+    """The side :func:`frugalvision.data.decode.decode_for_input` asks the JPEG decoder for."""
+    return int(round(int(pre["input_size"]) / max(float(pre["crop_pct"]), 1e-3)))
+
+
+def crop_pixels(width: int, height: int, crop_pct: float) -> tuple[int, int, int, int]:
+    """The whole-pixel crop box (left, top, right, bottom) of :func:`frugalvision.data.decode.to_input`."""
+    from .data.decode import crop_box
+
+    l, t, r, b = (int(round(v)) for v in crop_box(width, height, crop_pct))
+    return l, t, max(r, l + 1), max(b, t + 1)
+
+
+_CUBIC_A = -0.75  # OpenCV's INTER_CUBIC kernel
+
+
+def resize_weights(n: int, size: int, interpolation: str, area: bool) -> np.ndarray:
+    """``size x n`` matrix W such that ``W @ x`` resizes a length-``n`` signal as OpenCV's ``cv2.resize`` does:
+    area averaging (``area``; INTER_AREA when shrinking), else INTER_CUBIC (a = -0.75), INTER_LINEAR or
+    INTER_NEAREST, with half-pixel centres and edge pixels repeated. The graph computes the same matrix."""
+    s = n / size
+    i = np.arange(size, dtype=np.float64)[:, None]
+    j = np.arange(n)[None, :]
+    if area:
+        lo = i * s
+        return np.maximum(0.0, np.minimum(j + 1, lo + s) - np.maximum(j, lo)) / s
+    if interpolation == "nearest":
+        return (np.minimum(np.floor(i * s), n - 1) == j).astype(np.float64)
+    fx = (i + 0.5) * s - 0.5
+    sx = np.floor(fx)
+    offsets = np.array([-1.0, 0.0, 1.0, 2.0]) if interpolation == "bicubic" else np.array([0.0, 1.0])
+    idx = np.clip(sx + offsets, 0, n - 1)
+    d = np.abs(fx - sx - offsets)
+    if interpolation == "bicubic":
+        a = _CUBIC_A
+        k = np.where(d <= 1, ((a + 2) * d - (a + 3)) * d * d + 1,
+                     np.where(d < 2, ((a * d - 5 * a) * d + 8 * a) * d - 4 * a, 0.0))
+    else:
+        k = np.maximum(0.0, 1 - d)
+    return ((idx[:, :, None] == j[None]) * k[:, :, None]).sum(1)
+
+
+def _crop_resize_nodes(const, helper, TensorProto, size: int, crop_pct: float, interpolation: str, fixed) -> list:
+    """``images`` (uint8 N x H x W x 3) -> ``fv_net_images`` (uint8 N x size x size x 3): the centre crop and the
+    resize of :func:`frugalvision.data.decode.to_input`, as two matrix products (rows, then columns) with the
+    weights of :func:`resize_weights`; then rounded to uint8, as OpenCV does."""
+    if interpolation not in ("bicubic", "bilinear", "nearest"):
+        interpolation = "bicubic"  # to_input's fallback
+    F, I64 = TensorProto.FLOAT, TensorProto.INT64
+    mk = helper.make_node
+    nodes = []
+    if fixed:  # constants: the runtime sees a static graph
+        w, h = fixed
+        l, t, r, b = crop_pixels(w, h, crop_pct)
+        area = (r - l) > 2 * size
+        nodes.append(mk("Slice", ["images", const("crop_start", [t, l], np.int64), const("crop_end", [b, r], np.int64),
+                                  const("crop_axes", [1, 2], np.int64)], ["fv_crop"]))
+        wy = const("resize_rows", resize_weights(b - t, size, interpolation, area))
+        wx = const("resize_cols_t", resize_weights(r - l, size, interpolation, area).T)
+    else:
+        D = TensorProto.DOUBLE
+        nodes += [
+            mk("Shape", ["images"], ["fv_in_shape"]),
+            mk("Gather", ["fv_in_shape", const("hw_idx", [1, 2], np.int64)], ["fv_hw_i"]),
+            mk("Cast", ["fv_hw_i"], ["fv_hw"], to=D),  # [H, W]
+            mk("ReduceMin", ["fv_hw"], ["fv_short"], keepdims=1),
+            mk("Mul", ["fv_short", const("crop_pct", min(max(crop_pct, 1e-3), 1.0), np.float64)], ["fv_side"]),
+            mk("Sub", ["fv_hw", "fv_side"], ["fv_margin"]),
+            mk("Div", ["fv_margin", const("two_d", 2.0, np.float64)], ["fv_lo_f"]),  # [top, left]
+            mk("Add", ["fv_lo_f", "fv_side"], ["fv_hi_f"]),
+            mk("Round", ["fv_lo_f"], ["fv_lo_r"]),  # half to even, as Python's round()
+            mk("Round", ["fv_hi_f"], ["fv_hi_r"]),
+            mk("Cast", ["fv_lo_r"], ["fv_crop_lo"], to=I64),
+            mk("Cast", ["fv_hi_r"], ["fv_hi0"], to=I64),
+            mk("Add", ["fv_crop_lo", const("one_i", 1, np.int64)], ["fv_lo1"]),
+            mk("Max", ["fv_hi0", "fv_lo1"], ["fv_crop_hi"]),
+            mk("Slice", ["images", "fv_crop_lo", "fv_crop_hi", const("crop_axes", [1, 2], np.int64)], ["fv_crop"]),
+            mk("Sub", ["fv_crop_hi", "fv_crop_lo"], ["fv_crop_hw"]),  # [h, w] of the crop
+            mk("Gather", ["fv_crop_hw", const("w_idx", 1, np.int64)], ["fv_crop_w"]),
+            mk("Greater", ["fv_crop_w", const("area_from", 2 * size, np.int64)], ["fv_area"]),
+        ]
+        for axis, name in ((0, "rows"), (1, "cols")):
+            nodes += _weight_nodes(const, helper, TensorProto, f"fv_{name}", axis, size, interpolation)
+        nodes.append(mk("Transpose", ["fv_cols"], ["fv_cols_t"], perm=[1, 0]))
+        wy, wx = "fv_rows", "fv_cols_t"
+    return nodes + [
+        mk("Cast", ["fv_crop"], ["fv_crop_f"], to=F),
+        mk("Transpose", ["fv_crop_f"], ["fv_crop_nchw"], perm=[0, 3, 1, 2]),
+        mk("MatMul", [wy, "fv_crop_nchw"], ["fv_rows_done"]),  # size x h  @  N x 3 x h x w
+        mk("MatMul", ["fv_rows_done", wx], ["fv_resized"]),  # ... @ w x size
+        mk("Round", ["fv_resized"], ["fv_rounded"]),
+        mk("Clip", ["fv_rounded", const("lo", 0.0), const("hi", 255.0)], ["fv_clipped"]),
+        mk("Transpose", ["fv_clipped"], ["fv_nhwc"], perm=[0, 2, 3, 1]),
+        mk("Cast", ["fv_nhwc"], ["fv_net_images"], to=TensorProto.UINT8),
+    ]
+
+
+def _weight_nodes(const, helper, TensorProto, out: str, axis: int, size: int, interpolation: str) -> list:
+    """In-graph :func:`resize_weights` for axis ``axis`` of the crop (0: rows, 1: columns): ``out`` is size x n,
+    area weights where ``fv_area`` is true, else the interpolation's."""
+    F, I64 = TensorProto.FLOAT, TensorProto.INT64
+    mk = helper.make_node
+    p = f"{out}_"
+    nodes = [
+        mk("Gather", ["fv_crop_hw", const(f"{p}axis", axis, np.int64)], [p + "n_i"]),
+        mk("Cast", [p + "n_i"], [p + "n"], to=F),
+        mk("Range", [const("zero_f", 0.0), p + "n", const("one_f", 1.0)], [p + "j_row"]),
+        mk("Unsqueeze", [p + "j_row", const("axis0", [0], np.int64)], [p + "j"]),  # 1 x n
+        mk("Div", [p + "n", const("size_f", float(size))], [p + "s"]),
+        # area: overlap of [j, j+1] with [i s, (i+1) s], over s
+        mk("Mul", [const("i_col", np.arange(size, dtype=np.float32)[:, None]), p + "s"], [p + "alo"]),
+        mk("Add", [p + "alo", p + "s"], [p + "ahi"]),
+        mk("Add", [p + "j", const("one_f", 1.0)], [p + "j1"]),
+        mk("Min", [p + "j1", p + "ahi"], [p + "amin"]),
+        mk("Max", [p + "j", p + "alo"], [p + "amax"]),
+        mk("Sub", [p + "amin", p + "amax"], [p + "aover"]),
+        mk("Relu", [p + "aover"], [p + "aover0"]),
+        mk("Div", [p + "aover0", p + "s"], [p + "area"]),
+    ]
+    if interpolation == "nearest":
+        nodes += [
+            mk("Floor", [p + "alo"], [p + "nfl"]),
+            mk("Sub", [p + "n", const("one_f", 1.0)], [p + "last"]),
+            mk("Min", [p + "nfl", p + "last"], [p + "nidx"]),
+            mk("Equal", [p + "nidx", p + "j"], [p + "nhit"]),
+            mk("Cast", [p + "nhit"], [p + "interp"], to=F),
+        ]
+    else:
+        offsets = [-1.0, 0.0, 1.0, 2.0] if interpolation == "bicubic" else [0.0, 1.0]
+        nodes += [
+            mk("Mul", [const("i_half", np.arange(size, dtype=np.float32)[:, None] + 0.5), p + "s"], [p + "fx0"]),
+            mk("Sub", [p + "fx0", const("half", 0.5)], [p + "fx"]),
+            mk("Floor", [p + "fx"], [p + "sx"]),
+            mk("Add", [p + "sx", const(f"offsets_{interpolation}", [offsets])], [p + "taps"]),  # size x taps
+            mk("Sub", [p + "n", const("one_f", 1.0)], [p + "last"]),
+            mk("Clip", [p + "taps", const("zero_f", 0.0), p + "last"], [p + "idx"]),
+            mk("Sub", [p + "fx", p + "taps"], [p + "dd"]),
+            mk("Abs", [p + "dd"], [p + "d"]),
+        ]
+        if interpolation == "bicubic":
+            a = _CUBIC_A  # |d| <= 1: ((a+2)d - (a+3)) d^2 + 1;  1 < |d| < 2: ((a d - 5a) d + 8a) d - 4a
+            nodes += [
+                mk("Mul", [p + "d", const("ca2", a + 2)], [p + "k1a"]),
+                mk("Sub", [p + "k1a", const("ca3", a + 3)], [p + "k1b"]),
+                mk("Mul", [p + "k1b", p + "d"], [p + "k1c"]),
+                mk("Mul", [p + "k1c", p + "d"], [p + "k1d"]),
+                mk("Add", [p + "k1d", const("one_f", 1.0)], [p + "k1"]),
+                mk("Mul", [p + "d", const("ca", a)], [p + "k2a"]),
+                mk("Sub", [p + "k2a", const("c5a", 5 * a)], [p + "k2b"]),
+                mk("Mul", [p + "k2b", p + "d"], [p + "k2c"]),
+                mk("Add", [p + "k2c", const("c8a", 8 * a)], [p + "k2d"]),
+                mk("Mul", [p + "k2d", p + "d"], [p + "k2e"]),
+                mk("Sub", [p + "k2e", const("c4a", 4 * a)], [p + "k2"]),
+                mk("LessOrEqual", [p + "d", const("one_f", 1.0)], [p + "near"]),
+                mk("Less", [p + "d", const("two_f", 2.0)], [p + "inside"]),
+                mk("Where", [p + "inside", p + "k2", const("zero_f", 0.0)], [p + "kfar"]),
+                mk("Where", [p + "near", p + "k1", p + "kfar"], [p + "k"]),
+            ]
+        else:
+            nodes += [mk("Sub", [const("one_f", 1.0), p + "d"], [p + "k0"]),
+                      mk("Relu", [p + "k0"], [p + "k"])]
+        nodes += [
+            mk("Unsqueeze", [p + "idx", const("axis2", [2], np.int64)], [p + "idx3"]),  # size x taps x 1
+            mk("Unsqueeze", [p + "j", const("axis0", [0], np.int64)], [p + "j3"]),  # 1 x 1 x n
+            mk("Equal", [p + "idx3", p + "j3"], [p + "hit"]),
+            mk("Cast", [p + "hit"], [p + "hitf"], to=F),
+            mk("Unsqueeze", [p + "k", const("axis2", [2], np.int64)], [p + "k3"]),
+            mk("Mul", [p + "hitf", p + "k3"], [p + "wk"]),
+            mk("ReduceSum", [p + "wk", const("axis1", [1], np.int64)], [p + "interp"], keepdims=0),
+        ]
+    return nodes + [mk("Where", ["fv_area", p + "area", p + "interp"], [out])]
 
 
 def _head_nodes(model, const, helper):
