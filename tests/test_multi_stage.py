@@ -104,6 +104,14 @@ def test_train_predict_and_maps_with_multi_stage_features(tmp_path, shapes_dir):
         k = picks[0]
         np.testing.assert_allclose(out.maps[j, 0].mean() + loaded.head.intercept_[k], out.logits[j, k],
                                    rtol=1e-4, atol=1e-4)
+    # The exported graph reads the same multi-stage embedding: predict's probabilities and decisions.
+    from frugalvision.export import export_onnx_model
+
+    onnx_path = export_onnx_model(loaded, tmp_path / "m.onnx")
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    proba, decision = sess.run(["probabilities", "decision"], {"images": images})
+    np.testing.assert_allclose(proba, out.probabilities, atol=1e-4)
+    assert list(decision) == list(out.decisions.label)
 
 
 def test_report_names_the_measured_alternative_when_the_features_cap(tmp_path, trained):

@@ -28,6 +28,12 @@ from ._io import atomic_writer, refuse_overwrite
 __all__ = ["export_onnx_model", "read_onnx_metadata"]
 
 
+def _map_channels(g) -> int:
+    """Channels of the graph's last feature map (the first numbers of the embedding)."""
+    (feat,) = [o for o in g.output if o.name == "features"]
+    return int(feat.type.tensor_type.shape.dim[1].dim_value)
+
+
 def export_onnx_model(model, out, *, fixed_input: tuple[int, int] | None = None, input_size: int | None = None,
                       overwrite: bool = False, cache_dir=None) -> Path:
     """Write ``out`` (.onnx). Returns the path. See the module docstring for the graph's contract.
@@ -43,6 +49,15 @@ def export_onnx_model(model, out, *, fixed_input: tuple[int, int] | None = None,
     out = Path(out)
     refuse_overwrite(out, overwrite, "ONNX file")
     proto = onnx.load(str(model.backbone_graph(cache_dir=cache_dir)))
+    multi = model.info.backbone.features == "multi"
+    if multi:  # the head reads the last layer's embedding followed by the pooled stages, as in predict
+        from .backbones.stages import with_stage_outputs
+
+        proto = with_stage_outputs(proto, maps=False)
+        for node in proto.graph.node:
+            node.output[:] = ["fv_last_embedding" if x == "embedding" else x for x in node.output]
+            node.input[:] = ["fv_last_embedding" if x == "embedding" else x for x in node.input]
+        proto.graph.node.append(helper.make_node("Concat", ["fv_last_embedding", "stages"], ["embedding"], axis=1))
     g = proto.graph
     net_size = model.info.preprocessing.input_size
     if input_size is not None:
@@ -91,7 +106,8 @@ def export_onnx_model(model, out, *, fixed_input: tuple[int, int] | None = None,
     if cam:  # CAM_k = Σ_c W[k,c]·A[c]: a MatMul over the channel axis of the NHWC view
         nodes_after += [
             helper.make_node("Transpose", ["features"], ["fv_fmap_nhwc"], perm=[0, 2, 3, 1]),
-            helper.make_node("MatMul", ["fv_fmap_nhwc", const("coef_t", model.head.coef_.T)], ["fv_cams_nhwk"]),
+            helper.make_node("MatMul", ["fv_fmap_nhwc", const("coef_t", model.head.coef_[:, :_map_channels(g)].T)],
+                             ["fv_cams_nhwk"]),
             helper.make_node("Transpose", ["fv_cams_nhwk"], ["cams"], perm=[0, 3, 1, 2]),
         ]
     body = list(g.node)
@@ -132,7 +148,10 @@ def export_onnx_model(model, out, *, fixed_input: tuple[int, int] | None = None,
                         "runner_up": "N class indices: the most probable class other than the decided one (for "
                                      "unknown: the most probable class)",
                         "ood_score": "N unusualness scores (higher = more unusual)" if score else None,
-                        "cams": "N x K x h x w exact class activation maps" if cam else None,
+                        "cams": ("N x K x h x w exact class activation maps" if not multi else
+                                 "N x K x h x w maps of the last layer's share of each logit (multi-stage features: "
+                                 "the stages' share is not in them; 'frugalvision explain' draws the full map at "
+                                 "stride 16)") if cam else None,
                         "features": None if cam else "N x C x h x w last feature map"},
             "versions": model.info.versions}
     del proto.metadata_props[:]
