@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -197,3 +199,41 @@ def test_tune_marks_and_refits_the_chosen_config(shapes_dir, tmp_path):
     assert "*" in res.summary()
     best = tune(shapes_dir, grid=grid, cv=3, cache_dir=tmp_path / "c", progress=False, refit=False, select="best")
     assert best.best["C"] == top["p_C"]
+
+
+def test_budget_weighs_fine_tuning_against_the_frozen_winner(shapes_dir, tmp_path):
+    """--budget: the frozen winner and each fine-tuning candidate judged on the same validation images, inside the
+    time; without PyTorch the candidates say why they were not tried."""
+    from frugalvision._optional import has_torch
+    from frugalvision.tune import parse_budget
+
+    assert parse_budget("20m") == 1200 and parse_budget("90s") == 90 and parse_budget("1.5h") == 5400
+    with pytest.raises(fv.DataError, match="duration"):
+        parse_budget("soon")
+    grid = [{"head": "linear", "C": 0.1}]
+    t = time.perf_counter()
+    res = tune(shapes_dir, grid=grid, cv=3, features=("last",), out=tmp_path / "run", cache_dir=tmp_path / "c",
+               progress=False, budget=400, finetune=("last-stage",),
+               finetune_options={"epochs": 2, "views": 1, "finetune_params": {"patience": 1}})
+    took = time.perf_counter() - t
+    rows = res.candidates
+    assert [r["candidate"].split(" (")[0] for r in rows] == ["frozen", "fine-tune last-stage"]
+    assert sum(r["chosen"] for r in rows) == 1
+    frozen, ft = rows
+    assert frozen["validation_accuracy"] is not None and frozen["n_validation"] > 0
+    if has_torch():
+        assert ft["validation_accuracy"] is not None and ft["n_validation"] == frozen["n_validation"]
+        best = max(rows, key=lambda r: (r["validation_accuracy"], r is frozen))
+        assert best["chosen"]
+        assert bool(res.model.info.finetune) == ft["chosen"]
+        assert took < 400 + 60
+        # The time limit ends fine-tuning after the epoch that passes it, keeping the best epoch so far.
+        short = fv.train(shapes_dir, finetune="last-stage", epochs=3, views=1, progress=False,
+                         cache_dir=tmp_path / "c", finetune_params={"max_seconds": 1e-3})
+        assert short.info.finetune.stopped_by_budget and short.info.finetune.epochs_run == 0
+    else:
+        assert "PyTorch" in ft["note"] and frozen["chosen"]
+    table = pd.read_csv(tmp_path / "run" / "tuning_budget.csv")
+    assert list(table["candidate"]) == [r["candidate"] for r in rows]
+    assert fv.load_model(tmp_path / "run").info.training.validation["accuracy"] == \
+        max(r["validation_accuracy"] for r in rows if r["chosen"])

@@ -241,6 +241,7 @@ class FinetuneInfo(_Record):
     start_val_accuracy: float | None = None
     history: list = field(default_factory=list)
     resumed_from_epoch: int | None = None
+    stopped_by_budget: bool = False  # the time budget (tune --budget) ended it before early stopping did
     trainable: list = field(default_factory=list)
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)

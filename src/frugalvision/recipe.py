@@ -44,7 +44,7 @@ def _fraction(v) -> bool:
 
 #: Fine-tuning's own settings (``Recipe.finetune_params``), chosen on fashion4 (see frugalvision.finetune).
 FINETUNE_DEFAULTS = {"lr_backbone": 1e-4, "lr_head": 1e-3, "weight_decay": 1e-4, "batch_size": 32, "patience": 8,
-                     "schedule": "cosine"}
+                     "schedule": "cosine", "max_seconds": None}  # max_seconds: stop after the epoch that passes it
 
 #: Each field: (check, what it takes). Checked once, when a Recipe is made.
 CONSTRAINTS = {
@@ -204,6 +204,9 @@ def _combination_problems(r: Recipe) -> list[str]:
         out.append("finetune_params apply only with --finetune")
     if r.finetune_settings["schedule"] not in ("cosine", "constant"):
         out.append("finetune_params['schedule'] must be 'cosine' or 'constant'")
+    ms = r.finetune_settings["max_seconds"]
+    if ms is not None and not _positive_number(ms):
+        out.append("finetune_params['max_seconds'] must be a positive number of seconds (or None: no limit)")
     val, test = r.split_sizes(False)
     if val + test >= 1:
         out.append(f"val_size + test_size = {val + test:g} leaves no training images")

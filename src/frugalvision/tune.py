@@ -23,7 +23,8 @@ from .backbones.stages import FEATURES
 from .exceptions import DataError
 from .heads import HEADS
 
-__all__ = ["default_grid", "tune_embeddings", "tune", "TuneResult", "make_head", "select_config", "SELECT_RULES"]
+__all__ = ["default_grid", "tune_embeddings", "tune", "TuneResult", "make_head", "select_config", "SELECT_RULES",
+           "parse_budget"]
 
 SELECT_RULES = ("one-se", "best")
 
@@ -63,6 +64,7 @@ class TuneResult:
     model: object = None
     folds: list = field(default_factory=list)
     select: str = "one-se"
+    candidates: list = field(default_factory=list)  # with a budget: frozen winner vs fine-tuning, one dict each
 
     def summary(self, n: int = 10) -> str:
         lines = [f"{'rank':>5}  {'accuracy':>15}  {'log-loss':>15}  folds  config"]
@@ -218,6 +220,76 @@ def _check_cv(cv) -> None:
         raise DataError(f"cv must be a whole number of folds >= 2, got {cv!r}.")
 
 
+#: A fine-tuning candidate is tried only with at least this many seconds left (its prefix pass and a few epochs).
+MIN_FINETUNE_SECONDS = 60.0
+
+
+def _within_budget(data, recipe, budget: float, t_start: float, stages, *, out, overwrite, options=None, **run):
+    """The search winner (frozen) against fine-tuning candidates, inside ``budget`` seconds since ``t_start``:
+    ``(kept model, candidate rows)``."""
+    from ._optional import has_torch
+    from .training import train
+
+    def row(name, model, seconds, note=""):
+        v = model.info.training.validation if model is not None else {}
+        ft = model.info.finetune if model is not None else None
+        return {"candidate": name, "validation_accuracy": v.get("accuracy"), "n_validation": v.get("n"),
+                "seconds": round(seconds, 1), "epochs_run": ft.epochs_run if ft else None,
+                "best_epoch": ft.best_epoch if ft else None,
+                "stopped_by_budget": bool(ft.stopped_by_budget) if ft else False, "note": note}
+
+    t = time.perf_counter()
+    best = train(data, recipe, out=None, **run)
+    rows = [row(f"frozen ({recipe.features} features, {recipe.head} head)", best, time.perf_counter() - t)]
+    best_i = 0
+    base = recipe.replace(precision="fp32" if recipe.precision == "int8" else recipe.precision,
+                          balance_by_augmentation=False)
+    for st in stages:
+        left = budget - (time.perf_counter() - t_start)
+        need = max(MIN_FINETUNE_SECONDS, 3 * rows[0]["seconds"])
+        if not has_torch():
+            rows.append(row(f"fine-tune {st}", None, 0.0, "not tried: fine-tuning needs PyTorch "
+                                                           "(pip install 'frugalvision[torch]')"))
+            continue
+        if left < need:
+            rows.append(row(f"fine-tune {st}", None, 0.0, f"not tried: {left:.0f} s left of the budget, "
+                                                           f"needs at least {need:.0f} s"))
+            continue
+        t = time.perf_counter()
+        opts = dict(options or {})
+        params = {**opts.pop("finetune_params", {}), "max_seconds": 0.9 * left}
+        model = train(data, base.replace(finetune=st, finetune_params=params, **opts), out=None, **run)
+        rows.append(row(f"fine-tune {st}", model, time.perf_counter() - t))
+        if (rows[-1]["validation_accuracy"] or 0) > (rows[best_i]["validation_accuracy"] or 0):
+            best, best_i = model, len(rows) - 1
+    for i, r in enumerate(rows):
+        r["chosen"] = i == best_i
+    if out is not None:
+        from pathlib import Path
+
+        from ._io import run_folder
+        from .training import RUN_FILES, save_run
+
+        with run_folder(out, RUN_FILES, overwrite=overwrite, finished="model.safetensors"):
+            save_run(best, best.training_data, Path(out), overwrite=overwrite)
+    return best, rows
+
+
+def parse_budget(text) -> float | None:
+    """``'20m'``, ``'90s'``, ``'1.5h'`` or a number of seconds -> seconds (None for nothing)."""
+    if text is None or text == "":
+        return None
+    units = {"s": 1, "m": 60, "h": 3600}
+    t = str(text).strip().lower()
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t[-1] in units else float(t)
+    except (ValueError, IndexError):
+        raise DataError(f"A budget is a duration such as '20m', '90s' or '1h', got {text!r}.") from None
+    if not value > 0:
+        raise DataError(f"A budget must be positive, got {text!r}.")
+    return value
+
+
 def _search_extractor(backbone: str, features: tuple, **kw):
     """One extractor for the search (multi when asked: it holds the last layer too) and the feature kinds it can
     give; a backbone whose graph has no stages to pool is searched on its last layer, with a warning."""
@@ -255,7 +327,8 @@ def tune(data, recipe=None, *, backbones=("efficientnet_lite0",), features=("las
          balance_by_augmentation: bool = False, grid: list[dict] | None = None, cv: int = 5, seed: int = 0,
          racing: bool = False, select: str = "one-se",
          out=None, engine: str = "auto", cache_dir=None, progress: bool = True, overwrite: bool = False,
-         refit: bool = True) -> TuneResult:
+         refit: bool = True, budget: float | None = None, finetune=("last-stage", "2-stages"),
+         finetune_options: dict | None = None) -> TuneResult:
     """Grid search over heads, their hyper-parameters, augmented views and backbones, then refit the best.
 
     Cross-validation uses every non-test row (train + validation); the test split is untouched. The
@@ -266,6 +339,13 @@ def tune(data, recipe=None, *, backbones=("efficientnet_lite0",), features=("las
     carries everything the search does not choose (targets, goals, "none of these", precision, splits) into the refit.
     ``features`` compares the pooled last layer with multi-stage features (``--features multi``); one pass gives
     both, since the multi embedding starts with the last layer's.
+
+    ``budget`` (seconds of wall-clock time, search included) also tries fine-tuning the last stage(s) of the backbone
+    (``finetune``, in order, with PyTorch) while time is left, each with the search winner's recipe and a time limit;
+    the frozen winner and each fine-tuned model are judged on the same validation images (both choose on them: C
+    and the operating point, or the epoch), and the best is kept (ties: frozen, the cheaper). ``result.candidates``
+    lists each with its accuracy and time. ``finetune_options``: recipe fields for the fine-tuning candidates
+    (``{"epochs": 12, "views": 4}``).
     """
     from .fitting import embed_dataset, embed_views
 
@@ -311,8 +391,16 @@ def tune(data, recipe=None, *, backbones=("efficientnet_lite0",), features=("las
             backbone=best["backbone"], features=best["features"], head=cfg.pop("head"), head_params=cfg, C="auto",
             views=int(best.get("views") or 0), augment=policy, balance_by_augmentation=balance_by_augmentation,
             seed=seed, few_shot=False)
-        result.model = train(data, chosen_recipe, out=out, engine=engine, cache_dir=cache_dir, progress=progress,
-                             overwrite=overwrite)
+        run = dict(engine=engine, cache_dir=cache_dir, progress=progress)
+        if budget is None:
+            result.model = train(data, chosen_recipe, out=out, overwrite=overwrite, **run)
+        else:
+            result.model, result.candidates = _within_budget(data, chosen_recipe, budget, t0, finetune, out=out,
+                                                             overwrite=overwrite, options=finetune_options, **run)
+            if out is not None:
+                from ._io import csv_text, write_text
+
+                write_text(f"{out}/tuning_budget.csv", csv_text(pd.DataFrame(result.candidates), float_format="%.5f"))
         if out is not None:
             from ._io import csv_text, write_text
 

@@ -26,10 +26,11 @@ def register(app: typer.Typer) -> None:
                                     "of the configs goes on to each next fold (about half the time with 3 folds)."),
         select: str = typer.Option("one-se", "--select", help="Which config to refit: 'one-se' (the simplest "
                                    "within one standard error of the best CV score) or 'best' (the top score)."),
+        budget: Optional[str] = typer.Option(None, "--budget", help="Wall-clock budget, e.g. 20m: within it, also try fine-tuning the last 1-2 stages (PyTorch) against the frozen winner, on the same validation images; the better is kept."),
         engine: str = Engine, cache_dir: Optional[Path] = CacheDir, quiet: bool = Quiet, overwrite: bool = Overwrite,
     ):
         """Grid search over head type, C / weight decay, dropout, lr, batch size, class weighting, views, features, backbone."""
-        from ..tune import tune
+        from ..tune import parse_budget, tune
 
         try:
             view_list = [int(v) for v in views.split(",")]
@@ -38,8 +39,13 @@ def register(app: typer.Typer) -> None:
         res = tune(data, backbones=tuple(backbones.split(",")), features=tuple(f.strip() for f in features.split(",")),
                    views=tuple(view_list), policy=augment,
                    balance_by_augmentation=balance_by_augmentation, cv=cv, seed=seed, racing=racing, select=select, out=out, engine=engine,
-                   cache_dir=cache_dir, progress=not quiet, overwrite=overwrite)
+                   cache_dir=cache_dir, progress=not quiet, overwrite=overwrite, budget=parse_budget(budget))
         echo(f"{len(res.table)} configurations x {cv} folds in {res.seconds:.1f} s")
         echo(res.summary())
         echo(f"Refit: {res.best}")
+        for c in res.candidates:
+            acc = c["validation_accuracy"]
+            echo(f"{'*' if c['chosen'] else ' '} {c['candidate']}: "
+                 + (f"validation accuracy {100 * acc:.1f} % of {c['n_validation']} images, {c['seconds']:.0f} s"
+                    if acc is not None else c["note"]))
         echo(f"Wrote {out / 'model.safetensors'} and {out / 'tuning.csv'}. Next: frugalvision evaluate {out}")

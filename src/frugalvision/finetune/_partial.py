@@ -238,8 +238,13 @@ def finetune_model(data, recipe, *, out=None, engine: str = "auto", cache_dir=No
         loss0, acc0 = _validate(split, head, act_va, y_va, shape)[:2]
         state.update(best_val_loss=loss0, best_epoch=0, start_val_loss=loss0, start_val_accuracy=acc0)
         best = {n: p.detach().clone() for n, p in named.items()}
+    max_seconds = st.get("max_seconds")
     for epoch in range(state["epoch"] + 1, epochs + 1):
         if state["bad_epochs"] >= patience:
+            break
+        if max_seconds is not None and time.perf_counter() - t0 > max_seconds:  # the time budget (tune --budget)
+            state["stopped_by_budget"] = True
+            say(f"  time budget of {max_seconds:.0f} s reached after epoch {epoch - 1}: keeping the best epoch so far")
             break
         tl = run_epoch(epoch)
         val_loss, val_acc, _ = _validate(split, head, act_va, y_va, shape)
@@ -291,6 +296,7 @@ def finetune_model(data, recipe, *, out=None, engine: str = "auto", cache_dir=No
                      "start_val_accuracy": state.get("start_val_accuracy"),
                      "history": state["history"],
                      "resumed_from_epoch": state["resumed_from_epoch"],
+                     "stopped_by_budget": bool(state.get("stopped_by_budget")),
                      "trainable": split.trainable_names + split.tail_names,
                      "seconds": time.perf_counter() - t0}
     summary = _summary(td, fit, data, X_va, names[y_va])
