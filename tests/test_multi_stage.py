@@ -109,9 +109,13 @@ def test_train_predict_and_maps_with_multi_stage_features(tmp_path, shapes_dir):
 
     onnx_path = export_onnx_model(loaded, tmp_path / "m.onnx")
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    proba, decision = sess.run(["probabilities", "decision"], {"images": images})
+    proba, decision, cams = sess.run(["probabilities", "decision", "cams"], {"images": images})
     np.testing.assert_allclose(proba, out.probabilities, atol=1e-4)
     assert list(decision) == list(out.decisions.label)
+    # ... and its maps are explain's stride-16 maps, computed in the graph.
+    assert cams.shape[-2:] == (14, 14)
+    for j, picks in enumerate(out.map_classes):
+        np.testing.assert_allclose(cams[j, picks[0]], out.maps[j, 0], rtol=1e-3, atol=1e-3)
 
 
 def test_report_names_the_measured_alternative_when_the_features_cap(tmp_path, trained):

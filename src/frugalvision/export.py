@@ -28,10 +28,49 @@ from ._io import atomic_writer, refuse_overwrite
 __all__ = ["export_onnx_model", "read_onnx_metadata"]
 
 
-def _map_channels(g) -> int:
-    """Channels of the graph's last feature map (the first numbers of the embedding)."""
-    (feat,) = [o for o in g.output if o.name == "features"]
-    return int(feat.type.tensor_type.shape.dim[1].dim_value)
+def _stage_cam_nodes(model, const, helper):
+    """Nodes computing :func:`frugalvision.maps.stage_cam.stage_class_maps` for a linear head: ``cams`` (N x K x H x W).
+
+    The maps' sizes are fixed by the network's input size, so area resampling is a constant matrix; a maximum's
+    cell is an ArgMax turned one-hot."""
+    from .backbones.stages import MULTI_STAGES, stage_map_name
+    from .maps.stage_cam import area_matrix
+
+    s = model.info.preprocessing.input_size
+    got = model.extractor(progress=False).engine.run_outputs(np.zeros((1, s, s, 3), np.uint8), maps=True)
+    parts = [("features", got["features"].shape[1:], False)]
+    parts += [(stage_map_name(k), got[stage_map_name(k)].shape[1:], True) for k in MULTI_STAGES]
+    H, W = max((p[1][1:] for p in parts), key=lambda hw: hw[0] * hw[1])
+    coef = np.asarray(model.head.coef_, np.float32)
+    K = coef.shape[0]
+    nodes, sums, at = [], [], 0
+    for i, (t, (c, h, w), has_max) in enumerate(parts):
+        p = f"fv_sc{i}"
+        nodes += [helper.make_node("Reshape", [t, const(f"w_sc{i}_shape", [0, c, h * w], np.int64)], [f"{p}_flat"]),
+                  helper.make_node("Transpose", [f"{p}_flat"], [f"{p}_t"], perm=[0, 2, 1]),        # (n, hw, c)
+                  helper.make_node("MatMul", [f"{p}_t", const(f"w_sc{i}_avg", coef[:, at:at + c].T)], [f"{p}_avg"])]
+        at += c
+        cell = f"{p}_avg"
+        if has_max:
+            nodes += [
+                helper.make_node("ArgMax", [f"{p}_flat"], [f"{p}_arg"], axis=2, keepdims=0),       # (n, c)
+                helper.make_node("ReduceMax", [f"{p}_flat"], [f"{p}_max"], axes=[2], keepdims=1),  # (n, c, 1)
+                helper.make_node("OneHot", [f"{p}_arg", const(f"w_sc{i}_depth", h * w, np.int64),
+                                            const("onehot_values", [0.0, 1.0])], [f"{p}_hot"], axis=-1),
+                helper.make_node("Mul", [f"{p}_hot", f"{p}_max"], [f"{p}_spike"]),                 # (n, c, hw)
+                helper.make_node("Transpose", [f"{p}_spike"], [f"{p}_spike_t"], perm=[0, 2, 1]),
+                helper.make_node("MatMul", [f"{p}_spike_t", const(f"w_sc{i}_max", coef[:, at:at + c].T * (h * w))],
+                                 [f"{p}_maxpart"]),
+                helper.make_node("Add", [f"{p}_avg", f"{p}_maxpart"], [f"{p}_sum"])]
+            at += c
+            cell = f"{p}_sum"
+        area = np.kron(area_matrix(H, h), area_matrix(W, w))                                       # (HW, hw)
+        nodes.append(helper.make_node("MatMul", [const(f"w_sc{i}_area", area), cell], [f"{p}_fine"]))  # (n, HW, K)
+        sums.append(f"{p}_fine")
+    nodes += [helper.make_node("Sum", sums, ["fv_sc_all"]),
+              helper.make_node("Transpose", ["fv_sc_all"], ["fv_sc_all_t"], perm=[0, 2, 1]),
+              helper.make_node("Reshape", ["fv_sc_all_t", const("sc_out_shape", [0, K, H, W], np.int64)], ["cams"])]
+    return nodes, [H, W]
 
 
 def export_onnx_model(model, out, *, fixed_input: tuple[int, int] | None = None, input_size: int | None = None,
@@ -53,7 +92,7 @@ def export_onnx_model(model, out, *, fixed_input: tuple[int, int] | None = None,
     if multi:  # the head reads the last layer's embedding followed by the pooled stages, as in predict
         from .backbones.stages import with_stage_outputs
 
-        proto = with_stage_outputs(proto, maps=False)
+        proto = with_stage_outputs(proto, maps=True)
         for node in proto.graph.node:
             node.output[:] = ["fv_last_embedding" if x == "embedding" else x for x in node.output]
             node.input[:] = ["fv_last_embedding" if x == "embedding" else x for x in node.input]
@@ -103,7 +142,11 @@ def export_onnx_model(model, out, *, fixed_input: tuple[int, int] | None = None,
     ]
     score = _ood_nodes(model, const, helper, nodes_after)
     nodes_after += _decision_nodes(model, const, helper, score)
-    if cam:  # CAM_k = Σ_c W[k,c]·A[c]: a MatMul over the channel axis of the NHWC view
+    map_hw = None
+    if cam and multi:  # the logit split over the image at stride 16, as explain draws it (maps/stage_cam.py)
+        cam_nodes, map_hw = _stage_cam_nodes(model, const, helper)
+        nodes_after += cam_nodes
+    elif cam:  # CAM_k = Σ_c W[k,c]·A[c]: a MatMul over the channel axis of the NHWC view
         nodes_after += [
             helper.make_node("Transpose", ["features"], ["fv_fmap_nhwc"], perm=[0, 2, 3, 1]),
             helper.make_node("MatMul", ["fv_fmap_nhwc", const("coef_t", model.head.coef_[:, :_map_channels(g)].T)],
@@ -123,8 +166,8 @@ def export_onnx_model(model, out, *, fixed_input: tuple[int, int] | None = None,
     if score is not None:
         g.output.append(helper.make_tensor_value_info("ood_score", TensorProto.FLOAT, ["batch"]))
     if cam:
-        dims = [d.dim_value or None for d in feat_out.type.tensor_type.shape.dim]
-        g.output.append(helper.make_tensor_value_info("cams", TensorProto.FLOAT, ["batch", k, *dims[2:]]))
+        dims = [d.dim_value or None for d in feat_out.type.tensor_type.shape.dim][2:] if map_hw is None else map_hw
+        g.output.append(helper.make_tensor_value_info("cams", TensorProto.FLOAT, ["batch", k, *dims]))
     else:
         g.output.append(feat_out)
     onnx.checker.check_model(proto)
@@ -149,9 +192,9 @@ def export_onnx_model(model, out, *, fixed_input: tuple[int, int] | None = None,
                                      "unknown: the most probable class)",
                         "ood_score": "N unusualness scores (higher = more unusual)" if score else None,
                         "cams": ("N x K x h x w exact class activation maps" if not multi else
-                                 "N x K x h x w maps of the last layer's share of each logit (multi-stage features: "
-                                 "the stages' share is not in them; 'frugalvision explain' draws the full map at "
-                                 "stride 16)") if cam else None,
+                                 "N x K x h x w exact class maps at stride 16 (multi-stage features: the last layer "
+                                 "and the stages' averages spread over the image, each maximum on its cell; "
+                                 "mean + bias = logit)") if cam else None,
                         "features": None if cam else "N x C x h x w last feature map"},
             "versions": model.info.versions}
     del proto.metadata_props[:]
