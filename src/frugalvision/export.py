@@ -149,7 +149,7 @@ def export_onnx_model(model, out, *, fixed_input: tuple[int, int] | None = None,
     elif cam:  # CAM_k = Σ_c W[k,c]·A[c]: a MatMul over the channel axis of the NHWC view
         nodes_after += [
             helper.make_node("Transpose", ["features"], ["fv_fmap_nhwc"], perm=[0, 2, 3, 1]),
-            helper.make_node("MatMul", ["fv_fmap_nhwc", const("coef_t", model.head.coef_[:, :_map_channels(g)].T)],
+            helper.make_node("MatMul", ["fv_fmap_nhwc", const("coef_t", model.head.coef_.T)],
                              ["fv_cams_nhwk"]),
             helper.make_node("Transpose", ["fv_cams_nhwk"], ["cams"], perm=[0, 3, 1, 2]),
         ]
