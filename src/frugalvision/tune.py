@@ -242,6 +242,7 @@ def _within_budget(data, recipe, budget: float, t_start: float, stages, *, out, 
     best = train(data, recipe, out=None, **run)
     rows = [row(f"frozen ({recipe.features} features, {recipe.head} head)", best, time.perf_counter() - t)]
     best_i = 0
+    frozen_right = _validation_correct(best, run)
     base = recipe.replace(precision="fp32" if recipe.precision == "int8" else recipe.precision,
                           balance_by_augmentation=False)
     for st in stages:
@@ -257,10 +258,15 @@ def _within_budget(data, recipe, budget: float, t_start: float, stages, *, out, 
             continue
         t = time.perf_counter()
         opts = dict(options or {})
-        params = {**opts.pop("finetune_params", {}), "max_seconds": 0.9 * left}
+        params = {**opts.pop("finetune_params", {}), "max_seconds": 0.8 * left}
         model = train(data, base.replace(finetune=st, finetune_params=params, **opts), out=None, **run)
         rows.append(row(f"fine-tune {st}", model, time.perf_counter() - t))
-        if (rows[-1]["validation_accuracy"] or 0) > (rows[best_i]["validation_accuracy"] or 0):
+        # Paired on the same validation images; kept only when better than the frozen model by more than one
+        # standard error of the difference (tune's one-SE rule: a gain of an image or two is the draw's noise).
+        d = _validation_correct(model, run).astype(float) - frozen_right
+        gain, se = float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("inf")
+        rows[-1].update(gain_vs_frozen=gain, gain_se=se)
+        if gain > se and gain > (rows[best_i].get("gain_vs_frozen") or 0.0):
             best, best_i = model, len(rows) - 1
     for i, r in enumerate(rows):
         r["chosen"] = i == best_i
@@ -288,6 +294,20 @@ def parse_budget(text) -> float | None:
     if not value > 0:
         raise DataError(f"A budget must be positive, got {text!r}.")
     return value
+
+
+def _validation_correct(model, run) -> np.ndarray:
+    """Per validation image of the model's split: is its decision right (unknown counts as wrong)."""
+    from .inference import decisions, probabilities
+
+    table = model.training_data.table
+    va = table[table["split"] == "val"]
+    emb = model.embed(va["path"].tolist(), progress=False, engine=run.get("engine", "auto"),
+                      cache_dir=run.get("cache_dir"))
+    logits, proba = probabilities(model, emb.X)
+    right = np.zeros(len(va))
+    right[emb.ok] = np.asarray(decisions(model, proba, emb.X, logits).names()) == va["label"].to_numpy(dtype=str)[emb.ok]
+    return right
 
 
 def _search_extractor(backbone: str, features: tuple, **kw):
@@ -343,7 +363,8 @@ def tune(data, recipe=None, *, backbones=("efficientnet_lite0",), features=("las
     ``budget`` (seconds of wall-clock time, search included) also tries fine-tuning the last stage(s) of the backbone
     (``finetune``, in order, with PyTorch) while time is left, each with the search winner's recipe and a time limit;
     the frozen winner and each fine-tuned model are judged on the same validation images (both choose on them: C
-    and the operating point, or the epoch), and the best is kept (ties: frozen, the cheaper). ``result.candidates``
+    and the operating point, or the epoch), paired: a fine-tuned model is kept only when it beats the frozen one by
+    more than one standard error of the difference (otherwise the frozen, cheaper model). ``result.candidates``
     lists each with its accuracy and time. ``finetune_options``: recipe fields for the fine-tuning candidates
     (``{"epochs": 12, "views": 4}``).
     """
