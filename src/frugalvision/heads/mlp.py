@@ -34,6 +34,8 @@ class MLPHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
     class_weight : {'balanced'} or None
     validation_fraction : float, default=0.1
     random_state : int, default=0
+    checks_per_epoch : int, default=1
+        Validation checks per epoch; ``patience`` counts checks (the search checks more often, see tune).
 
     Attributes
     ----------
@@ -42,7 +44,7 @@ class MLPHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
 
     def __init__(self, hidden: int = 256, dropout: float = 0.2, weight_decay: float = 1e-3, lr: float = 1e-3,
                  batch_size: int = 256, max_epochs: int = 100, patience: int = 6, class_weight=None,
-                 validation_fraction: float = 0.1, random_state: int = 0):
+                 validation_fraction: float = 0.1, random_state: int = 0, checks_per_epoch: int = 1):
         self.hidden = hidden
         self.dropout = dropout
         self.weight_decay = weight_decay
@@ -53,6 +55,7 @@ class MLPHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
         self.class_weight = class_weight
         self.validation_fraction = validation_fraction
         self.random_state = random_state
+        self.checks_per_epoch = checks_per_epoch
 
     def fit(self, X, y, init=None):
         return self.fit_many([self], X, y)[0]
@@ -69,14 +72,16 @@ class MLPHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
         Xs = (X - mean) / scale
         groups: dict = {}
         for h in heads:
-            key = (h.hidden, h.batch_size, h.max_epochs, h.patience, h.validation_fraction, h.random_state or 0)
+            key = (h.hidden, h.batch_size, h.max_epochs, h.patience, h.validation_fraction, h.random_state or 0,
+                   h.checks_per_epoch)
             groups.setdefault(key, []).append(h)
 
         def fit_group(item):
-            (hidden, batch, epochs, patience, vf, seed), hs = item
+            (hidden, batch, epochs, patience, vf, seed, checks), hs = item
             return fit_mlp(Xs, y_idx, len(classes), hidden=hidden, dropouts=[h.dropout for h in hs],
                            weight_decays=[h.weight_decay for h in hs], lrs=[h.lr for h in hs], batch_size=batch,
                            max_epochs=epochs, patience=patience, validation_fraction=vf, seed=seed,
+                           checks_per_epoch=checks,
                            class_weights=[compute_class_weight(h.class_weight, classes=classes, y=y)
                                           if h.class_weight else None for h in hs])
 
