@@ -159,7 +159,8 @@ def ray_extract(paths, ex: Extractor, *, view: str = CLEAN_VIEW, decoder=None, a
     done = {k: _read_done(job, k) for k in range(n_shards) if done_file(job, k).exists()}
     stale = sorted(k for k, d in done.items() if d is None or _changed(d))
     pending = sorted(set(range(n_shards)) - set(done) | set(stale))
-    stats = {"computed_shards": 0, "computed_embeddings": 0, "cached_embeddings": 0, "actors": 0}
+    stats = {"computed_shards": 0, "computed_embeddings": 0, "cached_embeddings": 0, "actors": 0,
+             "timeline": []}  # (actor pid, start s, end s, images) per computed shard
     if pending:
         from ..backbones.shipped import shipped_graph
 
@@ -170,6 +171,8 @@ def ray_extract(paths, ex: Extractor, *, view: str = CLEAN_VIEW, decoder=None, a
             stats["computed_shards"] += 1
             stats["computed_embeddings"] += int(row["computed"])
             stats["cached_embeddings"] += int(row["cached"])
+            stats["timeline"].append((int(row["pid"]), round(float(row["started"]) - _t0, 3),
+                                      round(float(row["finished"]) - _t0, 3), int(row["images"])))
             if on_shard is not None:
                 on_shard(row)
 
