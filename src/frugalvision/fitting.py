@@ -98,7 +98,18 @@ def embed_views(ex: Extractor, table: pd.DataFrame, policy: str, views: int, bal
     return np.vstack(Xs), np.concatenate(ys), np.concatenate(src)
 
 
-def make_extractor(recipe: Recipe, precision: str, *, engine="auto", cache_dir=None, progress=True) -> Extractor:
+def make_extractor(recipe: Recipe, precision: str, *, engine="auto", cache_dir=None, progress=True,
+                   ray_options: dict | None = None) -> Extractor:
+    """The recipe's extractor; ``engine='ray'``: the same extractor whose calls run on Ray actors
+    (:class:`~frugalvision.distributed.embed.RayExtractor`, options ``ray_options``: address, actors, cpus_per_actor,
+    shard_size, object_store_mb)."""
+    if engine == "ray":
+        from .distributed import require_ray
+        from .distributed.embed import RayExtractor
+
+        require_ray()
+        return RayExtractor(recipe.backbone, weights=recipe.weights, cache_dir=cache_dir, crop_pct=recipe.crop_pct,
+                            progress=progress, precision=precision, features=recipe.features, **(ray_options or {}))
     return Extractor(recipe.backbone, weights=recipe.weights, engine=engine, cache_dir=cache_dir,
                      crop_pct=recipe.crop_pct, progress=progress, precision=precision, features=recipe.features)
 

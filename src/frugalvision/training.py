@@ -24,7 +24,8 @@ __all__ = ["train", "finetune", "TrainingData", "embed_dataset", "compare_precis
 
 
 def train(data, recipe: Recipe | None = None, *, out=None, engine: str = "auto", cache_dir=None, split_file=None,
-          progress: bool = True, overwrite: bool = False, extractor: Extractor | None = None, **options) -> Model:
+          progress: bool = True, overwrite: bool = False, extractor: Extractor | None = None,
+          ray_options: dict | None = None, **options) -> Model:
     """Train a classifier on a folder of class sub-folders or a CSV manifest, following one :class:`Recipe`.
 
     Parameters
@@ -39,9 +40,17 @@ def train(data, recipe: Recipe | None = None, *, out=None, engine: str = "auto",
         Run folder to write ``model.safetensors``, ``split.csv``, ``skipped.csv`` and ``training.json`` into.
         A finished run (its model file) and files the user made are never overwritten unless ``overwrite``;
         the files of an interrupted run (recorded by the run, unchanged since, no model) are replaced.
-    engine : {'auto', 'onnx', 'torch'}
+    engine : {'auto', 'onnx', 'torch', 'ray'}
+        ``'ray'``: the embeddings (clean and augmented views, fp32 and int8 for ``precision='auto'``) are extracted
+        by Ray actors into the embedding cache, then the head is fitted here exactly as locally
+        (:mod:`frugalvision.distributed.embed`); not with fine-tuning. The job summaries are in
+        ``model.info.training['ray']``.
     cache_dir : path, optional
-        Embedding cache root (default ``~/.cache/frugalvision``).
+        Embedding cache root (default ``~/.cache/frugalvision``); with ``engine='ray'`` on several machines, a
+        folder every node shares.
+    ray_options : dict, optional
+        With ``engine='ray'``: ``address``, ``actors``, ``cpus_per_actor``, ``shard_size``, ``object_store_mb``
+        (see :func:`frugalvision.distributed.run_batch`).
     split_file : path, optional
         A ``split.csv`` from an earlier run: the same split instead of a new draw.
 
@@ -57,9 +66,11 @@ def train(data, recipe: Recipe | None = None, *, out=None, engine: str = "auto",
     >>> model = frugalvision.train("data/", frugalvision.Recipe(finetune="last-stage", targets=["bad:recall>=0.9"]))  # doctest: +SKIP
     """
     recipe = as_recipe(recipe, **options)
+    _check_engine(engine, recipe)
     # One run at a time per folder, and nothing in it replaced unless asked (checked before any work).
     folder = run_folder(out, RUN_FILES, overwrite=overwrite, finished="model.safetensors") if out is not None else contextlib.nullcontext()
     run = dict(engine=engine, cache_dir=cache_dir, split_file=split_file, progress=progress)
+    ray = dict(ray_options=ray_options) if engine == "ray" else {}
     with folder:
         t0 = _dt.datetime.now(_dt.timezone.utc)
         if recipe.finetune:
@@ -67,17 +78,33 @@ def train(data, recipe: Recipe | None = None, *, out=None, engine: str = "auto",
 
             model = finetune_model(data, recipe, out=Path(out) if out is not None else None, **run)
         elif recipe.precision == "auto" and extractor is None:
-            model = _train_auto_precision(data, recipe, **run)
+            model = _train_auto_precision(data, recipe, **run, **ray)
         else:
             ex = extractor or make_extractor(recipe, recipe.precision, engine=engine, cache_dir=cache_dir,
-                                             progress=progress)
+                                             progress=progress, **ray)
             td, small = _embed(data, ex, recipe, split_file)
             model = fit_frozen(td, ex, recipe, data, small_data=small)
+            if getattr(ex, "jobs", None):
+                model.info.training["ray"] = list(ex.jobs)
         model.info.training.update(started=t0.isoformat(timespec="seconds"),
                                    finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
         if out is not None:
             save_run(model, model.training_data, Path(out), overwrite=overwrite)
         return model
+
+
+def _check_engine(engine: str, recipe: Recipe) -> None:
+    """Refuse an engine ``train`` cannot run, with the reason, before any work."""
+    from .exceptions import DataError
+    from .features.engine import RUN_ENGINES
+
+    if engine not in RUN_ENGINES:
+        raise DataError(f"Unknown engine '{engine}'. Choose one of {', '.join(RUN_ENGINES)}.")
+    if engine == "ray" and recipe.finetune:
+        raise DataError("--engine ray extracts frozen-backbone embeddings on Ray actors and fits the head here; "
+                        "--finetune trains the backbone itself (forward and backward passes through torch every "
+                        "epoch, so there is no fixed embedding to extract once and reuse), which runs on one "
+                        "machine. Drop --engine ray to fine-tune, or drop --finetune to train on Ray.")
 
 
 def finetune(data, *, stages="last-stage", out=None, epochs: int = 24, views: int = 8, augment: str = "light",
@@ -114,19 +141,23 @@ def _embed(data, ex: Extractor, recipe: Recipe, split_file):
 INT8_MAX_LOSS = 0.005
 
 
-def _train_auto_precision(data, recipe: Recipe, *, engine, cache_dir, split_file, progress) -> Model:
+def _train_auto_precision(data, recipe: Recipe, *, engine, cache_dir, split_file, progress,
+                          ray_options: dict | None = None) -> Model:
     """Train the fp32 model and the int8 model on the same split, compare them on the same validation images, and
     keep int8 only when it loses at most half a point (accuracy and every target); the check is stored."""
     from .backbones.shipped import shipped_graph
 
-    fp = make_extractor(recipe, "fp32", engine=engine, cache_dir=cache_dir, progress=progress)
+    ray = dict(ray_options=ray_options) if engine == "ray" else {}
+    fp = make_extractor(recipe, "fp32", engine=engine, cache_dir=cache_dir, progress=progress, **ray)
     td, small = _embed(data, fp, recipe, split_file)
     fp32_model = fit_frozen(td, fp, recipe, data, small_data=small)
+    if getattr(fp, "jobs", None):
+        fp32_model.info.training["ray"] = list(fp.jobs)
     if recipe.weights is not None or shipped_graph(f"{fp.spec.name}.int8") is None:
         why = f"no int8 graph ships for '{fp.spec.name}'" + (" with your own weights" if recipe.weights else "")
         fp32_model.info.training["precision_check"] = {"chosen": "fp32", "reason": why}
         return fp32_model
-    q = make_extractor(recipe, "int8", engine=engine, cache_dir=cache_dir, progress=progress)
+    q = make_extractor(recipe, "int8", engine=engine, cache_dir=cache_dir, progress=progress, **ray)
     # The same split: every row keeps the one it has, and nothing new is carved out.
     td8 = embed_dataset(td.table.drop(columns=["hash"]), q, val_size=0.0, test_size=0.0, seed=recipe.seed)
     td8.skipped = td.skipped  # the files fp32 could not read were never offered to int8: keep their reasons
@@ -134,6 +165,8 @@ def _train_auto_precision(data, recipe: Recipe, *, engine, cache_dir, split_file
     check = compare_precisions(fp32_model, int8_model, td, td8)
     chosen = int8_model if check["chosen"] == "int8" else fp32_model
     chosen.info.training["precision_check"] = check
+    if getattr(fp, "jobs", None):
+        chosen.info.training["ray"] = list(fp.jobs) + list(getattr(q, "jobs", []))
     return chosen
 
 

@@ -17,6 +17,10 @@ Overwrite = typer.Option(False, "--overwrite", help="Allow replacing files fruga
 # --engine for commands that can also run on Ray (predict, explain).
 RunEngine = typer.Option("auto", "--engine", help="auto (ONNX Runtime if available), onnx, torch, or ray (batch job on "
                          "a Ray cluster, Parquet shards; needs pip install 'frugalvision[ray]').")
+# --engine for train: the embeddings can be extracted by Ray actors (the head is fitted here).
+TrainEngine = typer.Option("auto", "--engine", help="auto (ONNX Runtime if available), onnx, torch, or ray (the "
+                           "embeddings are extracted by Ray actors into the shared embedding cache, resumable, and "
+                           "the head is fitted here; not with --finetune; needs pip install 'frugalvision[ray]').")
 RayAddress = typer.Option(None, "--address", help="With --engine ray: 'auto' or 'ray://host:10001' joins a cluster; "
                           "default starts a local Ray.")
 RayActors = typer.Option(None, "--actors", help="With --engine ray: actor pool size (default: cluster CPUs / --cpus-per-actor).")

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from ._common import CacheDir, Engine, Overwrite, Quiet, echo, echo_paths, fmt_pct, secho
+from ._common import (CacheDir, Overwrite, Quiet, RayActors, RayAddress, RayCpus, RayShard, TrainEngine, echo,
+                      echo_paths, fmt_pct, secho)
 
 
 def register(app: typer.Typer) -> None:
@@ -35,7 +36,9 @@ def register(app: typer.Typer) -> None:
         target: Optional[list[str]] = typer.Option(None, "--target", help="Operating point, e.g. 'defective:recall>=0.9' or 'ok:precision>=0.95' (repeatable); thresholds are chosen on the validation split."),
         accept_rate: float = typer.Option(0.95, "--accept-rate", help="Share of normal (validation) images the 'none of these' threshold keeps; the rest of what looks unusual is labelled 'unknown'."),
         no_reject: bool = typer.Option(False, "--no-reject", help="Never label an image 'unknown' (no 'none of these' score)."),
-        engine: str = Engine, cache_dir: Optional[Path] = CacheDir, quiet: bool = Quiet, overwrite: bool = Overwrite,
+        engine: str = TrainEngine, cache_dir: Optional[Path] = CacheDir, quiet: bool = Quiet, overwrite: bool = Overwrite,
+        address: Optional[str] = RayAddress, actors: Optional[int] = RayActors, cpus_per_actor: float = RayCpus,
+        shard_size: int = RayShard,
     ):
         """Train a classifier from a folder of labelled images (embeddings are cached).
 
@@ -54,8 +57,10 @@ def register(app: typer.Typer) -> None:
                         targets=tuple(target or ()),
                         reject=not no_reject, accept_rate=accept_rate)
         t = time.perf_counter()
+        ray_options = {"address": address, "actors": actors, "cpus_per_actor": cpus_per_actor,
+                       "shard_size": shard_size} if engine == "ray" else None
         model = train(data, recipe, out=out, engine=engine, cache_dir=cache_dir, progress=not quiet,
-                      overwrite=overwrite)
+                      overwrite=overwrite, ray_options=ray_options)
         print_training(model, time.perf_counter() - t)
         files = ["model.safetensors", "split.csv", "skipped.csv", "training.json"]
         echo_paths("Wrote:", [out / n for n in files + (["finetune_checkpoint.safetensors"] if finetune else [])])
@@ -66,6 +71,11 @@ def print_training(model, seconds: float) -> None:
     s = model.training_
     counts = s["counts"]
     echo(f"Trained {model!r} in {seconds:.1f} s")
+    if s.get("ray"):
+        from ..distributed.embed import job_summary
+
+        for job in s["ray"]:
+            echo(job_summary(job))
     echo("Images per split: " + ", ".join(f"{k} {sum(v.values())}" for k, v in counts.items()))
     if s["n_skipped"]:
         secho(f"Skipped {s['n_skipped']} unreadable files (see skipped.csv):", fg="yellow")

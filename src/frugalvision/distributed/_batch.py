@@ -14,7 +14,7 @@ from ..exceptions import DataError, FrugalVisionError
 from .inputs import INPUTS_FILE, fingerprint, list_inputs, write_inputs
 from .worker import PREDICTIONS, ShardWorker, label_images, shard_file
 
-__all__ = ["run_batch", "read_results", "BatchResult", "require_ray", "ShardWorker", "label_images"]
+__all__ = ["run_batch", "read_results", "BatchResult", "require_ray", "ShardWorker", "label_images", "ray_map"]
 
 RUN_FILE = "_run.json"
 
@@ -140,6 +140,33 @@ def run_batch(model, sources, out, *, address: str | None = None, actors: int | 
 
 def _run_on_ray(m, out, pending, *, address, actors, cpus_per_actor, batch_size, embeddings, cams, engine,
                 cache_dir, object_store_mb, progress, n_images) -> dict:
+    kwargs = {"model_path": str(m.path), "out": str(out.resolve()), "embeddings": embeddings,
+              "cams": cams, "batch_size": batch_size, "threads": max(1, int(cpus_per_actor)), "engine": engine,
+              "cache_dir": None if cache_dir is None else str(cache_dir)}
+    done = {"computed_shards": 0, "computed_images": 0, "failed": 0, "actors": 0, "timeline": []}
+
+    def on_row(row, t0):
+        done["computed_shards"] += 1
+        done["computed_images"] += int(row["images"])
+        done["failed"] += int(row["failed"])
+        done["timeline"].append((int(row["pid"]), row["started"] - t0, row["finished"] - t0))
+
+    done["actors"] = ray_map(ShardWorker, kwargs, pending, on_row, address=address, actors=actors,
+                             cpus_per_actor=cpus_per_actor, object_store_mb=object_store_mb, progress=progress,
+                             n_images=n_images)
+    return done
+
+
+def ray_map(worker, kwargs: dict, pending: list, on_row, *, address=None, actors=None, cpus_per_actor: float = 1,
+            object_store_mb: int = 256, progress: bool = True, n_images: int = 0, desc: str = "Ray") -> int:
+    """Run ``worker`` (a callable class, one instance per actor, built with ``kwargs``) on the shard numbers
+    ``pending`` through a fixed Ray actor pool; ``on_row(row, t0)`` is called in the driver for each shard's
+    small "done" row (which has an ``images`` count for the bar). Starts a local Ray when none runs (``address``
+    None) or joins ``address``, and shuts down only a Ray it started. Returns the pool size.
+
+    The one actor machinery behind ``predict``/``explain --engine ray`` (:class:`ShardWorker`) and ``train --engine
+    ray`` (:class:`~frugalvision.distributed.embed.EmbedWorker`).
+    """
     import ray
     from tqdm.auto import tqdm
 
@@ -163,22 +190,21 @@ def _run_on_ray(m, out, pending, *, address, actors, cpus_per_actor, batch_size,
         ctx.execution_options.verbose_progress = False
         n_cpu = ray.cluster_resources().get("CPU", 1)
         pool = max(1, min(len(pending), actors or int(n_cpu // cpus_per_actor) or 1))
-        kwargs = {"model_path": str(m.path), "out": str(out.resolve()), "embeddings": embeddings,
-                  "cams": cams, "batch_size": batch_size, "threads": max(1, int(cpus_per_actor)), "engine": engine,
-                  "cache_dir": None if cache_dir is None else str(cache_dir)}
         ds = ray.data.from_items([{"shard": k} for k in pending], override_num_blocks=len(pending))
-        ds = ds.map_batches(ShardWorker, fn_constructor_kwargs=kwargs, batch_size=1,
+        ds = ds.map_batches(worker, fn_constructor_kwargs=kwargs, batch_size=1,
                             compute=ray.data.ActorPoolStrategy(size=pool), num_cpus=cpus_per_actor)
-        done = {"computed_shards": 0, "computed_images": 0, "failed": 0, "actors": pool, "timeline": []}
         t0 = time.time()
-        with tqdm(total=n_images, unit="img", desc="Ray", disable=not progress, dynamic_ncols=True) as bar:
-            for row in ds.iter_rows():
-                done["computed_shards"] += 1
-                done["computed_images"] += int(row["images"])
-                done["failed"] += int(row["failed"])
-                bar.update(int(row["images"]))
-                done["timeline"].append((int(row["pid"]), row["started"] - t0, row["finished"] - t0))
-        return done
+        rows = iter(ds.iter_rows())
+        try:
+            with tqdm(total=n_images, unit="img", desc=desc, disable=not progress, dynamic_ncols=True) as bar:
+                for row in rows:
+                    bar.update(int(row["images"]))
+                    on_row(row, t0)
+        finally:  # an interrupted job (Ctrl-C, an error in on_row) stops its actors before returning
+            close = getattr(rows, "close", None)
+            if close is not None:
+                close()
+        return pool
     finally:
         if started:
             ray.shutdown()

@@ -128,7 +128,14 @@ class EmbeddingCache:
             fh.write(data)
         write_text(self.dir / f"{shard}.xxh", xxhash.xxh3_128_hexdigest(data) + "\n")
         write_text(self.dir / f"{shard}.keys", "\n".join(keys) + "\n")
-        self.refresh()
+        # Index this shard only (what this process just wrote and checked): re-reading the folder here would make
+        # every writer read every other writer's shards, which for Ray actors sharing one cache is O(actors x
+        # cache size). Other processes' shards are picked up by refresh().
+        npy = self.dir / f"{shard}.npy"
+        _VERIFIED.add((str(npy), npy.stat().st_mtime_ns, npy.stat().st_size))
+        self._arrays[shard] = np.load(npy, mmap_mode="r")
+        for row, key in enumerate(keys):
+            self._index[key] = (shard, row)
 
 
 #: Shards (path, mtime, size) this process has verified: each is read and checked once per process.

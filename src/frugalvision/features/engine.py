@@ -17,9 +17,13 @@ import numpy as np
 from ..backbones.registry import BackboneSpec, get_spec
 from ..backbones.stages import FEATURES, MULTI_STAGES, stage_map_name, with_stage_outputs
 
-__all__ = ["Engine", "TorchEngine", "OnnxEngine", "make_engine", "extractor_id", "ENGINES"]
+__all__ = ["Engine", "TorchEngine", "OnnxEngine", "make_engine", "extractor_id", "ENGINES", "RUN_ENGINES"]
 
+#: Backbone runtimes in this process.
 ENGINES = ("auto", "onnx", "torch")
+#: What ``--engine`` accepts for commands that can run as a Ray job (predict, explain, train): a runtime, or 'ray'
+#: (actors on a Ray cluster running the ONNX Runtime graph; train fits its head on the driver).
+RUN_ENGINES = (*ENGINES, "ray")
 #: Bump when anything changes what an embedding means (preprocessing code, pooling).
 FEATURE_VERSION = 2  # 2: OpenCV resampling in the decode path
 
@@ -149,6 +153,9 @@ def make_engine(backbone_name="efficientnet_lite0", *, weights=None, engine: str
     the PyTorch model at all. Pass ``backbone`` (a built ``FrozenBackbone``) to run modified,
     e.g. fine-tuned, weights.
     """
+    if engine == "ray":
+        raise ValueError("--engine ray runs whole jobs on Ray actors (predict, explain, and train's embedding "
+                         "extraction); this step runs the backbone in this process: use auto, onnx or torch.")
     if engine not in ENGINES:
         raise ValueError(f"Unknown engine '{engine}'. Choose one of {', '.join(ENGINES)}.")
     spec = get_spec(backbone.spec if backbone is not None else backbone_name)

@@ -226,7 +226,7 @@ def _safe_hash(path, memo=None):
 
 
 def extract(paths, extractor: Extractor | None = None, *, view: str = CLEAN_VIEW, decoder=None,
-            flush_every: int = 512) -> Embeddings:
+            flush_every: int = 512, memo: bool = True) -> Embeddings:
     """Embeddings for ``paths``, computing only the ones missing from the cache.
 
     Parameters
@@ -240,14 +240,18 @@ def extract(paths, extractor: Extractor | None = None, *, view: str = CLEAN_VIEW
     decoder : callable(path) -> DecodedInput, optional
     flush_every : int
         Rows buffered before a shard is written (what an interruption can lose).
+    memo : bool
+        Remember content hashes by file stamp in the cache folder's memo (one JSON file: a speed-up for one
+        process; Ray actors sharing a cache hash without it).
     """
     t0 = time.perf_counter()
     ex = extractor or Extractor()
     paths = [str(p) for p in paths]
-    memo = HashMemo(ex.cache_root)
+    memo = HashMemo(ex.cache_root) if memo else None
     with ThreadPoolExecutor(max_workers=4) as hp:
         hashed = list(hp.map(lambda p: _safe_hash(p, memo), paths))
-    memo.save()
+    if memo is not None:
+        memo.save()
     failures: dict[int, str] = {i: err for i, (h, err) in enumerate(hashed) if err}
     keys = [f"{h}:{view}" if h else None for h, _ in hashed]
     cache = ex.cache
