@@ -130,7 +130,7 @@ def test_frozen_start_is_kept_when_no_epoch_beats_it(shapes_dir, tmp_path):
 #: the options that only say where and how to run (checked by every run), or 'refused' (refused with --finetune).
 _RUN_A = ["--epochs", "2", "--views", "1", "--augment", "strong", "--head", "mlp", "--class-weight", "balanced",
           "--val-size", "0.35", "--test-size", "0.2", "--seed", "3", "--goal", "accuracy>=0.5",
-          "--target", "circle:recall>=0.9", "--precision", "auto", "--accept-rate", "0.9"]
+          "--target", "circle:recall>=0.9", "--precision", "auto", "--accept-rate", "0.9", "--features", "multi"]
 _RUN_B = ["--epochs", "1", "--views", "1", "--C", "0.1", "--no-reject"]
 _EFFECT = {
     "backbone": lambda a, b: a.info.backbone.name == "efficientnet_lite0",
@@ -150,8 +150,12 @@ _EFFECT = {
     "precision": lambda a, b: a.training_["precision_check"]["chosen"] == "fp32",
     "accept_rate": lambda a, b: a.info.reject.accept_rate == 0.9,
     "no_reject": lambda a, b: b.info.reject is None and a.info.reject is not None,
+    "features": lambda a, b: (a.info.backbone.features, b.info.backbone.features) == ("multi", "last")
+    and a.info.backbone.embed_dim > b.info.backbone.embed_dim,
 }
-_RUNTIME = {"data", "out", "engine", "cache_dir", "quiet", "overwrite"}
+#: Where and how to run (Ray's options too: --engine ray itself is refused with --finetune, tested in test_train_ray).
+_RUNTIME = {"data", "out", "engine", "cache_dir", "quiet", "overwrite", "address", "actors", "cpus_per_actor",
+            "shard_size"}
 _REFUSED = {"balance_by_augmentation": ["--balance-by-augmentation"], "few_shot": ["--few-shot"]}
 
 
