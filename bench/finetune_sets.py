@@ -17,11 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from few_shot import digits_sets, fashion4_sets, fashion10_sets  # noqa: E402
-from multi_stage import defects_sets, paired_ci  # noqa: E402
+from multi_stage import paired_ci, pool_and_test  # noqa: E402
 
 import frugalvision as fv  # noqa: E402
 
@@ -37,11 +35,9 @@ def main(argv=None):
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     work = Path(args.work)
-    makers = {"fashion4": lambda: fashion4_sets(Path(args.shared)), "fashion10": lambda: fashion10_sets(work),
-              "digits": lambda: digits_sets(work), "defects": lambda: defects_sets(work)}
     results = {}
     for name in args.sets.split(","):
-        pool, test = makers[name]()
+        pool, test = pool_and_test(name, Path(args.shared), work)
         minority = str(pool.label.value_counts().idxmin())
         y = test.label.to_numpy(dtype=str)
         rows, right = {}, {}

@@ -77,6 +77,15 @@ def defects_sets(work: Path, n_per_class: int = 200, size: int = 128, seed: int 
     return [pd.DataFrame(rows[s], columns=["path", "label"]) for s in ("pool", "test")]
 
 
+def pool_and_test(name: str, shared: Path, work: Path):
+    """``(pool, test)`` tables of one development set by name: fashion4, fashion10, digits or defects."""
+    makers = {"fashion4": lambda: fashion4_sets(shared), "fashion10": lambda: fashion10_sets(work),
+              "digits": lambda: digits_sets(work), "defects": lambda: defects_sets(work)}
+    if name not in makers:
+        raise SystemExit(f"Unknown data set {name!r}: choose among {', '.join(makers)}.")
+    return makers[name]()
+
+
 def session():
     path, _ = shipped_graph("efficientnet_lite0")
     model = with_stage_outputs(onnx.load(str(path)), ALL_STAGES, map_stage=None)
@@ -135,13 +144,11 @@ def main(argv=None):
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     work = Path(args.work)
-    makers = {"fashion4": lambda: fashion4_sets(Path(args.shared)), "fashion10": lambda: fashion10_sets(work),
-              "digits": lambda: digits_sets(work), "defects": lambda: defects_sets(work)}
     sess = session()
     widths = None
     results = {}
     for name in args.sets.split(","):
-        pool, test = makers[name]()
+        pool, test = pool_and_test(name, Path(args.shared), work)
         t0 = time.perf_counter()
         e_tr, s_tr = features(sess, list(pool.path))
         e_te, s_te = features(sess, list(test.path))
