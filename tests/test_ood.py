@@ -120,6 +120,37 @@ def test_threshold_accepts_that_share(data, rate):
     assert abs(np.mean(s_te <= t) - rate) < 0.06
 
 
+def test_threshold_keeps_at_least_the_stated_share_of_new_images_on_few_validation_images():
+    """Split-conformal rank: on 27 validation scores a new image from the same distribution is kept with
+    probability >= 95 % (the plain 95th percentile keeps 26/28 = 92.9 %)."""
+    rng = np.random.default_rng(0)
+    kept = plain = 0
+    for _ in range(4000):
+        val, new = rng.standard_normal(27), rng.standard_normal(20)
+        kept += int((new <= threshold_for_accept_rate(val, 0.95)).sum())
+        plain += int((new <= np.quantile(val, 0.95, method="higher")).sum())
+    n = 4000 * 20
+    assert kept / n >= 0.95 and plain / n < 0.94, (kept / n, plain / n)
+    # With too few scores for any rank to guarantee the rate, the largest one is the threshold.
+    assert threshold_for_accept_rate(np.arange(10.0), 0.95) == 9.0
+
+
+def test_vim_part_keeps_held_out_scores_on_the_training_scale_with_few_rows():
+    """126 training rows in 1,280 dimensions: a 128-axis ViM subspace spans them, so in-sample residuals are ~0 and
+    held-out z-scores ran into the thousands; at most a quarter of the rows as axes keeps them comparable."""
+    rng = np.random.default_rng(1)
+    centres = 20 + 6 * rng.standard_normal((3, 1280))
+    X = np.vstack([c + rng.standard_normal((42, 1280)) for c in centres]).astype(np.float32)
+    y = np.repeat(["a", "b", "c"], 42)
+    Xv = np.vstack([c + rng.standard_normal((10, 1280)) for c in centres]).astype(np.float32)
+    coef = (centres - centres.mean(0)) / 10
+    lg = lambda Z: Z @ coef.T  # noqa: E731
+    st = fit_ood(X, y, lg(X), head_coef=coef, head_intercept=np.zeros(3))
+    assert st.method == "knn_vim"
+    s_tr, s_val = ood_score(st, X, lg(X)), ood_score(st, Xv, lg(Xv))
+    assert np.median(s_val) < 10 * max(1.0, np.median(np.abs(s_tr))), (np.median(s_tr), np.median(s_val))
+
+
 def test_threshold_validates():
     with pytest.raises(ValueError):
         threshold_for_accept_rate(np.array([]), 0.95)

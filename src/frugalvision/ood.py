@@ -213,8 +213,10 @@ def fit_ood(X_train: np.ndarray, y_train: np.ndarray, logits_train: np.ndarray |
         if method == "knn_vim":
             if logits_train is None:
                 raise ValueError("knn_vim needs logits_train")
+            # At most a quarter of the rows: a subspace spanning (nearly) every training row leaves in-sample
+            # residuals near zero, so held-out z-scores ran into the thousands (126 rows, 128 components).
             v = fit_ood(X, y, logits_train, head_coef=head_coef, head_intercept=head_intercept, method="vim",
-                        n_components=int(hp.get("vim_components", 128)))
+                        n_components=max(1, min(int(hp.get("vim_components", 128)), len(X) // 4)))
             arrays.update(v.arrays)
             sub = np.random.default_rng(seed).permutation(len(bank))[:2000]
             s_knn = _knn_kth_sqdist(bank, bank[sub], k + 1)  # leave-one-out: skip the row itself
@@ -331,11 +333,18 @@ def threshold_for_accept_rate(scores_val: np.ndarray, accept_rate: float = 0.95)
 
     Use scores of in-distribution images the scorer was not fitted on (the validation split): on training
     images kNN distances are optimistic and the threshold would be too strict.
+
+    The threshold is the ``ceil((n + 1) * accept_rate)``-th smallest of the ``n`` scores (split-conformal): a new
+    image from the same distribution is then kept with probability at least ``accept_rate``. The plain sample
+    quantile keeps only ``k / (n + 1)``: 92.9 % instead of 95 % on 27 validation images (measured: 93.0 % of 270
+    test images over ten small data sets). With fewer than ``accept_rate / (1 - accept_rate)`` scores no rank
+    guarantees it, and the largest score is used.
     """
-    s = np.asarray(scores_val, dtype=np.float64)
+    s = np.sort(np.asarray(scores_val, dtype=np.float64))
     if s.size == 0 or not 0 < accept_rate <= 1:
         raise ValueError("need at least one score and 0 < accept_rate <= 1")
-    return float(np.quantile(s, accept_rate, method="higher"))
+    k = min(s.size, int(np.ceil((s.size + 1) * accept_rate - 1e-9)))
+    return float(s[k - 1])
 
 
 def _apply(X: np.ndarray, a: dict[str, np.ndarray]) -> np.ndarray:

@@ -71,6 +71,10 @@ def print_training(model, seconds: float) -> None:
     s = model.training_
     counts = s["counts"]
     echo(f"Trained {model!r} in {seconds:.1f} s")
+    if not s.get("precision_check"):  # which backbone graph ran (auto's choice is said below, with its numbers)
+        bb = model.info.backbone
+        echo(f"Backbone: {bb.name}, {bb.precision}" + (" (the shipped quantized graph)" if bb.precision == "int8"
+                                                          else ""))
     if s.get("ray"):
         from ..distributed.embed import job_summary
 

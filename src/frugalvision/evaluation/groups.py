@@ -13,6 +13,7 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from .bootstrap import newcombe_diff_ci, wilson_ci
+from .metrics import balanced_accuracy
 
 __all__ = ["group_audit", "class_gap", "class_metrics_by_group", "MIN_GROUP_SIZE", "MIN_CLASS_IN_GROUP"]
 
@@ -27,7 +28,7 @@ def _metric_fns(classes):
     labels = list(classes)
     return {
         "accuracy": skm.accuracy_score,
-        "balanced_accuracy": skm.balanced_accuracy_score,
+        "balanced_accuracy": balanced_accuracy,
         "macro_f1": lambda t, p: skm.f1_score(t, p, labels=labels, average="macro", zero_division=0),
         "macro_precision": lambda t, p: skm.precision_score(t, p, labels=labels, average="macro", zero_division=0),
         "macro_recall": lambda t, p: skm.recall_score(t, p, labels=labels, average="macro", zero_division=0),

@@ -9,7 +9,15 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-__all__ = ["headline_metrics", "per_class_table", "expected_calibration_error", "reliability_table"]
+__all__ = ["balanced_accuracy", "headline_metrics", "per_class_table", "expected_calibration_error", "reliability_table"]
+
+
+def balanced_accuracy(y_true, y_pred) -> float:
+    """Mean recall over the classes present in ``y_true``: scikit-learn's balanced accuracy, without its warning
+    when a prediction ('unknown', "none of these") is no true class (it is simply not that class's recall)."""
+    y_true = np.asarray(y_true)
+    present = sorted(set(y_true.tolist()))
+    return float(skm.recall_score(y_true, np.asarray(y_pred), labels=present, average="macro", zero_division=0))
 
 
 def headline_metrics(y_true, y_pred, proba, classes, *, ks=(2, 3)) -> dict:
@@ -23,7 +31,7 @@ def headline_metrics(y_true, y_pred, proba, classes, *, ks=(2, 3)) -> dict:
     out = {
         "n": int(len(y_true)),
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
-        "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": balanced_accuracy(y_true, y_pred),
     }
     for avg in ("macro", "weighted"):
         p, r, f, _ = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, average=avg, zero_division=0)

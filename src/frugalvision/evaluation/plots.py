@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import textwrap
 
@@ -32,7 +33,15 @@ def _wrap(name: str, width: int = 14) -> str:
 
 
 def confusion_png(cm: np.ndarray, classes) -> bytes:
-    """Counts and row-normalised (recall) heatmaps side by side; long names wrap."""
+    """Counts and row-normalised (recall) heatmaps side by side; long names wrap. Evaluate's file and the report
+    draw the same figure: it is drawn once (~1 s of matplotlib layout) and the bytes reused."""
+    cm = np.asarray(cm)
+    return _confusion_png(cm.tobytes(), cm.shape, cm.dtype.str, tuple(str(c) for c in classes))
+
+
+@functools.lru_cache(maxsize=4)
+def _confusion_png(cm_bytes: bytes, shape: tuple, dtype: str, classes: tuple) -> bytes:
+    cm = np.frombuffer(cm_bytes, dtype=dtype).reshape(shape)
     plt = _plt()
     k = len(classes)
     size = max(4.0, 0.6 * k + 2.5)
