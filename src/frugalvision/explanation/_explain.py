@@ -74,7 +74,7 @@ class Explanation:
 
 
 def explain_images(model, paths, *, cls="top2", method: str = "auto", labels=None, engine: str = "auto",
-                   cache_dir=None, batch_size: int = 16) -> tuple[list[Explanation], list[tuple[str, str]]]:
+                   cache_dir=None, batch_size: int = 8) -> tuple[list[Explanation], list[tuple[str, str]]]:
     """Explanations for many images (one backbone pass each) and the files that failed."""
     checked_method(model, method)
     ex = model.extractor(engine=engine, cache_dir=cache_dir, progress=False)
