@@ -13,6 +13,8 @@ from frugalvision.features.augment import augmented_decoder, views_per_class
 from frugalvision.heads import MLPHead
 from frugalvision.tune import default_grid, select_config, tune, tune_embeddings
 
+from conftest import needs_torch
+
 
 
 def test_views_are_deterministic_and_cached(shapes_dir, tmp_path, monkeypatch):
@@ -201,15 +203,17 @@ def test_tune_marks_and_refits_the_chosen_config(shapes_dir, tmp_path):
     assert best.best["C"] == top["p_C"]
 
 
-def test_budget_weighs_fine_tuning_against_the_frozen_winner(shapes_dir, tmp_path):
-    """--budget: the frozen winner and each fine-tuning candidate judged on the same validation images, inside the
-    time; without PyTorch the candidates say why they were not tried."""
+def test_budget_weighs_fine_tuning_against_the_frozen_winner(shapes_dir, tmp_path, monkeypatch):
+    """--budget with a large validation split (here: any): the frozen winner and each fine-tuning candidate judged
+    on the same validation images, inside the time; without PyTorch the candidates say why they were not tried."""
+    from frugalvision import _budget
     from frugalvision._optional import has_torch
     from frugalvision.tune import parse_budget
 
     assert parse_budget("20m") == 1200 and parse_budget("90s") == 90 and parse_budget("1.5h") == 5400
     with pytest.raises(fv.DataError, match="duration"):
         parse_budget("soon")
+    monkeypatch.setattr(_budget, "CV_BELOW", 0)  # the held-out path, as for a validation split of 300+ images
     grid = [{"head": "linear", "C": 0.1}]
     t = time.perf_counter()
     res = tune(shapes_dir, grid=grid, cv=3, features=("last",), out=tmp_path / "run", cache_dir=tmp_path / "c",
@@ -222,10 +226,12 @@ def test_budget_weighs_fine_tuning_against_the_frozen_winner(shapes_dir, tmp_pat
     frozen, ft = rows
     assert frozen["validation_accuracy"] is not None and frozen["n_validation"] > 0
     if has_torch():
-        assert ft["validation_accuracy"] is not None and ft["n_validation"] == frozen["n_validation"]
+        assert ft["judged_on"] == frozen["judged_on"] == "validation"
+        assert ft["n_images"] == ft["n_validation"] == frozen["n_validation"]
+        assert ft["accuracy"] == ft["validation_accuracy"]
         # Fine-tuning is kept only when it beats the frozen model by more than one standard error, paired.
         assert ft["chosen"] == (ft["gain_vs_frozen"] > ft["gain_se"])
-        assert abs(ft["gain_vs_frozen"] - (ft["validation_accuracy"] - frozen["validation_accuracy"])) < 1e-9
+        assert abs(ft["gain_vs_frozen"] - (ft["balanced_accuracy"] - frozen["balanced_accuracy"])) < 1e-9
         assert bool(res.model.info.finetune) == ft["chosen"]
         assert took < 400 + 60
         # The time limit ends fine-tuning after the epoch that passes it, keeping the best epoch so far.
@@ -233,8 +239,87 @@ def test_budget_weighs_fine_tuning_against_the_frozen_winner(shapes_dir, tmp_pat
                          cache_dir=tmp_path / "c", finetune_params={"max_seconds": 1e-3})
         assert short.info.finetune.stopped_by_budget and short.info.finetune.epochs_run == 0
     else:
-        assert "PyTorch" in ft["note"] and frozen["chosen"]
+        assert "needs PyTorch" in ft["note"] and frozen["chosen"] and ft["judged_on"] is None
     table = pd.read_csv(tmp_path / "run" / "tuning_budget.csv")
     assert list(table["candidate"]) == [r["candidate"] for r in rows]
     assert fv.load_model(tmp_path / "run").info.training.validation["accuracy"] == \
         max(r["validation_accuracy"] for r in rows if r["chosen"])
+
+
+def test_paired_gain_is_balanced_accuracy_per_image():
+    from frugalvision._budget import paired_gain
+
+    y = np.array(["good"] * 8 + ["defect"] * 2)
+    base = np.array([1] * 8 + [0, 0])
+    found = np.array([1] * 7 + [0] + [1, 1])  # one good part lost, both defects found
+    gain, se = paired_gain(found, base, y)
+    assert gain == pytest.approx((1.0 + 7 / 8) / 2 - 0.5)  # balanced accuracy 0.5 -> 0.9375; accuracy 0.8 -> 0.9
+    w = np.array([10 / 16] * 8 + [10 / 4] * 2)
+    assert se == pytest.approx(np.std(w * (found - base), ddof=1) / np.sqrt(10))
+    assert paired_gain(base[:8], base[:8], y[:8]) == (0.0, 0.0)
+
+
+def _spy_train(monkeypatch, calls, skew=None):
+    """Record every train() call on a DataFrame (a fold): its held-out paths and whether it fine-tunes; with
+    ``skew``, each fine-tuning fold moves the budget's clock on by 1,000 s (a slow fold, played)."""
+    import frugalvision.training as training
+    from frugalvision import _budget
+
+    real = training.train
+
+    def spy(data, recipe=None, **kw):
+        model = real(data, recipe, **kw)
+        if isinstance(data, pd.DataFrame):
+            calls.append((bool(recipe.finetune), frozenset(data.loc[data["split"] == "test", "path"]),
+                          frozenset(data["path"])))
+            if skew is not None and recipe.finetune:
+                skew[0] += 1000.0
+        return model
+
+    monkeypatch.setattr(training, "train", spy)
+    if skew is not None:
+        monkeypatch.setattr(_budget, "_clock", lambda: time.perf_counter() + skew[0])
+
+
+@needs_torch
+def test_budget_cross_validates_on_a_small_validation_split(shapes_dir, tmp_path, monkeypatch):
+    """9 validation images: frozen and fine-tuning judged by 3-fold CV over the 51 train + validation images, the
+    same folds for both, never a test image; each row says how it was judged; a CV winner is refit on the split."""
+    calls = []
+    _spy_train(monkeypatch, calls)
+    res = tune(shapes_dir, grid=[{"head": "linear", "C": 0.1}], cv=3, features=("last",), out=tmp_path / "run",
+               cache_dir=tmp_path / "c", progress=False, budget=600, finetune=("last-stage",),
+               finetune_options={"epochs": 2, "views": 1, "finetune_params": {"patience": 1}})
+    frozen, ft = res.candidates
+    split = pd.read_csv(tmp_path / "run" / "split.csv")
+    pool, test = set(split.loc[split["split"] != "test", "path"]), set(split.loc[split["split"] == "test", "path"])
+    assert frozen["n_validation"] < 300
+    for r in (frozen, ft):
+        assert r["judged_on"] == "3-fold CV" and r["n_images"] == len(pool) == 51 and r["folds_run"] == "3 of 3"
+    assert len(ft["epochs_run"].split("/")) == 3 and ft["note"] == ""
+    assert ft["chosen"] == (ft["gain_vs_frozen"] > ft["gain_se"]) and frozen["chosen"] != ft["chosen"]
+    assert abs(ft["gain_vs_frozen"] - (ft["balanced_accuracy"] - frozen["balanced_accuracy"])) < 1e-9
+    folds = {kind: [held for f, held, _ in calls if f == kind] for kind in (False, True)}
+    assert len(folds[False]) == len(folds[True]) == 3 and folds[False] == folds[True]  # paired: the same folds
+    assert set().union(*folds[False]) == pool and sum(map(len, folds[False])) == len(pool)  # each image once
+    assert all(rows <= pool for _, _, rows in calls)  # the test split never enters a fold
+    assert bool(res.model.info.finetune) == ft["chosen"] == (ft.get("refit_seconds") is not None)
+    table = pd.read_csv(tmp_path / "run" / "tuning_budget.csv")
+    assert {"judged_on", "n_images", "gain_vs_frozen", "gain_se", "seconds", "folds_run"} <= set(table.columns)
+    assert list(table["judged_on"]) == ["3-fold CV"] * 2
+
+
+@needs_torch
+def test_budget_stops_a_candidate_whose_folds_do_not_fit(shapes_dir, tmp_path, monkeypatch):
+    """The first fold prices the others: when they would overrun the budget the candidate stops, is reported not
+    finished and cannot win; the next candidate is not tried."""
+    calls, skew = [], [0.0]
+    _spy_train(monkeypatch, calls, skew)
+    res = tune(shapes_dir, grid=[{"head": "linear", "C": 0.1}], cv=3, features=("last",), out=tmp_path / "run",
+               cache_dir=tmp_path / "c", progress=False, budget=600, finetune=("last-stage", "2-stages"),
+               finetune_options={"epochs": 1, "views": 1})
+    frozen, last, two = res.candidates
+    assert last["note"].startswith("not finished: 1 of 3 folds took") and last["folds_run"] == "1 of 3"
+    assert last["judged_on"] is None and not last["chosen"] and frozen["chosen"]
+    assert two["note"].startswith("not tried") and sum(f for f, _, _ in calls) == 1
+    assert not res.model.info.finetune

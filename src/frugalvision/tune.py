@@ -221,67 +221,6 @@ def _check_cv(cv) -> None:
         raise DataError(f"cv must be a whole number of folds >= 2, got {cv!r}.")
 
 
-#: A fine-tuning candidate is tried only with at least this many seconds left (its prefix pass and a few epochs).
-MIN_FINETUNE_SECONDS = 60.0
-
-
-def _within_budget(data, recipe, budget: float, t_start: float, stages, *, out, overwrite, options=None, **run):
-    """The search winner (frozen) against fine-tuning candidates, inside ``budget`` seconds since ``t_start``:
-    ``(kept model, candidate rows)``."""
-    from ._optional import has_torch
-    from .training import train
-
-    def row(name, model, seconds, note=""):
-        v = model.info.training.validation if model is not None else {}
-        ft = model.info.finetune if model is not None else None
-        return {"candidate": name, "validation_accuracy": v.get("accuracy"), "n_validation": v.get("n"),
-                "seconds": round(seconds, 1), "epochs_run": ft.epochs_run if ft else None,
-                "best_epoch": ft.best_epoch if ft else None,
-                "stopped_by_budget": bool(ft.stopped_by_budget) if ft else False, "note": note}
-
-    t = time.perf_counter()
-    best = train(data, recipe, out=None, **run)
-    rows = [row(f"frozen ({recipe.features} features, {recipe.head} head)", best, time.perf_counter() - t)]
-    best_i = 0
-    frozen_right = _validation_correct(best, run)
-    base = recipe.replace(precision="fp32" if recipe.precision == "int8" else recipe.precision,
-                          balance_by_augmentation=False)
-    for st in stages:
-        left = budget - (time.perf_counter() - t_start)
-        need = max(MIN_FINETUNE_SECONDS, 3 * rows[0]["seconds"])
-        if not has_torch():
-            rows.append(row(f"fine-tune {st}", None, 0.0, "not tried: fine-tuning needs PyTorch "
-                                                           "(pip install 'frugalvision[torch]')"))
-            continue
-        if left < need:
-            rows.append(row(f"fine-tune {st}", None, 0.0, f"not tried: {left:.0f} s left of the budget, "
-                                                           f"needs at least {need:.0f} s"))
-            continue
-        t = time.perf_counter()
-        opts = dict(options or {})
-        params = {**opts.pop("finetune_params", {}), "max_seconds": 0.8 * left}
-        model = train(data, base.replace(finetune=st, finetune_params=params, **opts), out=None, **run)
-        rows.append(row(f"fine-tune {st}", model, time.perf_counter() - t))
-        # Paired on the same validation images; kept only when better than the frozen model by more than one
-        # standard error of the difference (tune's one-SE rule: a gain of an image or two is the draw's noise).
-        d = _validation_correct(model, run).astype(float) - frozen_right
-        gain, se = float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("inf")
-        rows[-1].update(gain_vs_frozen=gain, gain_se=se)
-        if gain > se and gain > (rows[best_i].get("gain_vs_frozen") or 0.0):
-            best, best_i = model, len(rows) - 1
-    for i, r in enumerate(rows):
-        r["chosen"] = i == best_i
-    if out is not None:
-        from pathlib import Path
-
-        from ._io import run_folder
-        from .training import RUN_FILES, save_run
-
-        with run_folder(out, RUN_FILES, overwrite=overwrite, finished="model.safetensors"):
-            save_run(best, best.training_data, Path(out), overwrite=overwrite)
-    return best, rows
-
-
 def parse_budget(text) -> float | None:
     """``'20m'``, ``'90s'``, ``'1.5h'`` or a number of seconds -> seconds (None for nothing)."""
     if text is None or text == "":
@@ -295,20 +234,6 @@ def parse_budget(text) -> float | None:
     if not value > 0:
         raise DataError(f"A budget must be positive, got {text!r}.")
     return value
-
-
-def _validation_correct(model, run) -> np.ndarray:
-    """Per validation image of the model's split: is its decision right (unknown counts as wrong)."""
-    from .inference import decisions, probabilities
-
-    table = model.training_data.table
-    va = table[table["split"] == "val"]
-    emb = model.embed(va["path"].tolist(), progress=False, engine=run.get("engine", "auto"),
-                      cache_dir=run.get("cache_dir"))
-    logits, proba = probabilities(model, emb.X)
-    right = np.zeros(len(va))
-    right[emb.ok] = np.asarray(decisions(model, proba, emb.X, logits).names()) == va["label"].to_numpy(dtype=str)[emb.ok]
-    return right
 
 
 def _search_extractor(backbone: str, features: tuple, **kw):
@@ -362,11 +287,14 @@ def tune(data, recipe=None, *, backbones=("efficientnet_lite0",), features=("las
     both, since the multi embedding starts with the last layer's.
 
     ``budget`` (seconds of wall-clock time, search included) also tries fine-tuning the last stage(s) of the backbone
-    (``finetune``, in order, with PyTorch) while time is left, each with the search winner's recipe and a time limit;
-    the frozen winner and each fine-tuned model are judged on the same validation images (both choose on them: C
-    and the operating point, or the epoch), paired: a fine-tuned model is kept only when it beats the frozen one by
-    more than one standard error of the difference (otherwise the frozen, cheaper model). ``result.candidates``
-    lists each with its accuracy and time. ``finetune_options``: recipe fields for the fine-tuning candidates
+    (``finetune``, in order, with PyTorch) while time is left, each with the search winner's recipe and a time limit.
+    The frozen winner and each fine-tuned model are judged on the same images, paired, in balanced accuracy: on the
+    validation split, or, when it has fewer than :data:`frugalvision._budget.CV_BELOW` images, by ``cv``-fold
+    cross-validation over the train + validation images (each fold trains the candidate from scratch, its C,
+    operating point or epoch chosen inside the fold). A fine-tuned model is kept only when it beats the frozen one
+    by more than one standard error of the difference (otherwise the frozen, cheaper model); a cross-validated
+    winner is then refit on the usual split. ``result.candidates`` lists each with how it was judged, its gain and
+    time (see :mod:`frugalvision._budget`). ``finetune_options``: recipe fields for the fine-tuning candidates
     (``{"epochs": 12, "views": 4}``).
     """
     from .fitting import embed_dataset, embed_views
@@ -417,8 +345,11 @@ def tune(data, recipe=None, *, backbones=("efficientnet_lite0",), features=("las
         if budget is None:
             result.model = train(data, chosen_recipe, out=out, overwrite=overwrite, **run)
         else:
-            result.model, result.candidates = _within_budget(data, chosen_recipe, budget, t0, finetune, out=out,
-                                                             overwrite=overwrite, options=finetune_options, **run)
+            from ._budget import within_budget
+
+            result.model, result.candidates = within_budget(data, chosen_recipe, budget=budget, t_start=t0, stages=finetune,
+                                                            cv=cv, out=out, overwrite=overwrite,
+                                                            options=finetune_options, **run)
             if out is not None:
                 from ._io import csv_text, write_text
 

@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
                                     "of the configs goes on to each next fold (about half the time with 3 folds)."),
         select: str = typer.Option("one-se", "--select", help="Which config to refit: 'one-se' (the simplest "
                                    "within one standard error of the best CV score) or 'best' (the top score)."),
-        budget: Optional[str] = typer.Option(None, "--budget", help="Wall-clock budget, e.g. 20m: within it, also try fine-tuning the last 1-2 stages (PyTorch) against the frozen winner, on the same validation images; the better is kept."),
+        budget: Optional[str] = typer.Option(None, "--budget", help="Wall-clock budget, e.g. 20m: within it, also try fine-tuning the last 1-2 stages (PyTorch) against the frozen winner, paired on the same images (the validation split, or k-fold CV when it has fewer than 300 images); fine-tuning is kept only when it wins by more than one standard error."),
         engine: str = Engine, cache_dir: Optional[Path] = CacheDir, quiet: bool = Quiet, overwrite: bool = Overwrite,
     ):
         """Grid search over head type, C / weight decay, dropout, lr, batch size, class weighting, views, features, backbone."""
@@ -44,8 +44,19 @@ def register(app: typer.Typer) -> None:
         echo(res.summary())
         echo(f"Refit: {res.best}")
         for c in res.candidates:
-            acc = c["validation_accuracy"]
-            echo(f"{'*' if c['chosen'] else ' '} {c['candidate']}: "
-                 + (f"validation accuracy {100 * acc:.1f} % of {c['n_validation']} images, {c['seconds']:.0f} s"
-                    if acc is not None else c["note"]))
+            echo(f"{'*' if c['chosen'] else ' '} {c['candidate']}: {_judged(c)}")
         echo(f"Wrote {out / 'model.safetensors'} and {out / 'tuning.csv'}. Next: frugalvision evaluate {out}")
+
+
+def _judged(c: dict) -> str:
+    """One candidate of ``tune --budget``: how it was judged, its gain over the frozen model, its time."""
+    if c["judged_on"] is None:
+        return c["note"] or f"{c['seconds']:.0f} s"
+    text = (f"{c['judged_on']} on {c['n_images']} images: balanced accuracy {100 * c['balanced_accuracy']:.1f} % "
+            f"(accuracy {100 * c['accuracy']:.1f} %)")
+    if c["gain_se"] is not None and c["candidate"].startswith("fine-tune"):
+        text += f", gain {100 * c['gain_vs_frozen']:+.1f} ± {100 * c['gain_se']:.1f} points (one SE)"
+    text += f", {c['seconds']:.0f} s"
+    if c.get("refit_seconds") is not None:
+        text += f" + refit {c['refit_seconds']:.0f} s"
+    return text + (f"; {c['note']}" if c["note"] else "")
