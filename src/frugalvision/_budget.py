@@ -173,10 +173,9 @@ def _folds(pool: pd.DataFrame, k: int, seed: int) -> list:
     stay in one fold, as they stay in one split."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    groups = pool["hash"].astype(str)
-    if "duplicate_group" in pool.columns:
-        dup = pool["duplicate_group"].fillna("").astype(str)
-        groups = groups.where(dup == "", "dup:" + dup)
+    from .data.split import together_groups
+
+    groups = together_groups(pool)
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     return [te for _, te in splitter.split(pool, pool["label"].astype(str), groups)]
 

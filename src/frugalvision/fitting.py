@@ -15,7 +15,7 @@ import pandas as pd
 
 from .artifact import RejectInfo
 from .data.discover import discover
-from .data.split import assign_splits
+from .data.split import assign_splits, together_groups
 from .exceptions import DataError
 from .features.extract import Extractor
 from .heads import HEADS
@@ -66,8 +66,7 @@ def embed_dataset(data, extractor: Extractor, *, split_file=None, val_size=0.15,
     good["_row"] = np.arange(len(good))
     # Copies of one image (same content) and near-duplicate groups found by prepare stay inside one split,
     # so that no test image is also a training image.
-    dup = good["duplicate_group"].astype(str) if "duplicate_group" in good.columns else pd.Series("", index=good.index)
-    good["_together"] = dup.where(dup != "", "content:" + good["hash"].astype(str))
+    good["_together"] = together_groups(good)
     good = assign_splits(good, val_size=val_size, test_size=test_size, seed=seed, group_col="_together")
     X = X[good["_row"].to_numpy()]
     good = good.drop(columns=["_row", "_together"])

@@ -8,7 +8,15 @@ from sklearn.model_selection import train_test_split
 
 from ..exceptions import DataError
 
-__all__ = ["assign_splits"]
+__all__ = ["assign_splits", "together_groups"]
+
+
+def together_groups(table: pd.DataFrame) -> pd.Series:
+    """Which rows must stay in one split (or one fold): prepare's near-duplicate group where a row has one, else
+    its content hash (copies of one image). Needs a ``hash`` column."""
+    dup = (table["duplicate_group"].fillna("").astype(str) if "duplicate_group" in table.columns
+           else pd.Series("", index=table.index))
+    return dup.where(dup == "", "dup:" + dup).where(dup != "", "content:" + table["hash"].astype(str))
 
 
 def assign_splits(df: pd.DataFrame, *, val_size: float = 0.15, test_size: float = 0.15, seed: int = 0,
