@@ -94,7 +94,7 @@ def _label(n: int, work: Path, exe: str, data: Path) -> dict:
     print(f"[{n}] label page, cold cache (until /api/batch holds the first batch) ...", flush=True)
     return served([exe, "label", str(data), "--classes", ",".join(datasets.FASHION_NAMES), "--out", str(lab)],
                   {**os.environ, "FRUGALVISION_CACHE": str(work / f"cache-label-{n}")}, "/api/batch",
-                  ready=lambda body: bool(json.loads(body).get("items")))
+                  ready=lambda body: bool(json.loads(body).get("batch")))
 
 
 def run_size(n: int, work: Path, exe: str, full: bool, only=None) -> dict:
