@@ -83,12 +83,25 @@ def explain_images(model, paths, *, cls="top2", method: str = "auto", labels=Non
     out, failed = [], []
     paths = [str(p) for p in paths]
     labels = list(labels) if labels is not None else [None] * len(paths)
-    for start in range(0, len(paths), batch_size):
+
+    def one(start):
         chunk = paths[start:start + batch_size]
         decoded = [decode(p) for p in chunk]
-        failed.extend((chunk[i], d.error) for i, d in enumerate(decoded) if d.array is None)
-        out.extend(explanations_of(predictor, chunk, decoded, cls=cls, method=method,
-                                   labels=labels[start:start + batch_size])[0])
+        errors = [(chunk[i], d.error) for i, d in enumerate(decoded) if d.array is None]
+        return explanations_of(predictor, chunk, decoded, cls=cls, method=method,
+                               labels=labels[start:start + batch_size])[0], errors
+
+    starts = range(0, len(paths), batch_size)
+    if ex.lanes_mode and len(starts) > 1:  # single-threaded sessions: one chunk per core at once, order kept
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=ex.workers) as pool:
+            results = list(pool.map(one, starts))
+    else:
+        results = [one(s) for s in starts]
+    for expl, errors in results:
+        out.extend(expl)
+        failed.extend(errors)
     return out, failed
 
 

@@ -16,6 +16,8 @@ them is sampled.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from PIL import Image, ImageFilter
 
@@ -77,32 +79,42 @@ def deletion_insertion(prob_fn, images: np.ndarray, maps: np.ndarray, class_idx,
     # 3 + 4 * (n_steps - 1) forward passes (2 + ... when the full one is known), not 4 * (n_steps + 1).
     per = passes_per_image(n_steps, known)
     chunk = max(1, batch_images)
-    passes = 0
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
+    orders = [(np.argsort(-maps[i].ravel(), kind="stable"), rng.permutation(h * w)) for i in range(n)]
+
+    def perturbed(start, stop):
         batch = []
         for i in range(start, stop):
             img = images[i]
             grey = np.broadcast_to(img.reshape(-1, 3).mean(axis=0).astype(np.uint8), img.shape)
             blur = np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(radius=max(H // 16, 2))))
             batch += ([] if known else [img]) + [grey, blur]
-            for order in (np.argsort(-maps[i].ravel(), kind="stable"), rng.permutation(h * w)):
+            for order in orders[i]:
                 masks = _cell_masks(order, h, w, H, W, n_steps)[1:-1, ..., None]
                 batch += list(np.where(masks, grey, img))   # deletion: selected cells removed
                 batch += list(np.where(masks, img, blur))   # insertion: selected cells restored
-        probs = prob_fn(np.stack(batch).astype(np.uint8))
-        passes += len(batch)
-        for j, i in enumerate(range(start, stop)):
-            p = probs[j * per:(j + 1) * per, class_idx[i]]
-            if known:
-                full, p = float(full_probs[i]), p
-            else:
-                full, p = p[0], p[1:]
-            gone, blurred = p[0], p[1]
-            mids = p[2:].reshape(2, 2, n_steps - 1)  # (order, deletion/insertion, step)
-            for o, suffix in enumerate(("", "_random")):
-                res["deletion" + suffix].append(np.r_[full, mids[o, 0], gone])
-                res["insertion" + suffix].append(np.r_[blurred, mids[o, 1], full])
+        return np.stack(batch).astype(np.uint8, copy=False)
+
+    passes = 0
+    spans = [(s, min(n, s + chunk)) for s in range(0, n, chunk)]
+    # The next batch is built (masks, blurs: single-threaded numpy) while the backbone runs on this one.
+    with ThreadPoolExecutor(max_workers=1) as runner:
+        pending = runner.submit(prob_fn, perturbed(*spans[0])) if spans else None
+        for k, (start, stop) in enumerate(spans):
+            following = perturbed(*spans[k + 1]) if k + 1 < len(spans) else None
+            probs = pending.result()
+            pending = runner.submit(prob_fn, following) if following is not None else None
+            passes += len(probs)
+            for j, i in enumerate(range(start, stop)):
+                p = probs[j * per:(j + 1) * per, class_idx[i]]
+                if known:
+                    full, p = float(full_probs[i]), p
+                else:
+                    full, p = p[0], p[1:]
+                gone, blurred = p[0], p[1]
+                mids = p[2:].reshape(2, 2, n_steps - 1)  # (order, deletion/insertion, step)
+                for o, suffix in enumerate(("", "_random")):
+                    res["deletion" + suffix].append(np.r_[full, mids[o, 0], gone])
+                    res["insertion" + suffix].append(np.r_[blurred, mids[o, 1], full])
     x = np.linspace(0, 1, n_steps + 1)
     out = {}
     for k, curves in res.items():
