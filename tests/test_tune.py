@@ -323,3 +323,22 @@ def test_budget_stops_a_candidate_whose_folds_do_not_fit(shapes_dir, tmp_path, m
     assert last["judged_on"] is None and not last["chosen"] and frozen["chosen"]
     assert two["note"].startswith("not tried") and sum(f for f, _, _ in calls) == 1
     assert not res.model.info.finetune
+
+
+def test_the_search_schedules_fits_across_folds_without_changing_a_score():
+    """Every fold's fits run side by side (one per core): the table is the one a single thread gives, and an
+    MLP's stack (fit_units) is how fit_many trains it."""
+    from threadpoolctl import threadpool_limits
+
+    X, y = _blobs(400)
+    grid = default_grid(50)[::5] + [{"head": "mlp", "hidden": 16, "dropout": 0.2, "weight_decay": 1e-4, "lr": 1e-2,
+                                     "batch_size": 64, "class_weight": None}]
+    side_by_side = tune_embeddings(X, y, grid, cv=3, progress=False)
+    with threadpool_limits(1):  # one BLAS thread: _run_jobs runs the fits one after the other
+        one_thread = tune_embeddings(X, y, grid, cv=3, progress=False)
+    pd.testing.assert_frame_equal(side_by_side.table, one_thread.table)
+    units = MLPHead.fit_units([MLPHead(hidden=h, batch_size=b, lr=lr) for h in (16, 32) for b in (32, 64)
+                               for lr in (1e-3, 3e-3, 1e-2)])
+    assert sorted(len(u) for u in units) == [3] * 4  # grouped by hidden and batch size, never above 4
+    assert all(len({(m.hidden, m.batch_size) for m in u}) == 1 for u in units)
+    assert [u[0].hidden for u in units][:2] == [32, 32]  # costliest first

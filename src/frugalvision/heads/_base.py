@@ -45,6 +45,12 @@ class SoftmaxHeadMixin:
                 h.feature_names_in_ = first.feature_names_in_
         return X, y
 
+    @classmethod
+    def fit_units(cls, heads: list) -> list[list]:
+        """Groups of ``heads`` that ``fit_many`` solves together and a caller may fit apart, costliest first;
+        by default one group (e.g. a warm-started C path)."""
+        return [list(heads)]
+
     def decision_function(self, X):
         """scikit-learn convention: ``(n_samples,)`` for 2 classes, else ``(n_samples, n_classes)``."""
         z = self.logits(X)

@@ -70,11 +70,6 @@ class MLPHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
             raise ValueError(f"MLPHead needs at least 2 classes, got only {classes[0]!r}.")
         mean, scale = X.mean(axis=0), X.std(axis=0) + 1e-6
         Xs = (X - mean) / scale
-        groups: dict = {}
-        for h in heads:
-            key = (h.hidden, h.batch_size, h.max_epochs, h.patience, h.validation_fraction, h.random_state or 0,
-                   h.checks_per_epoch)
-            groups.setdefault(key, []).append(h)
 
         def fit_group(item):
             (hidden, batch, epochs, patience, vf, seed, checks), hs = item
@@ -85,9 +80,7 @@ class MLPHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
                            class_weights=[compute_class_weight(h.class_weight, classes=classes, y=y)
                                           if h.class_weight else None for h in hs])
 
-        # Stacks of at most _STACK heads (a head's result does not depend on its stack), so that the threads
-        # of _map_groups get even shares.
-        items = [(key, hs[i:i + _STACK]) for key, hs in groups.items() for i in range(0, len(hs), _STACK)]
+        items = [(_stack_key(hs[0]), hs) for hs in cls.fit_units(heads)]
         for (_, hs), fits in zip(items, _map_groups(fit_group, items)):
             for h, (state, n_epochs, best) in zip(hs, fits):
                 h.mean_, h.scale_ = mean, scale
@@ -95,6 +88,18 @@ class MLPHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
                 h.classes_ = classes
                 h.n_epochs_, h.best_val_loss_ = n_epochs, best
         return heads
+
+    @classmethod
+    def fit_units(cls, heads: list) -> list[list]:
+        """The stacks ``fit_many`` trains ``heads`` in, costliest first: heads sharing hidden size, batch size,
+        schedule and seed, at most ``_STACK`` per stack (a head's result does not depend on its stack), so that
+        threads get even shares. A caller may fit each stack on its own (tune schedules them across folds)."""
+        groups: dict = {}
+        for h in heads:
+            groups.setdefault(_stack_key(h), []).append(h)
+        units = [hs[i:i + _STACK] for hs in groups.values() for i in range(0, len(hs), _STACK)]
+        # Cost per epoch ~ heads x hidden units x (GEMMs on every row + an AdamW pass per batch).
+        return sorted(units, key=lambda hs: -len(hs) * hs[0].hidden * (1 + 128 / hs[0].batch_size))
 
     def logits(self, X) -> np.ndarray:
         check_is_fitted(self)
@@ -133,6 +138,11 @@ class MLPHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
 _STACK = 4
 
 
+def _stack_key(h) -> tuple:
+    return (h.hidden, h.batch_size, h.max_epochs, h.patience, h.validation_fraction, h.random_state or 0,
+            h.checks_per_epoch)
+
+
 def _map_groups(fit_group, items: list) -> list:
     """``fit_group`` over the stacked groups: one group per thread, each with single-threaded BLAS, when
     there are several groups and BLAS may use several threads here (largest groups first).
@@ -150,8 +160,5 @@ def _map_groups(fit_group, items: list) -> list:
     n_threads = min(min(blas) if blas else 1, len(items))
     if n_threads < 2:
         return [fit_group(it) for it in items]
-    # Cost of a group per epoch ~ heads x hidden units x (GEMMs on every row + an AdamW pass per batch).
-    order = sorted(range(len(items)), key=lambda i: -len(items[i][1]) * items[i][0][0] * (1 + 128 / items[i][0][1]))
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(n_threads) as pool:
-        done = dict(zip(order, pool.map(lambda i: fit_group(items[i]), order)))
-    return [done[i] for i in range(len(items))]
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(n_threads) as pool:  # costliest first
+        return list(pool.map(fit_group, items))
