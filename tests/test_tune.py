@@ -342,3 +342,24 @@ def test_the_search_schedules_fits_across_folds_without_changing_a_score():
     assert sorted(len(u) for u in units) == [3] * 4  # grouped by hidden and batch size, never above 4
     assert all(len({(m.hidden, m.batch_size) for m in u}) == 1 for u in units)
     assert [u[0].hidden for u in units][:2] == [32, 32]  # costliest first
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_the_C_path_stops_once_validation_loss_rises_twice_and_reuses_its_head(n_classes):
+    """C='auto' fits small C first and stops after two rises in validation log-loss; the head it returns is the
+    path's head at the chosen C (no second fit), and the same as a plain fit at that C."""
+    from frugalvision.fitting import C_GRID, _choose_C
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, n_classes, 700)
+    X = (np.eye(n_classes)[y] @ rng.normal(size=(n_classes, 400)) * 0.1 + rng.normal(size=(700, 400)))
+    X, y = X.astype(np.float32), np.array(list("abcd"))[y]
+    C, curve, head = _choose_C("auto", X[:400], y[:400], X[400:], y[400:], "linear", None, 0)
+    losses = [r["val_log_loss"] for r in curve]
+    assert [r["C"] for r in curve] == list(C_GRID[:len(curve)]) and C == curve[int(np.argmin(losses))]["C"]
+    assert len(curve) < len(C_GRID)  # 400 rows, 400 weak features: overfitting sets in well before C=1
+    assert losses[-1] > losses[-2] > losses[-3] and not any(
+        losses[i] > losses[i - 1] > losses[i - 2] for i in range(2, len(losses) - 1))
+    assert head.C == C
+    alone = fv.LinearHead(C=C).fit(X[:400], y[:400])
+    np.testing.assert_allclose(head.predict_proba(X[400:]), alone.predict_proba(X[400:]), atol=2e-3)
