@@ -337,6 +337,17 @@ def test_the_search_schedules_fits_across_folds_without_changing_a_score():
     with threadpool_limits(1):  # one BLAS thread: _run_jobs runs the fits one after the other
         one_thread = tune_embeddings(X, y, grid, cv=3, progress=False)
     pd.testing.assert_frame_equal(side_by_side.table, one_thread.table)
+    # Each score is its own config's: the MLP refitted alone on the first fold scores what the table says for it.
+    from sklearn.model_selection import StratifiedKFold
+
+    from frugalvision.tune import _score, _search_head
+
+    scores = []
+    for tr, te in StratifiedKFold(n_splits=3, shuffle=True, random_state=0).split(X, y):
+        scores.append(_score(_search_head(grid[-1], 0).fit(X[tr], y[tr]), X[te], y[te])[0])
+    row = side_by_side.table[side_by_side.table["p_head"] == "mlp"]
+    row = row[row["p_hidden"] == 16].iloc[0]
+    assert row["mean_accuracy"] == pytest.approx(np.mean(scores), abs=1e-12)
     units = MLPHead.fit_units([MLPHead(hidden=h, batch_size=b, lr=lr) for h in (16, 32) for b in (32, 64)
                                for lr in (1e-3, 3e-3, 1e-2)])
     assert sorted(len(u) for u in units) == [3] * 4  # grouped by hidden and batch size, never above 4

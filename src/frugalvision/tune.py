@@ -179,11 +179,6 @@ def tune_embeddings(X: np.ndarray, y, grid: list[dict], *, cv: int = 5, views: d
         for i in alive:
             by_views.setdefault(grid[i].get("views", 0), []).append(i)
         for n_views, idxs in by_views.items():
-            X_tr, y_tr = X[tr], y[tr]
-            if n_views:
-                Xa, ya, src = views[n_views]
-                keep = np.isin(src, tr)
-                X_tr, y_tr = np.vstack([X_tr, Xa[keep]]), np.concatenate([y_tr, ya[keep]])
             # Configs of one head kind train together in the units their solver stacks (see heads).
             for kind in sorted({grid[i].get("head", "linear") for i in idxs}):
                 mine = [i for i in idxs if grid[i].get("head", "linear") == kind]
@@ -191,9 +186,19 @@ def tune_embeddings(X: np.ndarray, y, grid: list[dict], *, cv: int = 5, views: d
                 index_of = {id(h): i for i, h in built}
                 for rank, unit in enumerate(HEADS[kind].fit_units([h for _, h in built])):
                     jobs.append((rank, [index_of[id(h)] for h in unit],
-                                 lambda unit=unit, X_tr=X_tr, y_tr=y_tr, kind=kind: HEADS[kind].fit_many(unit, X_tr,
-                                                                                                       y_tr), te))
+                                 lambda unit=unit, kind=kind, n_views=n_views: HEADS[kind].fit_many(
+                                     unit, *fold_rows(tr, n_views)), te))
         return jobs
+
+    def fold_rows(tr, n_views):
+        """A fold's training rows, made by the job that needs them (all folds' copies at once would hold the
+        data several times over)."""
+        X_tr, y_tr = X[tr], y[tr]
+        if n_views:
+            Xa, ya, src = views[n_views]
+            keep = np.isin(src, tr)
+            X_tr, y_tr = np.vstack([X_tr, Xa[keep]]), np.concatenate([y_tr, ya[keep]])
+        return X_tr, y_tr
 
     def run(jobs):
         # Each kind's units come costliest first: start every fold's costliest units, then the next ones.
@@ -245,8 +250,14 @@ def _run_jobs(fns: list):
     if n_threads < 2:
         yield from (fn() for fn in fns)
         return
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(n_threads) as pool:
-        yield from pool.map(lambda fn: fn(), fns)  # in order, each as soon as it and those before it are done
+    pool = ThreadPoolExecutor(n_threads)
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            futures = [pool.submit(fn) for fn in fns]
+            for f in futures:  # in order, each as soon as it and those before it are done
+                yield f.result()
+    finally:  # an error or an interruption does not wait for the fits still queued
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _ranked(table: pd.DataFrame) -> pd.DataFrame:

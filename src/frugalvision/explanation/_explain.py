@@ -76,7 +76,7 @@ class Explanation:
 def explain_images(model, paths, *, cls="top2", method: str = "auto", labels=None, engine: str = "auto",
                    cache_dir=None, batch_size: int = 8) -> tuple[list[Explanation], list[tuple[str, str]]]:
     """Explanations for many images (one backbone pass each) and the files that failed."""
-    checked_method(model, method)
+    concrete = checked_method(model, method)
     ex = model.extractor(engine=engine, cache_dir=cache_dir, progress=False)
     predictor = Predictor(model, ex.engine)
     decode = ex.decoder()
@@ -92,7 +92,9 @@ def explain_images(model, paths, *, cls="top2", method: str = "auto", labels=Non
                                labels=labels[start:start + batch_size])[0], errors
 
     starts = range(0, len(paths), batch_size)
-    if ex.lanes_mode and len(starts) > 1:  # single-threaded sessions: one chunk per core at once, order kept
+    # Single-threaded sessions: one chunk per core at once, order kept. Only for maps computed in numpy from the
+    # session's outputs: Grad-CAM methods hook one shared torch module, which two threads would mix up.
+    if ex.lanes_mode and len(starts) > 1 and concrete in ("cam", "gradient"):
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=ex.workers) as pool:

@@ -76,8 +76,9 @@ class LinearHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
         standardised once; C values are solved from small to large, each warm-started from the previous
         one, and heads sharing a C but not their row weights are solved in one pass over X.
         ``init``: ``(coefs, intercepts)`` on standardised features, one per head, to warm-start.
-        ``until``: called with the heads of each C once they are fitted, smallest C first; when it returns True
-        the path stops there and the heads of larger C stay unfitted (large C costs the most iterations).
+        ``until``: called with the heads of each C once they are fitted, smallest C first (heads solved by
+        scikit-learn, e.g. two classes, before the others); when it returns True the path stops there and the heads
+        of larger C stay unfitted (large C costs the most iterations).
         """
         X, y = cls._validate_for_all(heads, X, y, dtype=(np.float32, np.float64), ensure_min_samples=2)
         for h in heads:
@@ -202,11 +203,10 @@ def _standardise(X, sample_weight=None, block: int = 8192):
         var += (d * d).sum(0) if w is None else w[s:s + block] @ (d * d)
     var /= total
     eps = np.finfo(np.float64).eps
-    constant = var <= n * eps * var + (n * mean * eps) ** 2  # scikit-learn's rounding bound
+    constant = var <= total * eps * var + (total * mean * eps) ** 2  # scikit-learn's rounding bound
     scale = np.sqrt(var)
     scale[constant | (scale < 10 * eps)] = 1.0
     Xs = np.empty(X.shape, dtype=np.float32)
-    m32, s32 = mean.astype(np.float32), scale.astype(np.float32)
-    for s in range(0, n, block):
-        np.divide(np.subtract(X[s:s + block], m32, dtype=np.float32), s32, out=Xs[s:s + block])
+    for s in range(0, n, block):  # in float64, then rounded (a large offset keeps its precision)
+        Xs[s:s + block] = (X[s:s + block] - mean) / scale
     return _Scaling(mean, scale), Xs

@@ -57,18 +57,26 @@ def build_sections(model, ev, *, explain: bool = True, n_mistakes: int = 8, n_ty
 
     parsed_goals = [parse_goal(g, model.classes) for g in (goals or [])]
     support = map_support(model)
-    # The faithfulness check is backbone passes on every core; the rest is mostly single-threaded numpy and
-    # matplotlib, so they run side by side (the demo's report: ~3 s less).
+    per_class = faithfulness_per_class or FAITHFULNESS_PER_CLASS
     checking = explain and support.available and faithfulness
-    pool = ThreadPoolExecutor(max_workers=1) if checking else None
-    check = (pool.submit(faithfulness_once, model, ev, faithfulness_per_class or FAITHFULNESS_PER_CLASS, engine,
-                         cache_dir) if checking else None)
+    # The faithfulness check is backbone passes on every core; the rest is mostly single-threaded numpy and
+    # matplotlib, so they run side by side (the demo's report: ~3 s less). Not for Grad-CAM methods: they hook one
+    # shared torch module, which the panels use too.
+    beside = checking and support.method in ("cam", "gradient")
+    pool = check = None
+    if beside:
+        model.extractor(engine=engine, cache_dir=cache_dir, progress=False).engine  # one session, built here
+        pool = ThreadPoolExecutor(max_workers=1)
+        check = pool.submit(faithfulness_once, model, ev, per_class, engine, cache_dir)
     try:
-        return _build(model, ev, explain, n_mistakes, n_typical, check, engine, cache_dir, parsed_goals,
-                      learning_curve, data_map, support)
+        sections = _build(model, ev, explain, n_mistakes, n_typical, check, engine, cache_dir, parsed_goals,
+                          learning_curve, data_map, support)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+    if checking and not beside:
+        sections["faithfulness"] = faithfulness_once(model, ev, per_class, engine, cache_dir)
+    return sections
 
 
 def _build(model, ev, explain, n_mistakes, n_typical, check, engine, cache_dir, parsed_goals, learning_curve,
