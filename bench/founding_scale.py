@@ -101,6 +101,14 @@ def run_size(n: int, work: Path, exe: str, full: bool, only=None) -> dict:
     data = balanced_pngs(work / f"f{n}", n)
     if only == "label":  # the label page alone (after a full run)
         return {"label": _label(n, work, exe, data)}
+    if only == "prepare":  # prepare alone, cold, at every size (after a full run)
+        shutil.rmtree(work / f"cache-prepare-{n}", ignore_errors=True)
+        shutil.rmtree(work / f"prepared-{n}", ignore_errors=True)
+        print(f"[{n}] prepare (cold cache) ...", flush=True)
+        r = timed([exe, "prepare", str(data), "--out", str(work / f"prepared-{n}"), "-q"],
+                  {**os.environ, "FRUGALVISION_CACHE": str(work / f"cache-prepare-{n}")})
+        print(f"[{n}] prepare   {r['seconds']:7.1f} s  peak RSS {r['peak_rss_mb']:5d} MB", flush=True)
+        return {"prepare": r}
     base = {**os.environ, "FRUGALVISION_CACHE": str(work / f"cache-prepare-{n}")}
     out = {}
     for c in ("cache-prepare", "cache-train"):
@@ -131,7 +139,9 @@ def main():
     ap.add_argument("--sizes", default="10000,50000")
     ap.add_argument("--work", default="/tmp/fv-founding")
     ap.add_argument("--exe", default=str(Path(sys.executable).parent / "frugalvision"))
-    ap.add_argument("--only", choices=["label"], help="label: time the label page again, into the last results")
+    ap.add_argument("--only", choices=["label", "prepare"],
+                    help="label: time the label page again (smallest size); prepare: time prepare again at every size; "
+                         "into the last results")
     a = ap.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -140,7 +150,8 @@ def main():
     if a.only:
         res = json.loads(dest.read_text())
         res["results"] = {int(k): v for k, v in res["results"].items()}
-        res["results"][min(sizes)].update(run_size(min(sizes), work, a.exe, full=True, only=a.only))
+        for n in (sizes if a.only == "prepare" else [min(sizes)]):
+            res["results"][n].update(run_size(n, work, a.exe, full=True, only=a.only))
     else:
         res = {"machine": datasets.cpu_info(), "results": {}}
         for n in sizes:

@@ -182,31 +182,43 @@ class _Scaling:
         self.mean_, self.scale_ = mean, scale
 
 
-def _standardise(X, sample_weight=None, block: int = 8192):
+def _standardise(X, sample_weight=None, block: int = 1024):
     """``StandardScaler().fit(X, sample_weight)``'s ``mean_``/``scale_`` (float64 sums; a feature constant to
     rounding gets scale 1) and the standardised rows as contiguous float32, without a float64 copy of ``X``:
-    on 35k x 1280 float32 embeddings scikit-learn's validation, fit and transform took 8.4 s, this ~0.5 s."""
-    n = len(X)
+    on 35k x 1280 float32 embeddings scikit-learn's validation, fit and transform took 8.4 s, this ~0.3 s.
+    One float64 block buffer serves every pass (fresh large temporaries cost a page fault per 4 KB here)."""
+    n, d = X.shape
     w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     if w is not None and w.shape != (n,):
         raise ValueError(f"sample_weight has shape {w.shape}; expected one weight per row: ({n},).")
     if w is not None and not w.any():
         raise ValueError("Sample weights must contain at least one non-zero number.")
     total = float(n) if w is None else float(w.sum())
-    mean = np.zeros(X.shape[1])
-    for s in range(0, n, block):
-        mean += X[s:s + block].sum(0, dtype=np.float64) if w is None else w[s:s + block] @ X[s:s + block]
+    buf = np.empty((min(block, n), d))
+    spans = [(s, min(s + block, n)) for s in range(0, n, block)]
+    mean = np.zeros(d)
+    for s, e in spans:
+        b = buf[:e - s]
+        np.copyto(b, X[s:e])
+        mean += b.sum(0) if w is None else w[s:e] @ b
     mean /= total
-    var = np.zeros(X.shape[1])
-    for s in range(0, n, block):
-        d = X[s:s + block] - mean
-        var += (d * d).sum(0) if w is None else w[s:s + block] @ (d * d)
+    var = np.zeros(d)
+    for s, e in spans:
+        b = buf[:e - s]
+        np.copyto(b, X[s:e])
+        b -= mean
+        b *= b
+        var += b.sum(0) if w is None else w[s:e] @ b
     var /= total
     eps = np.finfo(np.float64).eps
     constant = var <= total * eps * var + (total * mean * eps) ** 2  # scikit-learn's rounding bound
     scale = np.sqrt(var)
     scale[constant | (scale < 10 * eps)] = 1.0
     Xs = np.empty(X.shape, dtype=np.float32)
-    for s in range(0, n, block):  # in float64, then rounded (a large offset keeps its precision)
-        Xs[s:s + block] = (X[s:s + block] - mean) / scale
+    for s, e in spans:  # in float64, then rounded (a large offset keeps its precision)
+        b = buf[:e - s]
+        np.copyto(b, X[s:e])
+        b -= mean
+        b /= scale
+        Xs[s:e] = b
     return _Scaling(mean, scale), Xs
