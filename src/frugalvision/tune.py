@@ -22,6 +22,7 @@ from sklearn.model_selection import StratifiedKFold
 from .backbones.stages import FEATURES
 from .exceptions import DataError
 from .heads import HEADS
+from .heads._threads import run_each
 
 __all__ = ["default_grid", "tune_embeddings", "tune", "TuneResult", "make_head", "select_config", "SELECT_RULES",
            "parse_budget"]
@@ -203,7 +204,8 @@ def tune_embeddings(X: np.ndarray, y, grid: list[dict], *, cv: int = 5, views: d
     def run(jobs):
         # Each kind's units come costliest first: start every fold's costliest units, then the next ones.
         jobs = [j[1:] for j in sorted(jobs, key=lambda j: j[0])]
-        for (idxs, _, te), heads in zip(jobs, _run_jobs([fn for _, fn, _ in jobs])):
+        # One single-threaded fit per core (heads._threads).
+        for (idxs, _, te), heads in zip(jobs, run_each(lambda fn: fn(), [fn for _, fn, _ in jobs])):
             for i, head in zip(idxs, heads):
                 scores[i].append(_score(head, X[te], y[te]))
             bar.update(len(idxs))
@@ -232,32 +234,6 @@ def tune_embeddings(X: np.ndarray, y, grid: list[dict], *, cv: int = 5, views: d
     best = grid[int(table.iloc[chosen]["_i"])]
     return TuneResult(table.drop(columns="_i"), dict(best), time.perf_counter() - t0,
                       folds=[(len(a), len(b)) for a, b in folds], select=select)
-
-
-def _run_jobs(fns: list):
-    """Call every ``fn`` (independent head fits) and yield the results in order: one job per thread that BLAS may
-    use here, each single-threaded.
-
-    A fit's steps are small GEMMs between single-threaded numpy passes, so whole fits side by side keep the cores
-    busier than BLAS threads inside one fit; a fit's result does not depend on the thread it ran on.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from threadpoolctl import threadpool_info, threadpool_limits
-
-    blas = [info["num_threads"] for info in threadpool_info() if info.get("user_api") == "blas"]
-    n_threads = min(min(blas) if blas else 1, len(fns))
-    if n_threads < 2:
-        yield from (fn() for fn in fns)
-        return
-    pool = ThreadPoolExecutor(n_threads)
-    try:
-        with threadpool_limits(1, user_api="blas"):
-            futures = [pool.submit(fn) for fn in fns]
-            for f in futures:  # in order, each as soon as it and those before it are done
-                yield f.result()
-    finally:  # an error or an interruption does not wait for the fits still queued
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _ranked(table: pd.DataFrame) -> pd.DataFrame:

@@ -30,18 +30,13 @@ _BLOCK = 512
 
 
 def _workers(n_rows: int) -> int:
-    """Threads for a pass over ``n_rows`` rows: as many as BLAS may use here, at most one per 4 blocks.
-
-    BLAS's thread count is what the environment granted (``OMP_NUM_THREADS``, a joblib worker's or a
-    caller's ``threadpool_limits``), so the solver never runs more threads than its caller allowed.
-    """
+    """Threads for a pass over ``n_rows`` rows: as many as BLAS may use here (so the solver never runs more threads
+    than its caller allowed), at most one per 4 blocks."""
     import os
 
-    from threadpoolctl import threadpool_info
+    from ._threads import blas_threads
 
-    blas = [info["num_threads"] for info in threadpool_info() if info.get("user_api") == "blas"]
-    allowed = min(blas) if blas else (os.cpu_count() or 1)
-    return max(1, min(allowed, n_rows // (4 * _BLOCK)))
+    return max(1, min(blas_threads(os.cpu_count() or 1), n_rows // (4 * _BLOCK)))
 
 
 def fit_softmax(X, y, n_classes: int, *, C: float, sample_weights=(None,), init=None, max_iter: int = 500,

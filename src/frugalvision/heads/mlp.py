@@ -12,6 +12,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._base import MLP_STATE, SoftmaxHeadMixin, mlp_logits
 from ._numpy_fit import fit_mlp
+from ._threads import run_each
 
 __all__ = ["MLPHead"]
 
@@ -81,7 +82,9 @@ class MLPHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
                                           if h.class_weight else None for h in hs])
 
         items = [(_stack_key(hs[0]), hs) for hs in cls.fit_units(heads)]
-        for (_, hs), fits in zip(items, _map_groups(fit_group, items)):
+        # One stack per thread, costliest first (see _threads): BLAS's own threads would idle through the
+        # single-threaded AdamW and activation passes between a step's small GEMMs.
+        for (_, hs), fits in zip(items, run_each(fit_group, items)):
             for h, (state, n_epochs, best) in zip(hs, fits):
                 h.mean_, h.scale_ = mean, scale
                 h.w1_, h.b1_, h.w2_, h.b2_ = state["w1"], state["b1"], state["w2"], state["b2"]
@@ -141,24 +144,3 @@ _STACK = 4
 def _stack_key(h) -> tuple:
     return (h.hidden, h.batch_size, h.max_epochs, h.patience, h.validation_fraction, h.random_state or 0,
             h.checks_per_epoch)
-
-
-def _map_groups(fit_group, items: list) -> list:
-    """``fit_group`` over the stacked groups: one group per thread, each with single-threaded BLAS, when
-    there are several groups and BLAS may use several threads here (largest groups first).
-
-    A group's steps are small GEMMs (a batch of 128-512 rows) followed by single-threaded numpy passes
-    (AdamW, activations): BLAS's own threads idle through the passes and wait on each other on a busy
-    machine, while whole groups side by side keep both cores busy with every part of the step. The
-    result of a group does not depend on the thread it ran on (same operations in the same order).
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from threadpoolctl import threadpool_info, threadpool_limits
-
-    blas = [info["num_threads"] for info in threadpool_info() if info.get("user_api") == "blas"]
-    n_threads = min(min(blas) if blas else 1, len(items))
-    if n_threads < 2:
-        return [fit_group(it) for it in items]
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(n_threads) as pool:  # costliest first
-        return list(pool.map(fit_group, items))

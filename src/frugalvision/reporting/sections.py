@@ -50,10 +50,8 @@ def build_sections(model, ev, *, explain: bool = True, n_mistakes: int = 8, n_ty
     ``goals``: strings such as ``"accuracy>=0.9"`` or ``"defective:recall>=0.9"`` (see
     :func:`frugalvision.reporting.verdict.parse_goal`); the summary then opens with a verdict against them.
     """
-    from ..evaluation.plots import balance_png, bar_png, confusion_png, learning_curve_png, reliability_png
-    from .verdict import parse_goal, verdict_section
-
     from ..inference import map_support
+    from .verdict import parse_goal
 
     parsed_goals = [parse_goal(g, model.classes) for g in (goals or [])]
     support = map_support(model)
