@@ -297,3 +297,28 @@ def test_the_candidate_index_finds_the_copies_all_pairs_find():
     exact, ivf = candidate_pairs(th, X=X, index="exact"), candidate_pairs(th, X=X, index="ivf")
     planted = {(int(min(a, b)), int(max(a, b))) for a, b in zip(src, dst)}
     assert planted <= exact and planted <= ivf
+
+
+def test_worker_processes_give_the_verdicts_of_this_process(monkeypatch):
+    """Many candidates are verified in joblib's worker processes (the GIL held threads to one core): same pairs."""
+    import os
+
+    from frugalvision.curate import duplicates
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: the candidates are verified in this process")
+    images, _, _ = _demo()
+    pixels = [match_pixels(np.stack([im] * 3, axis=-1)) for im in images[:200]]
+    pixels += [match_pixels(np.asarray(COPIES[name](Image.fromarray(images[k])).convert("RGB")))
+               for k, name in zip(range(0, 200, 20), list(COPIES) * 2)]  # 10 planted copies
+    thumbs = np.stack([crop_thumbnails(p) for p in pixels])
+    monkeypatch.setattr(duplicates, "PROCESS_FROM", 10**9)
+    here = near_pairs(pixels, thumbs, min_thumb=0.5)
+    monkeypatch.setattr(duplicates, "PROCESS_FROM", 1)
+    monkeypatch.setattr(duplicates, "_CHUNK", 64)  # several chunks, in order
+    calls = []
+    real = duplicates._verify_chunk
+    monkeypatch.setattr(duplicates, "_verify_chunk", lambda *a: calls.append(len(a[0])) or real(*a))
+    in_workers = near_pairs(pixels, thumbs, min_thumb=0.5)
+    assert in_workers == here and len(here) >= 9
+    assert calls == []  # the chunks ran in the workers (which import the real function), not in this process

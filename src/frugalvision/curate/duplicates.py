@@ -265,11 +265,10 @@ def _ivf_top(Q: np.ndarray, D: np.ndarray, owner: np.ndarray, k: int, min_score:
     return qi[rank < k], j[rank < k]
 
 
-def _at_scale(P, Q, s, t=1.0):
-    """P and Q at the lower of their resolutions, Q covering the fraction ``s`` of P's width and a region
-    ``t`` times taller than Q's own aspect ratio says (a crop resized to a fixed shape); None if impossible."""
-    import cv2
-
+def _scale_plan(P, Q, s, t=1.0):
+    """How :func:`_at_scale` brings P and Q to one resolution: ``(which, (width, height))``, ``which`` 0 (resize P),
+    1 (resize Q) or None (neither); None if impossible. Cheap: the search skips a plan whose shapes it has seen
+    (small images round many scales to the same pixel sizes) before paying for the resize."""
     hp, wp = P.shape
     hq, wq = Q.shape
     rw = s * wp
@@ -277,11 +276,32 @@ def _at_scale(P, Q, s, t=1.0):
     if rh > hp * 1.001 + 0.5:
         return None
     if wq > rw:  # Q is the finer one: bring it down to P's scale
-        return P, cv2.resize(Q, (max(4, round(rw)), max(4, round(rh))), interpolation=cv2.INTER_AREA)
+        return 1, (max(4, round(rw)), max(4, round(rh)))
     fx, fy = wq / rw, hq / rh
     if abs(fx - 1) < 1e-6 and abs(fy - 1) < 1e-6:
-        return P, Q
-    return cv2.resize(P, (max(4, round(wp * fx)), max(4, round(hp * fy))), interpolation=cv2.INTER_AREA), Q
+        return None, (wq, hq)
+    return 0, (max(4, round(wp * fx)), max(4, round(hp * fy)))
+
+
+def _plan_shapes(P, Q, plan) -> tuple:
+    which, (w, h) = plan
+    return ((h, w) if which == 0 else P.shape), ((h, w) if which == 1 else Q.shape)
+
+
+def _at_scale(P, Q, s, t=1.0, plan=None):
+    """P and Q at the lower of their resolutions, Q covering the fraction ``s`` of P's width and a region
+    ``t`` times taller than Q's own aspect ratio says (a crop resized to a fixed shape); None if impossible."""
+    import cv2
+
+    plan = plan or _scale_plan(P, Q, s, t)
+    if plan is None:
+        return None
+    which, size = plan
+    if which == 1:
+        return P, cv2.resize(Q, size, interpolation=cv2.INTER_AREA)
+    if which == 0:
+        return cv2.resize(P, size, interpolation=cv2.INTER_AREA), Q
+    return P, Q
 
 
 def _match(P, Q, sigma, subpixel=False):
@@ -340,11 +360,11 @@ def verify_pair(a: np.ndarray, b: np.ndarray, *, min_ncc: float = MIN_NCC, max_r
     for role in (0, 1):
         P, Q = blurred if role == 0 else blurred[::-1]
         for s in _COARSE:
-            pq = _at_scale(P, Q, float(s))
-            if pq is None or (role, pq[0].shape, pq[1].shape) in seen:
+            plan = _scale_plan(P, Q, float(s))
+            if plan is None or (role, *_plan_shapes(P, Q, plan)) in seen:
                 continue
-            seen.add((role, pq[0].shape, pq[1].shape))
-            mt = _match(*pq, 0)
+            seen.add((role, *_plan_shapes(P, Q, plan)))
+            mt = _match(*_at_scale(P, Q, float(s), plan=plan), 0)
             if mt and (best is None or mt[0] > best[0]):
                 best = (mt[0], role, float(s))
     if best is None:
@@ -375,10 +395,11 @@ def _fine(P, Q, plan) -> dict | None:
 
     fine, seen = None, set()
     for s, t in plan:
-        pq = _at_scale(P, Q, s, t)
-        if pq is None or (pq[0].shape, pq[1].shape) in seen:
+        how = _scale_plan(P, Q, s, t)
+        if how is None or _plan_shapes(P, Q, how) in seen:
             continue
-        seen.add((pq[0].shape, pq[1].shape))
+        seen.add(_plan_shapes(P, Q, how))
+        pq = _at_scale(P, Q, s, t, plan=how)
         mt = _match(*pq, 0.5, subpixel=True)
         if mt and (fine is None or mt[0] > fine[0]):
             fine = (*mt, s, pq)
@@ -432,22 +453,11 @@ def near_pairs(pixels: list, thumbs: np.ndarray, X: np.ndarray | None = None, *,
             done[(i, j)] = r["ncc"] if r and r["copy"] else None
         return done[(i, j)]
 
-    def verdict(ij):
-        r = verify_pair(pixels[ij[0]], pixels[ij[1]], min_ncc=min_ncc, max_residual=max_residual)
-        return r["ncc"] if r and r["copy"] else None
-
-    # OpenCV and numpy release the GIL: the candidates are verified on every core, in chunks.
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
     todo = sorted(cand)
-    workers = max(1, min(os.cpu_count() or 1, len(todo) // 64))
-    with ThreadPoolExecutor(workers) as pool, tqdm(total=len(todo), desc="Verifying near-duplicate candidates",
-                                                  unit="pair", disable=not progress or len(todo) < 500,
-                                                  dynamic_ncols=True) as bar:
-        for s in range(0, len(todo), 1024):
-            chunk = todo[s:s + 1024]
-            done.update(zip(chunk, pool.map(verdict, chunk, chunksize=16)))
+    with tqdm(total=len(todo), desc="Verifying near-duplicate candidates", unit="pair",
+              disable=not progress or len(todo) < 500, dynamic_ncols=True) as bar:
+        for chunk, verdicts in _verified(todo, pixels, min_ncc, max_residual):
+            done.update(zip(chunk, verdicts))
             bar.update(len(chunk))
     # Closure: verify every pair inside each connected set of verified pairs.
     parent = list(range(n))
@@ -471,6 +481,44 @@ def near_pairs(pixels: list, thumbs: np.ndarray, X: np.ndarray | None = None, *,
                 for y in range(x + 1, len(members)):
                     check(members[x], members[y])
     return sorted((i, j, v) for (i, j), v in done.items() if v is not None)
+
+
+#: From this many candidate pairs on, they are verified in worker processes. A pair costs ~1.3 ms, mostly
+#: Python between small OpenCV calls, so threads share one core through the GIL (10,000 Fashion-MNIST images,
+#: 20,700 pairs: 23.9 s in this process, 14.4 s in two workers; the workers' start, ~1 s, pays from a few
+#: thousand pairs).
+PROCESS_FROM = 4096
+_CHUNK = 512
+
+
+def _verify_chunk(pairs, arrays, min_ncc, max_residual) -> list:
+    """Verdicts (the ncc of a copy, else None) of ``pairs`` of keys into ``arrays``: one worker's chunk."""
+    out = []
+    for i, j in pairs:
+        r = verify_pair(arrays[i], arrays[j], min_ncc=min_ncc, max_residual=max_residual)
+        out.append(r["ncc"] if r and r["copy"] else None)
+    return out
+
+
+def _verified(todo: list, pixels: list, min_ncc: float, max_residual: float):
+    """``(chunk, verdicts)`` over ``todo``, in order: in worker processes when there are many pairs, else here.
+
+    The workers are joblib's loky processes (scikit-learn's dependency): spawned like ``spawn`` (no copy of ONNX
+    Runtime's threads, as ``fork`` would make) but without re-running the caller's script, so a user's script
+    needs no ``if __name__ == "__main__"`` guard. Each chunk carries only its own images, a few chunks ahead.
+    """
+    import os
+
+    chunks = [todo[s:s + _CHUNK] for s in range(0, len(todo), _CHUNK)]
+    workers = min(os.cpu_count() or 1, len(chunks))
+    if len(todo) < PROCESS_FROM or workers < 2:
+        for chunk in chunks:
+            yield chunk, _verify_chunk(chunk, pixels, min_ncc, max_residual)
+        return
+    from joblib import Parallel, delayed
+
+    jobs = (delayed(_verify_chunk)(c, {k: pixels[k] for ij in c for k in ij}, min_ncc, max_residual) for c in chunks)
+    yield from zip(chunks, Parallel(n_jobs=workers, backend="loky", return_as="generator")(jobs))
 
 
 def complete_linkage_groups(n: int, pairs) -> list[list[int]]:

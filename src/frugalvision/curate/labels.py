@@ -39,6 +39,25 @@ def _folds(y_idx: np.ndarray, folds: int, seed: int):
     return StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y_idx)), y_idx)
 
 
+def _top_k(sims: np.ndarray, k: int) -> np.ndarray:
+    """``(rows, k)``: the columns of each row's ``k`` largest values (in no order), exactly.
+
+    ``np.argpartition`` over a whole block of 2,048 x 40,000 similarities took 5.3 s here (65 ns a value). The
+    k-th largest of a column sample is a floor for each row's k-th largest, so the rows' top k are among the few
+    values above it (about ``k`` x the sample's share): only those are sorted.
+    """
+    n_rows, n = sims.shape
+    if n <= 8 * k or n <= 2048:
+        return np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    sample = sims[:, ::max(1, n // 1024)]
+    floor = np.partition(sample, sample.shape[1] - k, axis=1)[:, -k]
+    r, c = np.nonzero(sims >= floor[:, None])
+    order = np.lexsort((-sims[r, c], r))
+    r, c = r[order], c[order]
+    rank = np.arange(len(r)) - np.searchsorted(r, r)  # place in its row, best first
+    return c[rank < k].reshape(n_rows, k)
+
+
 def out_of_fold_proba(X, y, classes, folds: int = 5, seed: int = 0, *, k: int = KNN_K,
                       parts: bool = False, progress: bool = False):
     """Out-of-fold probabilities ``(n, len(classes))``: mean of a linear head and a cosine kNN vote.
@@ -67,9 +86,7 @@ def out_of_fold_proba(X, y, classes, folds: int = 5, seed: int = 0, *, k: int = 
         bank_T, y_tr = np.ascontiguousarray(Xn[tr].T), y_idx[tr]  # once per fold (per block it was a copy of
         for s in range(0, len(te), 2048):                            # the fold each time: 25 x 200 MB at 50k)
             rows = te[s:s + 2048]
-            sims = Xn[rows] @ bank_T
-            np.negative(sims, out=sims)
-            nn = np.argpartition(sims, kk - 1, axis=1)[:, :kk]
+            nn = _top_k(Xn[rows] @ bank_T, kk)
             votes = np.zeros((len(rows), K))
             np.add.at(votes, (np.repeat(np.arange(len(rows)), kk), y_tr[nn].ravel()), 1.0)
             share[rows] = votes / kk
