@@ -322,3 +322,17 @@ def test_worker_processes_give_the_verdicts_of_this_process(monkeypatch):
     in_workers = near_pairs(pixels, thumbs, min_thumb=0.5)
     assert in_workers == here and len(here) >= 9
     assert calls == []  # the chunks ran in the workers (which import the real function), not in this process
+
+
+def test_the_label_checks_top_k_is_exact():
+    """The kNN vote's top k (a floor from a column sample, then only the values above it sorted) is argpartition's."""
+    from frugalvision.curate.labels import _top_k
+
+    rng = np.random.default_rng(0)
+    for n in (30, 3000, 9000):
+        sims = rng.normal(size=(257, n)).astype(np.float32)
+        sims[:, ::7] += 2.0  # the sample's columns are not typical: the floor is only a floor
+        got = _top_k(sims, 20, np.empty(sims.shape, bool))
+        want = np.argpartition(-sims, 19, axis=1)[:, :20]
+        assert got.shape == (257, 20)
+        assert all(set(a) == set(b) for a, b in zip(got, want))

@@ -63,17 +63,49 @@ def _scan_one(path: str) -> dict:
         return {"scan_error": f"{type(exc).__name__}: {exc}"[:200]}
 
 
+#: From this many files on, the scan runs in worker processes: a small image's scan is mostly Python between
+#: short decoder and OpenCV calls, so threads share one core through the GIL.
+PROCESS_FROM = 2000
+_CHUNK = 256
+
+
+def _scan_many(paths: list) -> list[dict]:
+    return [_scan_one(p) for p in paths]
+
+
 def scan(paths, workers: int = 4, progress: bool = False) -> list[dict]:
     """Size, quality metrics, and the grey pixels and crop thumbnails that near-duplicate matching uses
-    (:mod:`.duplicates`), per file (threads); failures carry ``scan_error``."""
-    from concurrent.futures import ThreadPoolExecutor
+    (:mod:`.duplicates`), per file, in order; failures carry ``scan_error``.
+
+    Many files: in joblib's loky worker processes, one per core (as the near-duplicate verification; no re-run of
+    the caller's script); fewer: ``workers`` threads.
+    """
+    import os
 
     from tqdm.auto import tqdm
 
     paths = list(paths)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(tqdm(pool.map(_scan_one, paths), total=len(paths), desc="Quality scan", unit="img",
-                         disable=not progress or len(paths) < 500, dynamic_ncols=True))
+    cores = os.cpu_count() or 1
+    bar = tqdm(total=len(paths), desc="Quality scan", unit="img", disable=not progress or len(paths) < 500,
+               dynamic_ncols=True)
+    out: list[dict] = []
+    with bar:
+        if len(paths) >= PROCESS_FROM and cores > 1:
+            from joblib import Parallel, delayed
+
+            chunks = [paths[s:s + _CHUNK] for s in range(0, len(paths), _CHUNK)]
+            for res in Parallel(n_jobs=cores, backend="loky", return_as="generator")(
+                    delayed(_scan_many)(c) for c in chunks):
+                out += res
+                bar.update(len(res))
+            return out
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for r in pool.map(_scan_one, paths):
+                out.append(r)
+                bar.update(1)
+    return out
 
 
 def _robust(v: pd.Series) -> tuple[float, float]:
