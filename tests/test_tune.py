@@ -69,7 +69,7 @@ def test_cross_validation_never_sees_test_rows(shapes_dir, tmp_path, monkeypatch
     assert len(pool) == (split["split"] != "test").sum()
     assert not any(np.isclose(pool, r, atol=1e-6).all(axis=1).any() for r in test_rows)
     # 3 configurations on each feature kind (one multi-stage pass gives both: the last layer is its first columns)
-    assert len(res.table) == 6 and res.table["mean_accuracy"].is_monotonic_decreasing
+    assert len(res.table) == 6 and res.table["mean_balanced_accuracy"].is_monotonic_decreasing
     assert sorted(res.table["features"].unique()) == ["last", "multi"]
     assert seen[1].shape[1] > seen[0].shape[1] and np.allclose(seen[1][:, :seen[0].shape[1]], seen[0])
     assert res.model.info.backbone.features == res.best["features"]
@@ -145,8 +145,27 @@ def test_racing_scores_finalists_on_every_fold_and_skips_the_rest():
     assert raced.table.iloc[0]["folds"] == 3 and np.isnan(raced.table.iloc[-1]["std_accuracy"])
     # The winner's 3-fold score is the same number full CV gives it, and it is among full CV's best.
     win = raced.table.iloc[0]
-    assert win["mean_accuracy"] == full.table.set_index("config").loc[win["config"], "mean_accuracy"]
-    assert win["mean_accuracy"] >= full.table["mean_accuracy"].max() - 0.01
+    for col in ("mean_accuracy", "mean_balanced_accuracy"):
+        assert win[col] == full.table.set_index("config").loc[win["config"], col]
+    assert win["mean_balanced_accuracy"] >= full.table["mean_balanced_accuracy"].max() - 0.01
+
+
+def test_the_search_ranks_by_balanced_accuracy_so_a_rare_class_is_not_given_up():
+    # 1 image in 10 of the rare class, and only partly separable: a head that calls everything common scores
+    # 90 % accuracy and 50 % balanced accuracy; a class-weighted head finds most rare images at a lower accuracy.
+    rng = np.random.default_rng(0)
+    y = np.array(["common"] * 540 + ["rare"] * 60)
+    X = np.hstack([(y == "rare")[:, None] * 1.2 + rng.normal(size=(600, 1)), rng.normal(size=(600, 5))])
+    grid = [{"head": "linear", "C": 1e-5, "class_weight": None}, {"head": "linear", "C": 1.0, "class_weight": "balanced"}]
+    by_acc = tune_embeddings(X, y, grid, cv=3, scoring="accuracy", progress=False)
+    by_bal = tune_embeddings(X, y, grid, cv=3, progress=False)
+    timid = by_acc.table.set_index("config").loc[by_acc.table["config"][by_acc.table["p_C"] == 1e-5].iloc[0]]
+    assert timid["mean_accuracy"] == pytest.approx(0.9) and timid["mean_balanced_accuracy"] == pytest.approx(0.5)
+    assert by_acc.best["C"] == 1e-5  # accuracy prefers giving up the rare class ...
+    assert by_bal.best["class_weight"] == "balanced" and by_bal.table.iloc[0]["mean_balanced_accuracy"] > 0.65
+    assert "balanced acc." in by_bal.summary().splitlines()[0]
+    with pytest.raises(fv.DataError, match="scoring must be one of balanced_accuracy, accuracy"):
+        tune_embeddings(X, y, grid, cv=3, scoring="f1", progress=False)
 
 
 def test_fewer_than_two_folds_is_a_clear_error(shapes_dir, capsys):
@@ -157,8 +176,10 @@ def test_fewer_than_two_folds_is_a_clear_error(shapes_dir, capsys):
 
 
 def _table(rows):
-    t = pd.DataFrame([{"config": str(i), "mean_log_loss": 0.3, "std_log_loss": 0.0, **r} for i, r in enumerate(rows)])
-    return t.sort_values(["folds", "mean_accuracy"], ascending=[False, False]).reset_index(drop=True)
+    t = pd.DataFrame([{"config": str(i), "mean_log_loss": 0.3, "std_log_loss": 0.0, **r,
+                       "mean_balanced_accuracy": r["mean_accuracy"], "std_balanced_accuracy": r["std_accuracy"]}
+                      for i, r in enumerate(rows)])
+    return t.sort_values(["folds", "mean_balanced_accuracy"], ascending=[False, False]).reset_index(drop=True)
 
 
 def test_one_se_rule_refits_the_simplest_config_inside_the_noise_band():
@@ -196,7 +217,7 @@ def test_tune_marks_and_refits_the_chosen_config(shapes_dir, tmp_path):
     assert res.table["chosen"].sum() == 1 and res.best["C"] == row["p_C"]
     assert res.model.head.C == row["p_C"]
     top = res.table.iloc[0]
-    assert row["mean_accuracy"] >= top["mean_accuracy"] - top["std_accuracy"] / np.sqrt(3) - 1e-12
+    assert row["mean_balanced_accuracy"] >= top["mean_balanced_accuracy"] - top["std_balanced_accuracy"] / np.sqrt(3) - 1e-12
     assert row["p_C"] <= top["p_C"]  # never a weaker penalty than the top score's
     assert "*" in res.summary()
     best = tune(shapes_dir, grid=grid, cv=3, cache_dir=tmp_path / "c", progress=False, refit=False, select="best")

@@ -5,7 +5,7 @@ model is kept only when it beats the frozen one by more than one standard error 
 one-SE rule). Where it is judged depends on the size of the validation split:
 
 * ``CV_BELOW`` validation images or more: on the validation split (each candidate trained once, on the split);
-* fewer: by k-fold cross-validation over the train + validation images. Each fold trains the candidate from
+* fewer: by k-fold cross-validation over the train + validation images (k = ``cv``, at most :data:`FOLDS`). Each fold trains the candidate from
   scratch on the other folds (its own inner validation split for C, the operating point and, fine-tuning, the
   epoch) and predicts the held-out fold; the frozen model's folds are head refits on cached embeddings, a
   fine-tuning candidate's are k fine-tunes. Its first fold prices the rest: a candidate whose folds (and refit)
@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pandas as pd
 
-__all__ = ["within_budget", "paired_gain", "CV_BELOW", "MIN_FINETUNE_SECONDS"]
+__all__ = ["within_budget", "paired_gain", "CV_BELOW", "FOLDS", "MIN_FINETUNE_SECONDS"]
 
 #: Below this many validation images the candidates are judged by k-fold CV over train + validation. The standard
 #: error of a paired difference on n images is about sqrt(p / n) for a share p of images on which the two models
@@ -28,13 +28,25 @@ __all__ = ["within_budget", "paired_gain", "CV_BELOW", "MIN_FINETUNE_SECONDS"]
 #: inside a budget of minutes anyway.
 CV_BELOW = 300
 
+#: At most this many folds for the budget's cross-validation. Every image is still held out once, so the paired
+#: standard error hardly depends on k, but a candidate costs k fine-tunes on (k - 1) / k of the images: 3 folds cost
+#: 2 passes over the pool's images per epoch where 5 cost 4. On the planted defects, 5 folds left two fine-tuned
+#: stages (the candidate that pays there) 66 s a fold inside 30 minutes, 2-5 epochs against the 14-24 it needs. Each
+#: fold trains on fewer images (2/3 instead of 4/5), for the frozen model and the candidates alike.
+FOLDS = 3
+
 #: A fine-tuning candidate is tried only with at least this many seconds left (its prefix pass and a few epochs).
 MIN_FINETUNE_SECONDS = 60.0
 
-#: Time kept for the refit on the usual split, in folds: it trains on k / (k - 1) times a fold's images (5 folds:
-#: 1.25) and early-stops on its own (measured on the planted defects, last stage: 126 s against 71 s a fold). It is
-#: also limited to the time left, so a short reserve shortens its training rather than overrunning the budget.
-REFIT_FACTOR = 1.5
+#: Time kept for the refit on the usual split, in folds, per image it trains on more than a fold does (k / (k - 1)
+#: times a fold's images: 1.25 with 5 folds, 1.5 with 3). It early-stops on its own (measured on the planted
+#: defects, 5 folds, last stage: 126 s against 71 s a fold, 1.8 = 1.2 x 1.25 + noise). It is also limited to the time
+#: left, so a short reserve shortens its training rather than overrunning the budget.
+REFIT_PER_IMAGE = 1.2
+
+
+def _refit_folds(k: int) -> float:
+    return REFIT_PER_IMAGE * k / (k - 1)
 
 #: A fine-tuning candidate's folds all get the same time limit for their training loop: this share of their part of
 #: the time left (k folds and a refit). The rest of a fold runs after the limit: the head stage on the tuned
@@ -79,7 +91,7 @@ def within_budget(data, recipe, *, budget: float, t_start: float, stages, cv: in
     val = table[table["split"] == "val"]
     use_cv = len(val) < CV_BELOW
     pool = table[table["split"].isin(["train", "val"])].reset_index(drop=True)
-    folds = _folds(pool, cv, recipe.seed) if use_cv else None
+    folds = _folds(pool, min(cv, FOLDS), recipe.seed) if use_cv else None
     ref = None  # the frozen model's per-image correctness, computed when the first candidate is tried
     opts = dict(options or {})
     ft_params = opts.pop("finetune_params", {})
@@ -125,7 +137,7 @@ def within_budget(data, recipe, *, budget: float, t_start: float, stages, cv: in
                 rows[-1]["gain_vs_frozen"] > (rows[best_i].get("gain_vs_frozen") or 0.0):
             best_i, best_recipe = len(rows) - 1, cand
             if use_cv:  # refit after the last candidate: its time is kept aside from now on
-                best, reserve = None, REFIT_FACTOR * rows[-1]["seconds"] / len(folds)
+                best, reserve = None, _refit_folds(len(folds)) * rows[-1]["seconds"] / len(folds)
             else:
                 best = model
     if best is None:  # a candidate judged by CV won: refit it on the usual split, with the time that is left
@@ -193,14 +205,14 @@ def _cross_validate(pool: pd.DataFrame, recipe, folds: list, run: dict, *, left,
     pred = np.full(n, "", dtype=object)
     seconds, epochs, best_epochs, stopped, limit = [], [], [], False, None
     if recipe.finetune:
-        limit = max(FOLD_SHARE * (left() - reserve) / (k + REFIT_FACTOR), 1.0)
+        limit = max(FOLD_SHARE * (left() - reserve) / (k + _refit_folds(k)), 1.0)
         recipe = recipe.replace(finetune_params={**recipe.finetune_params, "max_seconds": limit})
     cols = [c for c in ("path", "label", "duplicate_group") if c in pool.columns]
     for f, te in enumerate(folds):
         r = recipe.replace(val_size=float(inner_val))
         if seconds and recipe.finetune:  # the folds so far price the rest, and the refit should it win
             per = float(np.mean(seconds))
-            need = (k - f) * per + max(reserve, REFIT_FACTOR * per)
+            need = (k - f) * per + max(reserve, _refit_folds(k) * per)
             if need > left():
                 return None, _cv_info(k, f, seconds, epochs, best_epochs, stopped, limit,
                                       note=f"not finished: {f} of {k} folds took {sum(seconds):.0f} s; the other "

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, log_loss
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, log_loss
 from sklearn.model_selection import StratifiedKFold
 
 from .backbones.stages import FEATURES
@@ -25,9 +25,14 @@ from .heads import HEADS
 from .heads._threads import run_each
 
 __all__ = ["default_grid", "tune_embeddings", "tune", "TuneResult", "make_head", "select_config", "SELECT_RULES",
-           "parse_budget"]
+           "SCORINGS", "parse_budget"]
 
 SELECT_RULES = ("one-se", "best")
+#: What the search ranks by. Balanced accuracy (the mean of the classes' recalls) by default: it is what ``--budget``
+#: judges fine-tuning by, and on a set with a rare class (a defect) plain accuracy ranks first a timid head that
+#: calls nearly everything the common class (on the planted defects: C = 0.001, accuracy 71.8 %, balanced 48.6 %).
+#: On balanced classes the two agree.
+SCORINGS = ("balanced_accuracy", "accuracy")
 
 _HEAD_KEYS = {"linear": ("C", "class_weight"),
               "mlp": ("hidden", "dropout", "weight_decay", "lr", "batch_size", "class_weight")}
@@ -56,8 +61,8 @@ def default_grid(n_configs: int | None = None) -> list[dict]:
 
 @dataclass
 class TuneResult:
-    """``table``: one row per configuration (mean ± std accuracy and log-loss), best score first;
-    its ``chosen`` column marks the configuration in ``best`` (see :func:`select_config`)."""
+    """``table``: one row per configuration (mean ± std accuracy, balanced accuracy and log-loss), best ``scoring``
+    first; its ``chosen`` column marks the configuration in ``best`` (see :func:`select_config`)."""
 
     table: pd.DataFrame
     best: dict
@@ -66,17 +71,22 @@ class TuneResult:
     folds: list = field(default_factory=list)
     select: str = "one-se"
     candidates: list = field(default_factory=list)  # with a budget: frozen winner vs fine-tuning, one dict each
+    scoring: str = "balanced_accuracy"
 
     def summary(self, n: int = 10) -> str:
-        lines = [f"{'rank':>5}  {'accuracy':>15}  {'log-loss':>15}  folds  config"]
+        other = "accuracy" if self.scoring == "balanced_accuracy" else "balanced_accuracy"
+        name = {"accuracy": "accuracy", "balanced_accuracy": "balanced acc."}
+        lines = [f"{'rank':>5}  {name[self.scoring]:>15}  {name[other]:>15}  {'log-loss':>15}  folds  config"]
         rows = self.table.head(n)
         if "chosen" in self.table and not rows["chosen"].any():  # the chosen row is always shown
             rows = pd.concat([rows, self.table[self.table["chosen"]]])
         for i, r in zip(rows.index, rows.itertuples()):
             mark = "*" if getattr(r, "chosen", False) else " "
             bb = f"{r.backbone}, " if "backbone" in self.table else ""
-            lines.append(f"{i + 1:>4}{mark}  {r.mean_accuracy:.4f} ± {r.std_accuracy:.4f}  {r.mean_log_loss:.4f} ± "
-                         f"{r.std_log_loss:.4f}  {r.folds:>5}  {bb}{r.config}")
+            lines.append(f"{i + 1:>4}{mark}  {getattr(r, 'mean_' + self.scoring):.4f} ± "
+                         f"{getattr(r, 'std_' + self.scoring):.4f}  {getattr(r, 'mean_' + other):.4f} ± "
+                         f"{getattr(r, 'std_' + other):.4f}  {r.mean_log_loss:.4f} ± {r.std_log_loss:.4f}  "
+                         f"{r.folds:>5}  {bb}{r.config}")
         if "chosen" in self.table:
             lines.append("* chosen: " + ("the top score" if self.select == "best" else
                                          "the simplest configuration within one standard error of the top score"))
@@ -99,22 +109,25 @@ def _complexity(row, cost: dict) -> tuple:
             _param(row, "class_weight", None) is not None)
 
 
-def select_config(table: pd.DataFrame, rule: str = "one-se", cost: dict | None = None) -> int:
+def select_config(table: pd.DataFrame, rule: str = "one-se", cost: dict | None = None,
+                  scoring: str = "balanced_accuracy") -> int:
     """Position (in ``table``, sorted best score first) of the configuration to refit.
 
-    ``"best"``: the top mean accuracy. ``"one-se"`` (default): the one-standard-error rule (Hastie,
-    Tibshirani & Friedman, *Elements of Statistical Learning*, 7.10): among configurations scored on
-    every fold whose mean accuracy is within one standard error (std / sqrt(folds)) of the best, the
+    ``"best"``: the top mean score (``scoring``, one of :data:`SCORINGS`). ``"one-se"`` (default): the
+    one-standard-error rule (Hastie, Tibshirani & Friedman, *Elements of Statistical Learning*, 7.10): among
+    configurations scored on every fold whose mean score is within one standard error (std / sqrt(folds)) of the best, the
     simplest (see ``_complexity``; ``cost`` maps backbone -> GFLOPs). Differences inside that band are
     noise of the fold draw; a simpler model there is as good on average and cheaper and steadier.
     """
     _check_select(rule)
+    _check_scoring(scoring)
     top = table.iloc[0]
     if rule == "best" or not top["folds"] > 1:
         return 0
-    se = top["std_accuracy"] / np.sqrt(top["folds"])
+    mean, std = f"mean_{scoring}", f"std_{scoring}"
+    se = top[std] / np.sqrt(top["folds"])
     band = [i for i in range(len(table)) if table.iloc[i]["folds"] == top["folds"]
-            and table.iloc[i]["mean_accuracy"] >= top["mean_accuracy"] - se - 1e-12]
+            and table.iloc[i][mean] >= top[mean] - se - 1e-12]
     return min(band, key=lambda i: (_complexity(table.iloc[i], cost or {}), i))
 
 
@@ -141,7 +154,8 @@ def _search_head(config: dict, seed: int):
 
 
 def tune_embeddings(X: np.ndarray, y, grid: list[dict], *, cv: int = 5, views: dict | None = None, seed: int = 0,
-                    racing: bool = False, select: str = "one-se", progress: bool = True) -> TuneResult:
+                    racing: bool = False, select: str = "one-se", scoring: str = "balanced_accuracy",
+                    progress: bool = True) -> TuneResult:
     """Cross-validate every config on ``(X, y)``.
 
     Parameters
@@ -152,18 +166,22 @@ def tune_embeddings(X: np.ndarray, y, grid: list[dict], *, cv: int = 5, views: d
         folds are scored on clean images.
     racing : bool, default=False
         Successive halving over folds (factor 3, as scikit-learn's ``HalvingGridSearchCV``): after each
-        fold but the last, only the best third of the configurations (by mean accuracy so far, then
+        fold but the last, only the best third of the configurations (by mean score so far, then
         log-loss) go on to the next fold. The winner and every finalist are still scored on all ``cv``
         folds; the table's ``folds`` column says how many folds each row was scored on (its ``std`` is
         over those folds, NaN for one). With 3 folds it fits about half of the full grid's models.
     select : {'one-se', 'best'}
         Which configuration ``best`` is: see :func:`select_config`.
+    scoring : {'balanced_accuracy', 'accuracy'}
+        What ranks the configurations (see :data:`SCORINGS`); the table has both, and the log-loss.
     """
     from tqdm.auto import tqdm
 
     y = np.asarray(y)
     _check_cv(cv)
     _check_select(select)
+    _check_scoring(scoring)
+    at = {"accuracy": 0, "balanced_accuracy": 1}[scoring]  # its place in a fold's score tuple
     t0 = time.perf_counter()
     folds = list(StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed).split(X, y))
     scores = {i: [] for i in range(len(grid))}
@@ -214,36 +232,41 @@ def tune_embeddings(X: np.ndarray, y, grid: list[dict], *, cv: int = 5, views: d
         for f, (tr, te) in enumerate(folds):
             run(fold_jobs(tr, te))
             if f < cv - 1:
-                ranked = sorted(alive, key=lambda i: (-np.mean([s[0] for s in scores[i]]),
-                                                      np.mean([s[1] for s in scores[i]])))
+                ranked = sorted(alive, key=lambda i: (-np.mean([s[at] for s in scores[i]]),
+                                                      np.mean([s[2] for s in scores[i]])))
                 alive = sorted(ranked[:-(-len(alive) // _RACE_FACTOR)])
     else:  # every fold's fits at once: the threads stay busy to the end
         run([job for tr, te in folds for job in fold_jobs(tr, te)])
     bar.close()
     rows = []
     for i, cfg in enumerate(grid):
-        acc = np.array([s[0] for s in scores[i]])
-        ll = np.array([s[1] for s in scores[i]])
+        acc, bal, ll = (np.array([s[j] for s in scores[i]]) for j in range(3))
         rows.append({"config": _key(cfg), "mean_accuracy": acc.mean(), "std_accuracy": _std(acc),
+                     "mean_balanced_accuracy": bal.mean(), "std_balanced_accuracy": _std(bal),
                      "mean_log_loss": ll.mean(), "std_log_loss": _std(ll), "folds": len(acc),
                      **{f"p_{k}": v for k, v in cfg.items()}, "_i": i})
     # Rows scored on every fold come first: a config that was raced out cannot win on a lucky single fold.
-    table = _ranked(pd.DataFrame(rows))
-    chosen = select_config(table, select)
+    table = _ranked(pd.DataFrame(rows), scoring)
+    chosen = select_config(table, select, scoring=scoring)
     table["chosen"] = np.arange(len(table)) == chosen
     best = grid[int(table.iloc[chosen]["_i"])]
     return TuneResult(table.drop(columns="_i"), dict(best), time.perf_counter() - t0,
-                      folds=[(len(a), len(b)) for a, b in folds], select=select)
+                      folds=[(len(a), len(b)) for a, b in folds], select=select, scoring=scoring)
 
 
-def _ranked(table: pd.DataFrame) -> pd.DataFrame:
-    return table.sort_values(["folds", "mean_accuracy", "mean_log_loss"],
+def _ranked(table: pd.DataFrame, scoring: str) -> pd.DataFrame:
+    return table.sort_values(["folds", f"mean_{scoring}", "mean_log_loss"],
                              ascending=[False, False, True]).reset_index(drop=True)
 
 
 def _check_select(select) -> None:
     if select not in SELECT_RULES:
         raise DataError(f"select must be one of {', '.join(SELECT_RULES)}, got {select!r}.")
+
+
+def _check_scoring(scoring) -> None:
+    if scoring not in SCORINGS:
+        raise DataError(f"scoring must be one of {', '.join(SCORINGS)}, got {scoring!r}.")
 
 
 def _check_cv(cv) -> None:
@@ -294,14 +317,21 @@ def _std(a: np.ndarray) -> float:
 
 
 def _score(head, X, y):
+    """``(accuracy, balanced accuracy, log-loss)`` of one fitted head on a held-out fold."""
+    import warnings
+
     p = head.predict_proba(X)
-    return accuracy_score(y, head.classes_[p.argmax(1)]), log_loss(y, p, labels=head.classes_)
+    pred = head.classes_[p.argmax(1)]
+    with warnings.catch_warnings():  # a class the head predicts but the fold lacks is no reason to warn
+        warnings.simplefilter("ignore")
+        bal = balanced_accuracy_score(y, pred)
+    return accuracy_score(y, pred), bal, log_loss(y, p, labels=head.classes_)
 
 
 def tune(data, recipe=None, *, backbones=("efficientnet_lite0",), features=("last", "multi"), views=(0,),
          policy: str = "default",
          balance_by_augmentation: bool = False, grid: list[dict] | None = None, cv: int = 5, seed: int = 0,
-         racing: bool = False, select: str = "one-se",
+         racing: bool = False, select: str = "one-se", scoring: str = "balanced_accuracy",
          out=None, engine: str = "auto", cache_dir=None, progress: bool = True, overwrite: bool = False,
          refit: bool = True, budget: float | None = None, finetune=("last-stage", "2-stages"),
          finetune_options: dict | None = None) -> TuneResult:
@@ -311,7 +341,8 @@ def tune(data, recipe=None, *, backbones=("efficientnet_lite0",), features=("las
     best configuration is re-trained with :func:`frugalvision.train` on the training split (saved to
     ``out`` when given), so evaluation and reports work as for any model. Which configuration is
     refit: ``select`` (default: the simplest within one standard error of the best, see
-    :func:`select_config`; backbones are compared by GFLOPs). ``recipe`` (a :class:`~frugalvision.recipe.Recipe`)
+    :func:`select_config`; backbones are compared by GFLOPs), by ``scoring`` (default balanced accuracy, what the
+    budget judges by too; see :data:`SCORINGS`). ``recipe`` (a :class:`~frugalvision.recipe.Recipe`)
     carries everything the search does not choose (targets, goals, "none of these", precision, splits) into the refit.
     ``features`` compares the pooled last layer with multi-stage features (``--features multi``); one pass gives
     both, since the multi embedding starts with the last layer's.
@@ -319,8 +350,8 @@ def tune(data, recipe=None, *, backbones=("efficientnet_lite0",), features=("las
     ``budget`` (seconds of wall-clock time, search included) also tries fine-tuning the last stage(s) of the backbone
     (``finetune``, in order, with PyTorch) while time is left, each with the search winner's recipe and a time limit.
     The frozen winner and each fine-tuned model are judged on the same images, paired, in balanced accuracy: on the
-    validation split, or, when it has fewer than :data:`frugalvision._budget.CV_BELOW` images, by ``cv``-fold
-    cross-validation over the train + validation images (each fold trains the candidate from scratch, its C,
+    validation split, or, when it has fewer than :data:`frugalvision._budget.CV_BELOW` images, by cross-validation
+    (``cv`` folds, at most :data:`frugalvision._budget.FOLDS`) over the train + validation images (each fold trains the candidate from scratch, its C,
     operating point or epoch chosen inside the fold). A fine-tuned model is kept only when it beats the frozen one
     by more than one standard error of the difference (otherwise the frozen, cheaper model); a cross-validated
     winner is then refit on the usual split. ``result.candidates`` lists each with how it was judged, its gain and
@@ -331,6 +362,7 @@ def tune(data, recipe=None, *, backbones=("efficientnet_lite0",), features=("las
 
     _check_cv(cv)  # before any extraction
     _check_select(select)
+    _check_scoring(scoring)
     grid = grid or default_grid()
     results, t0 = [], time.perf_counter()
     features = tuple(features)
@@ -346,12 +378,13 @@ def tune(data, recipe=None, *, backbones=("efficientnet_lite0",), features=("las
         for kind in kinds:  # the last layer is the first embed_dim numbers of the multi embedding
             cut = slice(None) if kind == ex.features else slice(0, ex.spec.embed_dim)
             vs = {v: (Xa[:, cut], ya, src) for v, (Xa, ya, src) in view_sets.items()}
-            res = tune_embeddings(X[:, cut], y, full, cv=cv, views=vs, seed=seed, racing=racing, progress=progress)
+            res = tune_embeddings(X[:, cut], y, full, cv=cv, views=vs, seed=seed, racing=racing, scoring=scoring,
+                                  progress=progress)
             res.table.insert(0, "features", kind)
             res.table.insert(0, "backbone", bb)
             results.append(res)
-    table = _ranked(pd.concat([r.table for r in results]).drop(columns="chosen"))
-    chosen = select_config(table, select, cost={bb: _gflops(bb) for bb in backbones})
+    table = _ranked(pd.concat([r.table for r in results]).drop(columns="chosen"), scoring)
+    chosen = select_config(table, select, cost={bb: _gflops(bb) for bb in backbones}, scoring=scoring)
     table["chosen"] = np.arange(len(table)) == chosen
     top = table.iloc[chosen]
     best = {k[2:]: (None if isinstance(v, float) and np.isnan(v) else (v.item() if hasattr(v, "item") else v))
@@ -359,7 +392,7 @@ def tune(data, recipe=None, *, backbones=("efficientnet_lite0",), features=("las
     best = {k: v for k, v in best.items() if v is not None or k == "class_weight"}
     best["backbone"] = top["backbone"]
     best["features"] = top["features"]
-    result = TuneResult(table, best, time.perf_counter() - t0, select=select)
+    result = TuneResult(table, best, time.perf_counter() - t0, select=select, scoring=scoring)
     if refit:
         from .training import train
 

@@ -26,6 +26,9 @@ def register(app: typer.Typer) -> None:
                                     "of the configs goes on to each next fold (about half the time with 3 folds)."),
         select: str = typer.Option("one-se", "--select", help="Which config to refit: 'one-se' (the simplest "
                                    "within one standard error of the best CV score) or 'best' (the top score)."),
+        scoring: str = typer.Option("balanced_accuracy", "--scoring", help="What ranks the configs: "
+                                    "'balanced_accuracy' (the mean of the classes' recalls: a rare class counts as "
+                                    "much as a common one; what --budget judges by) or 'accuracy'."),
         budget: Optional[str] = typer.Option(None, "--budget", help="Wall-clock budget, e.g. 20m: within it, also try fine-tuning the last 1-2 stages (PyTorch) against the frozen winner, paired on the same images (the validation split, or k-fold CV when it has fewer than 300 images); fine-tuning is kept only when it wins by more than one standard error."),
         engine: str = Engine, cache_dir: Optional[Path] = CacheDir, quiet: bool = Quiet, overwrite: bool = Overwrite,
     ):
@@ -38,7 +41,8 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"--views takes comma-separated integers, got {views!r}.") from None
         res = tune(data, backbones=tuple(backbones.split(",")), features=tuple(f.strip() for f in features.split(",")),
                    views=tuple(view_list), policy=augment,
-                   balance_by_augmentation=balance_by_augmentation, cv=cv, seed=seed, racing=racing, select=select, out=out, engine=engine,
+                   balance_by_augmentation=balance_by_augmentation, cv=cv, seed=seed, racing=racing, select=select,
+                   scoring=scoring, out=out, engine=engine,
                    cache_dir=cache_dir, progress=not quiet, overwrite=overwrite, budget=parse_budget(budget))
         echo(f"{len(res.table)} configurations x {cv} folds in {res.seconds:.1f} s")
         echo(res.summary())

@@ -153,7 +153,8 @@ def _lc_step(ext, r, class_counts) -> str | None:
 
 
 def _tuned_features(model) -> dict | None:
-    """``{kind: (best mean CV accuracy, its std, rows, folds)}`` from the tuning.csv beside the model, if tune ran."""
+    """``{kind: (best mean CV score, its std, what the score is)}`` from the tuning.csv beside the model, if tune ran:
+    balanced accuracy (what tune ranks by), or accuracy in a table written before tune had it."""
     folder = getattr(model, "path", None)
     table = Path(folder).parent / "tuning.csv" if folder else None
     if table is None or not table.is_file():
@@ -164,8 +165,10 @@ def _tuned_features(model) -> dict | None:
         t = pd.read_csv(table)
         if "features" not in t.columns:
             return None
-        best = t.sort_values("mean_accuracy", ascending=False).groupby("features").head(1)
-        return {str(r.features): (float(r.mean_accuracy), float(getattr(r, "std_accuracy", float("nan"))))
+        metric = "balanced_accuracy" if "mean_balanced_accuracy" in t.columns else "accuracy"
+        best = t.sort_values(f"mean_{metric}", ascending=False).groupby("features").head(1)
+        return {str(r.features): (float(getattr(r, f"mean_{metric}")),
+                                  float(getattr(r, f"std_{metric}", float("nan"))), metric.replace("_", " "))
                 for r in best.itertuples()}
     except (OSError, ValueError, KeyError, AttributeError):
         return None
@@ -178,9 +181,9 @@ def _features_step(model, capped: bool) -> str | None:
     if tuned and len(tuned) > 1:
         other = "multi" if kind == "last" else "last"
         if other in tuned and kind in tuned:
-            (a, sa), (b, sb) = tuned[other], tuned[kind]
+            (a, sa, metric), (b, sb, _) = tuned[other], tuned[kind]
             if a - b > max(sb if np.isfinite(sb) else 0.0, 0.005):
-                return (f"tune measured {other}-stage features at {_pct(a)} against {_pct(b)} for this model's "
+                return (f"tune measured {other}-stage features at {_pct(a)} {metric} against {_pct(b)} for this model's "
                         f"{kind} features (cross-validation on the training images, tuning.csv): retrain with "
                         f"--features {other}.")
         return None
