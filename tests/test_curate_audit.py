@@ -336,3 +336,43 @@ def test_the_label_checks_top_k_is_exact():
         want = np.argpartition(-sims, 19, axis=1)[:, :20]
         assert got.shape == (257, 20)
         assert all(set(a) == set(b) for a, b in zip(got, want))
+
+
+def test_the_scan_in_worker_processes_is_the_scan_in_threads(planted, monkeypatch):
+    """Many files are scanned in worker processes (threads shared one core through the GIL): same results, in order,
+    a broken file included."""
+    import os
+
+    from frugalvision.curate import quality
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: the scan runs in threads")
+    root, _ = planted
+    paths = sorted(str(p) for p in root.rglob("*.png"))[:40] + [str(root / "missing.png")]
+    threads = quality.scan(paths)
+    monkeypatch.setattr(quality, "PROCESS_FROM", 1)
+    monkeypatch.setattr(quality, "_CHUNK", 7)
+    procs = quality.scan(paths)
+    assert len(procs) == len(paths) and procs[-1]["scan_error"] and not procs[0]["scan_error"]
+    for a, b in zip(threads, procs):
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_worker_processes_do_not_rerun_a_users_unguarded_script(tmp_path):
+    """A script without ``if __name__ == "__main__"`` that scans many files runs its top level once (spawn would run
+    it again in every worker)."""
+    import os
+    import subprocess
+    import sys
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: no worker processes")
+    for i in range(6):
+        Image.fromarray(np.full((20, 20, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    script = tmp_path / "user_script.py"
+    script.write_text("from pathlib import Path\nprint('TOP LEVEL', flush=True)\n"
+                      "from frugalvision.curate import quality\nquality.PROCESS_FROM = 1\nquality._CHUNK = 2\n"
+                      f"r = quality.scan(sorted(str(p) for p in Path({str(tmp_path)!r}).glob('*.png')))\n"
+                      "print('SCANNED', len(r), sum(not x['scan_error'] for x in r))\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120).stdout
+    assert out.count("TOP LEVEL") == 1 and "SCANNED 6 6" in out, out

@@ -501,24 +501,18 @@ def _verify_chunk(pairs, arrays, min_ncc, max_residual) -> list:
 
 
 def _verified(todo: list, pixels: list, min_ncc: float, max_residual: float):
-    """``(chunk, verdicts)`` over ``todo``, in order: in worker processes when there are many pairs, else here.
-
-    The workers are joblib's loky processes (scikit-learn's dependency): spawned like ``spawn`` (no copy of ONNX
-    Runtime's threads, as ``fork`` would make) but without re-running the caller's script, so a user's script
-    needs no ``if __name__ == "__main__"`` guard. Each chunk carries only its own images, a few chunks ahead.
-    """
-    import os
+    """``(chunk, verdicts)`` over ``todo``, in order: in worker processes (:mod:`frugalvision._processes`) when there
+    are many pairs, each chunk carrying only its own images; else in this process."""
+    from .._processes import cores, process_map
 
     chunks = [todo[s:s + _CHUNK] for s in range(0, len(todo), _CHUNK)]
-    workers = min(os.cpu_count() or 1, len(chunks))
+    workers = min(cores(), len(chunks))
     if len(todo) < PROCESS_FROM or workers < 2:
         for chunk in chunks:
             yield chunk, _verify_chunk(chunk, pixels, min_ncc, max_residual)
         return
-    from joblib import Parallel, delayed
-
-    jobs = (delayed(_verify_chunk)(c, {k: pixels[k] for ij in c for k in ij}, min_ncc, max_residual) for c in chunks)
-    yield from zip(chunks, Parallel(n_jobs=workers, backend="loky", return_as="generator")(jobs))
+    jobs = ((c, {k: pixels[k] for ij in c for k in ij}, min_ncc, max_residual) for c in chunks)
+    yield from zip(chunks, process_map(_verify_chunk, jobs, workers))
 
 
 def complete_linkage_groups(n: int, pairs) -> list[list[int]]:

@@ -77,25 +77,19 @@ def scan(paths, workers: int = 4, progress: bool = False) -> list[dict]:
     """Size, quality metrics, and the grey pixels and crop thumbnails that near-duplicate matching uses
     (:mod:`.duplicates`), per file, in order; failures carry ``scan_error``.
 
-    Many files: in joblib's loky worker processes, one per core (as the near-duplicate verification; no re-run of
-    the caller's script); fewer: ``workers`` threads.
+    Many files: in worker processes, one per core (:mod:`frugalvision._processes`); fewer: ``workers`` threads.
     """
-    import os
-
     from tqdm.auto import tqdm
 
-    paths = list(paths)
-    cores = os.cpu_count() or 1
-    bar = tqdm(total=len(paths), desc="Quality scan", unit="img", disable=not progress or len(paths) < 500,
-               dynamic_ncols=True)
-    out: list[dict] = []
-    with bar:
-        if len(paths) >= PROCESS_FROM and cores > 1:
-            from joblib import Parallel, delayed
+    from .._processes import cores, process_map
 
-            chunks = [paths[s:s + _CHUNK] for s in range(0, len(paths), _CHUNK)]
-            for res in Parallel(n_jobs=cores, backend="loky", return_as="generator")(
-                    delayed(_scan_many)(c) for c in chunks):
+    paths = list(paths)
+    out: list[dict] = []
+    with tqdm(total=len(paths), desc="Quality scan", unit="img", disable=not progress or len(paths) < 500,
+              dynamic_ncols=True) as bar:
+        if len(paths) >= PROCESS_FROM and cores() > 1:
+            chunks = ((paths[s:s + _CHUNK],) for s in range(0, len(paths), _CHUNK))
+            for res in process_map(_scan_many, chunks):
                 out += res
                 bar.update(len(res))
             return out
