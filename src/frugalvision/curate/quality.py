@@ -123,7 +123,8 @@ def quality_flags(q: pd.DataFrame, *, blur_ratio: float = 0.1) -> dict[int, list
         good["contrast"] >= CONSTANT_STD).any() else 0.0
     sides = np.minimum(good["width"], good["height"])
     med_side = float(np.nanmedian(sides))
-    for i, r in good.iterrows():
+    cols = ["brightness", "highlights", "shadows", "contrast", "sharpness", "width", "height"]
+    for i, r in zip(good.index, good[cols].to_dict("records")):  # iterrows builds a Series a row: 9 s at 50k
         f = []
         b, hi, lo = r["brightness"], r["highlights"], r["shadows"]
         if b < DARK_FLOOR or (hi < DARK_HIGHLIGHTS and hi < 0.4 * hi_med):
