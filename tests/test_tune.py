@@ -251,7 +251,7 @@ def test_budget_weighs_fine_tuning_against_the_frozen_winner(shapes_dir, tmp_pat
         assert ft["n_images"] == ft["n_validation"] == frozen["n_validation"]
         assert ft["accuracy"] == ft["validation_accuracy"]
         # Fine-tuning is kept only when it beats the frozen model by more than one standard error, paired.
-        assert ft["chosen"] == (ft["gain_vs_frozen"] > ft["gain_se"])
+        assert ft["chosen"] == (ft["gain_vs_frozen"] > _budget.KEEP_SE * ft["gain_se"])
         assert abs(ft["gain_vs_frozen"] - (ft["balanced_accuracy"] - frozen["balanced_accuracy"])) < 1e-9
         assert bool(res.model.info.finetune) == ft["chosen"]
         assert took < 400 + 60
@@ -306,6 +306,8 @@ def _spy_train(monkeypatch, calls, skew=None):
 def test_budget_cross_validates_on_a_small_validation_split(shapes_dir, tmp_path, monkeypatch):
     """9 validation images: frozen and fine-tuning judged by 3-fold CV over the 51 train + validation images, the
     same folds for both, never a test image; each row says how it was judged; a CV winner is refit on the split."""
+    from frugalvision import _budget
+
     calls = []
     _spy_train(monkeypatch, calls)
     res = tune(shapes_dir, grid=[{"head": "linear", "C": 0.1}], cv=3, features=("last",), out=tmp_path / "run",
@@ -318,7 +320,7 @@ def test_budget_cross_validates_on_a_small_validation_split(shapes_dir, tmp_path
     for r in (frozen, ft):
         assert r["judged_on"] == "3-fold CV" and r["n_images"] == len(pool) == 51 and r["folds_run"] == "3 of 3"
     assert len(ft["epochs_run"].split("/")) == 3 and ft["note"] == ""
-    assert ft["chosen"] == (ft["gain_vs_frozen"] > ft["gain_se"]) and frozen["chosen"] != ft["chosen"]
+    assert ft["chosen"] == (ft["gain_vs_frozen"] > _budget.KEEP_SE * ft["gain_se"]) and frozen["chosen"] != ft["chosen"]
     assert abs(ft["gain_vs_frozen"] - (ft["balanced_accuracy"] - frozen["balanced_accuracy"])) < 1e-9
     folds = {kind: [held for f, held, _ in calls if f == kind] for kind in (False, True)}
     assert len(folds[False]) == len(folds[True]) == 3 and folds[False] == folds[True]  # paired: the same folds

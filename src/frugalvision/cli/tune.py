@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         scoring: str = typer.Option("balanced_accuracy", "--scoring", help="What ranks the configs: "
                                     "'balanced_accuracy' (the mean of the classes' recalls: a rare class counts as "
                                     "much as a common one; what --budget judges by) or 'accuracy'."),
-        budget: Optional[str] = typer.Option(None, "--budget", help="Wall-clock budget, e.g. 20m: within it, also try fine-tuning the last 1-2 stages (PyTorch) against the frozen winner, paired on the same images (the validation split, or k-fold CV when it has fewer than 300 images); fine-tuning is kept only when it wins by more than one standard error."),
+        budget: Optional[str] = typer.Option(None, "--budget", help="Wall-clock budget, e.g. 20m: within it, also try fine-tuning the last 1-2 stages (PyTorch) against the frozen winner, paired on the same images (the validation split, or k-fold CV when it has fewer than 300 images); fine-tuning is kept only when it wins by more than two standard errors."),
         engine: str = Engine, cache_dir: Optional[Path] = CacheDir, quiet: bool = Quiet, overwrite: bool = Overwrite,
     ):
         """Grid search over head type, C / weight decay, dropout, lr, batch size, class weighting, views, features, backbone."""

@@ -19,7 +19,6 @@ No `from __future__ import annotations` here: FastAPI reads the route signatures
 
 import json
 import threading
-from importlib import resources
 from pathlib import Path
 
 from ..review.app import _Thumbs
@@ -84,20 +83,17 @@ def create_app(session: LabelSession, *, allowed_hosts=None, batch: int = BATCH,
     ``start``: begin the embedding pass at once (in a thread). Decisions already in the manifest are loaded by
     the session, so the page resumes where it was left.
     """
-    from fastapi import FastAPI, HTTPException, Request
+    from fastapi import HTTPException, Request
     from fastapi.concurrency import run_in_threadpool
-    from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from fastapi.responses import JSONResponse, Response
 
-    from ..serve.guard import DEFAULT_HOSTS, SecurityGuard
+    from ..serve.page import page_app
 
     loop = _Loop(session, batch)
     thumbs = _Thumbs(session.paths)
-    static_dir = resources.files("frugalvision.label").joinpath("static")
-    static = {name: (static_dir.joinpath(name).read_bytes(), media) for name, media in _STATIC.items()}
-    index_html = static_dir.joinpath("index.html").read_text(encoding="utf-8")
 
-    app = FastAPI(title="frugalvision label", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(SecurityGuard, hosts=list(allowed_hosts or DEFAULT_HOSTS))
+    app = page_app("frugalvision label", "frugalvision.label", _STATIC, allowed_hosts)
+    static = app.state.static
     app.state.session, app.state.loop = session, loop
     if start:
         loop.start()
@@ -118,22 +114,6 @@ def create_app(session: LabelSession, *, allowed_hosts=None, batch: int = BATCH,
     def batch_answer() -> dict:
         items = [item(e) for e in session.current_batch(loop.batch)] if session.ready else []
         return {**state(), "batch": items}
-
-    @app.get("/", response_class=HTMLResponse)
-    async def page():
-        return HTMLResponse(index_html, headers={"Cache-Control": "no-cache"})
-
-    @app.get("/static/{name}")
-    async def static_file(name: str):
-        if name not in static:
-            raise HTTPException(404, "Not found")
-        body, media = static[name]
-        return Response(body, media_type=media, headers={"Cache-Control": "no-cache"})
-
-    @app.get("/favicon.ico")
-    async def favicon():
-        body, media = static["favicon.svg"]
-        return Response(body, media_type=media, headers={"Cache-Control": "max-age=86400"})
 
     @app.get("/health")
     async def health():

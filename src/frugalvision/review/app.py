@@ -17,7 +17,6 @@ import json
 import os
 import threading
 from collections import OrderedDict
-from importlib import resources
 
 from .decisions import DECISIONS, MANIFEST_NAME, REVIEWED_NAME, ReviewSession
 from .queue import review_sections
@@ -78,45 +77,26 @@ def create_app(prepared_dir, *, allowed_hosts=None):
     ``allowed_hosts``: names the server answers under (default 127.0.0.1, localhost, [::1]). Saved decisions
     (``review_decisions.json``) are loaded, so the page resumes where it was left.
     """
-    from fastapi import FastAPI, HTTPException, Request
+    from fastapi import HTTPException, Request
     from fastapi.concurrency import run_in_threadpool
-    from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from fastapi.responses import JSONResponse, Response
 
-    from ..serve.guard import DEFAULT_HOSTS, SecurityGuard
+    from ..serve.page import page_app
 
     session = ReviewSession(prepared_dir)
     queue = review_sections(session.manifest)
     shown = set(queue["rows"])
     thumbs = _Thumbs(session.files)
-    static_dir = resources.files("frugalvision.review").joinpath("static")
-    static = {name: (static_dir.joinpath(name).read_bytes(), media) for name, media in _STATIC.items()}
-    index_html = static_dir.joinpath("index.html").read_text(encoding="utf-8")
     if session.decisions and not session.reviewed_path.exists():
         session.save()  # decisions kept, reviewed manifest lost: write it again
 
-    app = FastAPI(title="frugalvision review", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(SecurityGuard, hosts=list(allowed_hosts or DEFAULT_HOSTS))
+    app = page_app("frugalvision review", "frugalvision.review", _STATIC, allowed_hosts)
+    static = app.state.static
     app.state.session = session
 
     def progress(decisions) -> dict:
         return {"reviewed": sum(1 for r in decisions if r in shown), "total": len(shown),
                 "decided": len(decisions)}
-
-    @app.get("/", response_class=HTMLResponse)
-    async def page():
-        return HTMLResponse(index_html, headers={"Cache-Control": "no-cache"})
-
-    @app.get("/static/{name}")
-    async def static_file(name: str):
-        if name not in static:
-            raise HTTPException(404, "Not found")
-        body, media = static[name]
-        return Response(body, media_type=media, headers={"Cache-Control": "no-cache"})
-
-    @app.get("/favicon.ico")
-    async def favicon():
-        body, media = static["favicon.svg"]
-        return Response(body, media_type=media, headers={"Cache-Control": "max-age=86400"})
 
     @app.get("/health")
     async def health():
