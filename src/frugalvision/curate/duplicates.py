@@ -266,7 +266,8 @@ def _ivf_top(Q: np.ndarray, D: np.ndarray, owner: np.ndarray, k: int, min_score:
 
 
 def _scale_plan(P, Q, s, t=1.0):
-    """How :func:`_at_scale` brings P and Q to one resolution: ``(which, (width, height))``, ``which`` 0 (resize P),
+    """How to bring P and Q to the lower of their resolutions, Q covering the fraction ``s`` of P's width and a
+    region ``t`` times taller than Q's own aspect ratio says (a crop resized to a fixed shape): ``(which, (width, height))``, ``which`` 0 (resize P),
     1 (resize Q) or None (neither); None if impossible. Cheap: the search skips a plan whose shapes it has seen
     (small images round many scales to the same pixel sizes) before paying for the resize."""
     hp, wp = P.shape
@@ -288,14 +289,10 @@ def _plan_shapes(P, Q, plan) -> tuple:
     return ((h, w) if which == 0 else P.shape), ((h, w) if which == 1 else Q.shape)
 
 
-def _at_scale(P, Q, s, t=1.0, plan=None):
-    """P and Q at the lower of their resolutions, Q covering the fraction ``s`` of P's width and a region
-    ``t`` times taller than Q's own aspect ratio says (a crop resized to a fixed shape); None if impossible."""
+def _at_scale(P, Q, plan):
+    """P and Q resized as ``plan`` (from :func:`_scale_plan`) says."""
     import cv2
 
-    plan = plan or _scale_plan(P, Q, s, t)
-    if plan is None:
-        return None
     which, size = plan
     if which == 1:
         return P, cv2.resize(Q, size, interpolation=cv2.INTER_AREA)
@@ -361,10 +358,13 @@ def verify_pair(a: np.ndarray, b: np.ndarray, *, min_ncc: float = MIN_NCC, max_r
         P, Q = blurred if role == 0 else blurred[::-1]
         for s in _COARSE:
             plan = _scale_plan(P, Q, float(s))
-            if plan is None or (role, *_plan_shapes(P, Q, plan)) in seen:
+            if plan is None:
                 continue
-            seen.add((role, *_plan_shapes(P, Q, plan)))
-            mt = _match(*_at_scale(P, Q, float(s), plan=plan), 0)
+            key = (role, *_plan_shapes(P, Q, plan))
+            if key in seen:
+                continue
+            seen.add(key)
+            mt = _match(*_at_scale(P, Q, plan), 0)
             if mt and (best is None or mt[0] > best[0]):
                 best = (mt[0], role, float(s))
     if best is None:
@@ -396,10 +396,13 @@ def _fine(P, Q, plan) -> dict | None:
     fine, seen = None, set()
     for s, t in plan:
         how = _scale_plan(P, Q, s, t)
-        if how is None or _plan_shapes(P, Q, how) in seen:
+        if how is None:
             continue
-        seen.add(_plan_shapes(P, Q, how))
-        pq = _at_scale(P, Q, s, t, plan=how)
+        key = _plan_shapes(P, Q, how)
+        if key in seen:
+            continue
+        seen.add(key)
+        pq = _at_scale(P, Q, how)
         mt = _match(*pq, 0.5, subpixel=True)
         if mt and (fine is None or mt[0] > fine[0]):
             fine = (*mt, s, pq)
@@ -449,8 +452,7 @@ def near_pairs(pixels: list, thumbs: np.ndarray, X: np.ndarray | None = None, *,
 
     def check(i, j):
         if (i, j) not in done:
-            r = verify_pair(pixels[i], pixels[j], min_ncc=min_ncc, max_residual=max_residual)
-            done[(i, j)] = r["ncc"] if r and r["copy"] else None
+            done[(i, j)] = _verify_chunk([(i, j)], pixels, min_ncc, max_residual)[0]
         return done[(i, j)]
 
     todo = sorted(cand)
