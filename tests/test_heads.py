@@ -63,3 +63,22 @@ def test_an_unknown_saved_head_kind_is_named_in_the_error():
     for build in (lambda: head_class("ForestHead"), lambda: InferenceHead("ForestHead", {}, {}, ["a", "b"])):
         with pytest.raises(ValueError, match="unknown head type 'ForestHead'; known: LinearHead, MLPHead"):
             build()
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_overwrite_X_standardises_the_callers_buffer_and_fits_the_same_head(n_classes):
+    rng = np.random.default_rng(2)
+    X = (rng.normal(size=(200, 5)) * [1, 10, 100, 1, 1] + 5).astype(np.float32)
+    y = (X[:, 0] > 5).astype(int) + (n_classes == 3) * (X[:, 3] > 5.5)
+    copied = LinearHead(C=0.3).fit(X, y)
+    buf = X.copy()
+    in_place = LinearHead(C=0.3).fit(buf, y, overwrite_X=True)
+    np.testing.assert_allclose(in_place.coef_, copied.coef_, rtol=1e-6)
+    np.testing.assert_allclose(buf, StandardScaler().fit_transform(X.astype(np.float64)), atol=1e-5)  # in place
+    x64 = X.astype(np.float64)  # not float32: copied whatever the flag says
+    LinearHead(C=0.3).fit(x64, y, overwrite_X=True)
+    assert np.array_equal(x64, X.astype(np.float64))
+    # A warm start from another solution ends at the same head, within the solver's tolerance.
+    warm = LinearHead(C=0.3, tol=1e-8).fit(X, y, init=(copied.coef_std_ * 0.5, copied.intercept_std_))
+    np.testing.assert_allclose(warm.predict_proba(X), LinearHead(C=0.3, tol=1e-8).fit(X, y).predict_proba(X),
+                               atol=1e-4)

@@ -60,16 +60,19 @@ class LinearHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
         self.solver = solver
         self.random_state = random_state
 
-    def fit(self, X, y, sample_weight=None, init=None):
+    def fit(self, X, y, sample_weight=None, init=None, *, overwrite_X: bool = False):
         """Fit on embeddings ``X`` (n_samples, n_features) and labels ``y``.
 
-        ``init`` (coef, intercept) on *standardised* features warm-starts the solver.
+        ``init`` (coef, intercept) on *standardised* features warm-starts the solver. ``overwrite_X``: a float32,
+        C-contiguous ``X`` may be standardised in place instead of copied (a caller fitting many row subsets
+        reuses one buffer).
         """
         return self.fit_many([self], X, y, sample_weight=sample_weight,
-                             init=None if init is None else ([init[0]], [init[1]]))[0]
+                             init=None if init is None else ([init[0]], [init[1]]), overwrite_X=overwrite_X)[0]
 
     @classmethod
-    def fit_many(cls, heads: list, X, y, sample_weight=None, init=None, until=None) -> list:
+    def fit_many(cls, heads: list, X, y, sample_weight=None, init=None, until=None, *,
+                 overwrite_X: bool = False) -> list:
         """Fit several unfitted ``LinearHead`` s (e.g. a C path) on the same rows.
 
         Each head ends as ``head.fit(X, y)`` would leave it, within the solver tolerance. The rows are
@@ -86,7 +89,8 @@ class LinearHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
                 raise ValueError(f"C must be a positive number, got {h.C!r}.")
             if h.solver not in ("lbfgs", "sklearn"):
                 raise ValueError(f"solver must be 'lbfgs' or 'sklearn', got {h.solver!r}.")
-        scaler, Xs = _standardise(X, sample_weight)
+        in_place = overwrite_X and X.dtype == np.float32 and X.flags.c_contiguous and X.flags.writeable
+        scaler, Xs = _standardise(X, sample_weight, out=X if in_place else None)
         classes, y_idx = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise ValueError(f"This solver needs samples of at least 2 classes in the data, but the data contains "
@@ -182,11 +186,12 @@ class _Scaling:
         self.mean_, self.scale_ = mean, scale
 
 
-def _standardise(X, sample_weight=None, block: int = 1024):
+def _standardise(X, sample_weight=None, block: int = 1024, out=None):
     """``StandardScaler().fit(X, sample_weight)``'s ``mean_``/``scale_`` (float64 sums; a feature constant to
     rounding gets scale 1) and the standardised rows as contiguous float32, without a float64 copy of ``X``:
     on 35k x 1280 float32 embeddings scikit-learn's validation, fit and transform took 8.4 s, this ~0.3 s.
-    One float64 block buffer serves every pass (fresh large temporaries cost a page fault per 4 KB here)."""
+    One float64 block buffer serves every pass (fresh large temporaries cost a page fault per 4 KB here).
+    ``out``: where the standardised rows go; it may be ``X`` itself (each block is read before it is written)."""
     n, d = X.shape
     w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     if w is not None and w.shape != (n,):
@@ -214,7 +219,7 @@ def _standardise(X, sample_weight=None, block: int = 1024):
     constant = var <= total * eps * var + (total * mean * eps) ** 2  # scikit-learn's rounding bound
     scale = np.sqrt(var)
     scale[constant | (scale < 10 * eps)] = 1.0
-    Xs = np.empty(X.shape, dtype=np.float32)
+    Xs = np.empty(X.shape, dtype=np.float32) if out is None else out
     for s, e in spans:  # in float64, then rounded (a large offset keeps its precision)
         b = buf[:e - s]
         np.copyto(b, X[s:e])
