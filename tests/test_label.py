@@ -245,7 +245,8 @@ def test_server_security_and_labelling_api(pool, tmp_path):
         csp = r.headers["content-security-policy"]
         assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "default-src 'self'" in csp
         assert r.headers["x-frame-options"] == "DENY" and r.headers["x-content-type-options"] == "nosniff"
-        assert "<script" not in r.text.replace('<script src="/static/label.js" defer></script>', "")
+        assert "<script" not in r.text.replace('<script src="/static/kit.js" defer></script>', "").replace(
+            '<script src="/static/label.js" defer></script>', "")
         b = c.get("/api/batch").json()
         assert b["ready"] and len(b["batch"]) == 12 and b["classes"] == CLASSES
         first = b["batch"][0]
@@ -312,7 +313,7 @@ FOCUSED = """() => { const a = document.activeElement;
   return a && a.classList.contains('card') ? [a.dataset.id, a.dataset.decided, a.querySelector('.name').textContent,
     (a.querySelector('.guess .bidi') || {textContent: ''}).textContent] : null; }"""
 INJECTED_JS = """() => {
-  const bad = document.querySelectorAll('script:not([src="/static/label.js"]), svg, iframe, a, object, embed, '
+  const bad = document.querySelectorAll('script:not([src="/static/label.js"]):not([src="/static/kit.js"]), svg, iframe, a, object, embed, '
     + 'img:not(.thumb)');
   const handlers = Array.from(document.querySelectorAll('*'))
     .filter(e => Array.from(e.attributes).some(a => a.name.startsWith('on')));

@@ -186,7 +186,8 @@ def test_server_serves_rows_refuses_cross_site_and_saves_atomically(prepared, tm
         csp = r.headers["content-security-policy"]
         assert "script-src 'self'" in csp and "unsafe-inline" not in csp
         assert r.headers["x-content-type-options"] == "nosniff" and r.headers["x-frame-options"] == "DENY"
-        assert "<script" not in r.text.replace('<script src="/static/review.js" defer></script>', "")
+        assert "<script" not in r.text.replace('<script src="/static/kit.js" defer></script>', "").replace(
+            '<script src="/static/review.js" defer></script>', "")
         items = c.get("/api/items").json()
         assert items["total"] == 6 and items["reviewed"] == 0
         kinds = [s["kind"] for s in items["sections"]]
@@ -251,7 +252,7 @@ def test_cli_review_refuses_a_folder_without_manifest_or_already_open(prepared, 
 # -- Chromium: keyboard only, resume, hostile text, narrow screen, then train -------------------------------
 ACTIVE_ROW = "() => document.activeElement && document.activeElement.dataset.row"
 INJECTED_JS = """() => {
-  const bad = document.querySelectorAll('script:not([src="/static/review.js"]), svg, iframe, a, object, embed, '
+  const bad = document.querySelectorAll('script:not([src="/static/review.js"]):not([src="/static/kit.js"]), svg, iframe, a, object, embed, '
     + 'img:not(.thumb), main img:not([src^="/image/"])');
   const handlers = Array.from(document.querySelectorAll('*'))
     .filter(e => Array.from(e.attributes).some(a => a.name.startsWith('on')));

@@ -17,7 +17,6 @@ after every batch the estimate is refitted in the background too, so the next ba
 No `from __future__ import annotations` here: FastAPI reads the route signatures at runtime.
 """
 
-import json
 import threading
 from pathlib import Path
 
@@ -30,8 +29,7 @@ __all__ = ["BATCH", "PAGE", "create_app"]
 BATCH = 12
 PAGE = 48
 MAX_BODY = 4096
-_STATIC = {"label.js": "text/javascript; charset=utf-8", "label.css": "text/css; charset=utf-8",
-           "unreadable.svg": "image/svg+xml", "favicon.svg": "image/svg+xml"}
+_STATIC = {"label.js": "text/javascript; charset=utf-8", "label.css": "text/css; charset=utf-8"}
 
 
 class _Loop:
@@ -85,9 +83,9 @@ def create_app(session: LabelSession, *, allowed_hosts=None, batch: int = BATCH,
     """
     from fastapi import HTTPException, Request
     from fastapi.concurrency import run_in_threadpool
-    from fastapi.responses import JSONResponse, Response
+    from fastapi.responses import JSONResponse
 
-    from ..serve.page import page_app
+    from ..serve.page import json_object, page_app, thumbnail
 
     loop = _Loop(session, batch)
     thumbs = _Thumbs(session.paths)
@@ -146,34 +144,13 @@ def create_app(session: LabelSession, *, allowed_hosts=None, batch: int = BATCH,
         # Only a plain number: never a path, never anything the client could point elsewhere with.
         if not (ident.isascii() and ident.isdigit() and len(ident) < 12 and int(ident) < len(session.paths)):
             raise HTTPException(404, "No such image")
-        data = thumbs.get(int(ident))
-        if data is None:
-            body, media = static["unreadable.svg"]
-            return Response(body, media_type=media, headers={"Cache-Control": "private, max-age=300",
-                                                              "X-Frugalvision-Unreadable": "1"})
-        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
-
-    async def json_body(request: Request, keys: set) -> dict:
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype != "application/json":
-            raise HTTPException(415, "Send the request as application/json.")
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY:
-                raise HTTPException(413, "Request too large.")
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise HTTPException(400, "The body is not JSON.") from None
-        if not isinstance(data, dict) or set(data) != keys:
-            raise HTTPException(422, f"Expected an object with the keys {', '.join(sorted(keys))}.")
-        return data
+        return thumbnail(thumbs.get(int(ident)), static)
 
     @app.post("/api/label")
     async def label(request: Request):
         """Body ``{"id": 12, "label": "<class>" | "none" | "skip"}``; answers with the new batch and state."""
-        data = await json_body(request, {"id", "label"})
+        data = await json_object(request, {"id", "label"}, max_bytes=MAX_BODY,
+                                 expected='{"id": <integer>, "label": "<class>" | "none" | "skip"}')
         ident, choice = data["id"], data["label"]
         if isinstance(ident, bool) or not isinstance(ident, int) or not 0 <= ident < len(session.paths):
             raise HTTPException(422, "id must be the number of an image of this session.")
@@ -204,7 +181,7 @@ def create_app(session: LabelSession, *, allowed_hosts=None, batch: int = BATCH,
     @app.post("/api/undo")
     async def undo(request: Request):
         """Body ``{}``: take back the last decision of this visit; its image comes back first in the batch."""
-        await json_body(request, set())
+        await json_object(request, set(), max_bytes=MAX_BODY, expected="an empty object {}")
         try:
             path = await run_in_threadpool(session.undo)
         except OSError as exc:

@@ -13,7 +13,6 @@ No `from __future__ import annotations` here: FastAPI reads the route signatures
 """
 
 import io
-import json
 import os
 import threading
 from collections import OrderedDict
@@ -27,8 +26,7 @@ __all__ = ["create_app", "thumbnail_jpeg", "THUMB_SIDE"]
 THUMB_SIDE = 256
 #: Largest decision request body (one row and one word).
 MAX_BODY = 2048
-_STATIC = {"review.js": "text/javascript; charset=utf-8", "review.css": "text/css; charset=utf-8",
-           "unreadable.svg": "image/svg+xml", "favicon.svg": "image/svg+xml"}
+_STATIC = {"review.js": "text/javascript; charset=utf-8", "review.css": "text/css; charset=utf-8"}
 
 
 def thumbnail_jpeg(path, side: int = THUMB_SIDE) -> bytes | None:
@@ -79,9 +77,9 @@ def create_app(prepared_dir, *, allowed_hosts=None):
     """
     from fastapi import HTTPException, Request
     from fastapi.concurrency import run_in_threadpool
-    from fastapi.responses import JSONResponse, Response
+    from fastapi.responses import JSONResponse
 
-    from ..serve.page import page_app
+    from ..serve.page import json_object, page_app, thumbnail
 
     session = ReviewSession(prepared_dir)
     queue = review_sections(session.manifest)
@@ -117,30 +115,13 @@ def create_app(prepared_dir, *, allowed_hosts=None):
         if not (row.isascii() and row.isdigit() and len(row) < 12 and int(row) < len(session)):
             raise HTTPException(404, "No such row in the manifest")
         row = int(row)
-        data = thumbs.get(row)
-        if data is None:
-            body, media = static["unreadable.svg"]
-            return Response(body, media_type=media, headers={"Cache-Control": "private, max-age=300",
-                                                              "X-Frugalvision-Unreadable": "1"})
-        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
+        return thumbnail(thumbs.get(row), static)
 
     @app.post("/api/decision")
     async def decision(request: Request):
         """Body ``{"row": 12, "decision": "accept" | "keep" | "exclude" | null}`` (null: undo)."""
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype != "application/json":
-            raise HTTPException(415, "Send the decision as application/json.")
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY:
-                raise HTTPException(413, "Request too large.")
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise HTTPException(400, "The body is not JSON.") from None
-        if not isinstance(data, dict) or set(data) != {"row", "decision"}:
-            raise HTTPException(422, 'Expected {"row": <integer>, "decision": "accept" | "keep" | "exclude" | null}.')
+        data = await json_object(request, {"row", "decision"}, max_bytes=MAX_BODY,
+                                 expected='{"row": <integer>, "decision": "accept" | "keep" | "exclude" | null}')
         row, choice = data["row"], data["decision"]
         if isinstance(row, bool) or not isinstance(row, int):
             raise HTTPException(422, "row must be an integer.")

@@ -1,9 +1,9 @@
-// frugalvision label page.
+// frugalvision label page (after kit.js, the pages' shared helpers).
 // Every string from the data (file names, folder names, class names) may be hostile: it only ever reaches the
 // document through textContent, Node.append(string) or DOM properties (alt, title) - never as HTML.
 "use strict";
 (function () {
-  const $ = (id) => document.getElementById(id);
+  const { $, el, say, shellQuote } = window.fvPage;
   const st = {
     classes: [],
     batch: [],          // items from the server: {id, name, folder, guess, p, why, decided}
@@ -17,24 +17,6 @@
     polling: null,
     sent: new Map(),    // id -> label: decided on the page, not yet confirmed by the server
   };
-
-  function el(tag, cls, text) {
-    const e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined && text !== null) e.textContent = String(text);
-    return e;
-  }
-
-  function say(text, kind) {
-    const m = $("message");
-    m.textContent = text || "";
-    m.className = "message" + (kind === "error" ? " error" : "");
-    m.hidden = !text;
-  }
-
-  function shellQuote(s) {
-    return /^[A-Za-z0-9_.\/:=+-]+$/.test(s) ? s : "'" + s.replace(/'/g, "'\\''") + "'";
-  }
 
   function pct(x) { return (100 * x).toFixed(0) + " %"; }
 
@@ -201,25 +183,7 @@
     else if (st.focus < 0 && st.cards.length) setFocus(0, scroll);
   }
 
-  function current() {
-    return st.focus >= 0 ? st.cards[st.focus] : null;
-  }
-
-  function setFocus(i, scroll = true) {
-    if (!st.cards.length) return;
-    i = Math.max(0, Math.min(st.cards.length - 1, i));
-    const old = current();
-    if (old) {
-      old.classList.remove("focused");
-      old.tabIndex = -1;
-    }
-    st.focus = i;
-    const a = st.cards[i];
-    a.classList.add("focused");
-    a.tabIndex = 0;
-    a.focus({ preventScroll: true });
-    if (scroll) a.scrollIntoView({ block: "nearest" });
-  }
+  const { current, setFocus } = window.fvPage.grid(st);
 
   // -- deciding -------------------------------------------------------------------------------------------
   function saveStatus() {
@@ -318,30 +282,12 @@
   }
 
   // -- keys -----------------------------------------------------------------------------------------------
-  function toggleHelp() {
-    const d = $("help");
-    if (d.open) d.close();
-    else d.showModal();
-  }
-
-  function onKey(ev) {
-    if (ev.ctrlKey || ev.metaKey || ev.altKey || ev.isComposing) return;
-    const key = ev.key.length === 1 ? ev.key.toLowerCase() : ev.key;
-    if ($("help").open) {
-      if (key === "?") {
-        toggleHelp();
-        ev.preventDefault();
-      }
-      return; // Escape closes the dialog natively
-    }
-    const t = ev.target;
-    if (t && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT|BUTTON)$/.test(t.tagName))) return;
+  function onKey(key) {
     if (/^[1-9]$/.test(key)) {
       const c = st.classes[Number(key) - 1];
-      if (c === undefined) return;
+      if (c === undefined) return false;
       decide(c);
-      ev.preventDefault();
-      return;
+      return true;
     }
     switch (key) {
       case "Enter": case " ": decide("guess"); break;
@@ -350,26 +296,16 @@
       case "u": undo(); break;
       case "j": case "ArrowRight": setFocus(st.focus + 1); break;
       case "k": case "ArrowLeft": setFocus(st.focus - 1); break;
-      case "?": toggleHelp(); break;
-      default: return;
+      default: return false;
     }
-    ev.preventDefault();
+    return true;
   }
 
   async function start() {
-    document.addEventListener("keydown", onKey);
-    $("help-button").addEventListener("click", toggleHelp);
-    $("help-close").addEventListener("click", () => $("help").close());
-    $("help").addEventListener("close", () => {
-      const a = current();
-      if (a) a.focus({ preventScroll: true });
-    });
+    window.fvPage.keys(st, onKey, { current, fields: /^(INPUT|TEXTAREA|SELECT|BUTTON)$/ });
     $("labelled-toggle").addEventListener("click", toggleLabelled);
     $("newer").addEventListener("click", () => showLabelled(st.page - 1));
     $("older").addEventListener("click", () => showLabelled(st.page + 1));
-    window.addEventListener("beforeunload", (ev) => {
-      if (st.pending > 0) ev.preventDefault();
-    });
     let s;
     try {
       s = await call("/api/batch");

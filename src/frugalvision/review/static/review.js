@@ -1,9 +1,9 @@
-// frugalvision review page.
+// frugalvision review page (after kit.js, the pages' shared helpers).
 // Every string from the data (file names, labels, reasons, group ids) may be hostile: it only ever reaches the
 // document through textContent, Node.append(string) or DOM properties (alt, title) - never as HTML.
 "use strict";
 (function () {
-  const $ = (id) => document.getElementById(id);
+  const { $, el, say, shellQuote } = window.fvPage;
   const DONE = { accept: "Accepted", keep: "Kept", exclude: "Excluded" };
   const st = {
     cards: [],            // every card element, page order
@@ -18,24 +18,6 @@
     failed: false,
     chain: Promise.resolve(),
   };
-
-  function el(tag, cls, text) {
-    const e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined && text !== null) e.textContent = String(text);
-    return e;
-  }
-
-  function say(text, kind) {
-    const m = $("message");
-    m.textContent = text || "";
-    m.className = "message" + (kind === "error" ? " error" : "");
-    m.hidden = !text;
-  }
-
-  function shellQuote(s) {
-    return /^[A-Za-z0-9_.\/:=+-]+$/.test(s) ? s : "'" + s.replace(/'/g, "'\\''") + "'";
-  }
 
   async function getItems() {
     const r = await fetch("/api/items", { headers: { Accept: "application/json" }, cache: "no-store" });
@@ -186,25 +168,7 @@
   }
 
   // -- focus ------------------------------------------------------------------------------------------
-  function current() {
-    return st.focus >= 0 ? st.cards[st.focus] : null;
-  }
-
-  function setFocus(i, scroll = true) {
-    if (!st.cards.length) return;
-    i = Math.max(0, Math.min(st.cards.length - 1, i));
-    const old = current();
-    if (old) {
-      old.classList.remove("focused");
-      old.tabIndex = -1;
-    }
-    st.focus = i;
-    const a = st.cards[i];
-    a.classList.add("focused");
-    a.tabIndex = 0;
-    a.focus({ preventScroll: true });
-    if (scroll) a.scrollIntoView({ block: "nearest" });
-  }
+  const { current, setFocus } = window.fvPage.grid(st);
 
   function move(step) {
     setFocus(st.focus < 0 ? 0 : st.focus + step);
@@ -288,24 +252,7 @@
   }
 
   // -- help and keys ----------------------------------------------------------------------------------
-  function toggleHelp() {
-    const d = $("help");
-    if (d.open) d.close();
-    else d.showModal();
-  }
-
-  function onKey(ev) {
-    if (ev.ctrlKey || ev.metaKey || ev.altKey || ev.isComposing) return;
-    const key = ev.key.length === 1 ? ev.key.toLowerCase() : ev.key;
-    if ($("help").open) {
-      if (key === "?") {
-        toggleHelp();
-        ev.preventDefault();
-      }
-      return; // Escape closes the dialog natively
-    }
-    const t = ev.target;
-    if (t && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName))) return;
+  function onKey(key) {
     switch (key) {
       case "j": case "ArrowRight": case "ArrowDown": move(1); break;
       case "k": case "ArrowLeft": case "ArrowUp": move(-1); break;
@@ -316,23 +263,13 @@
       case "o": decide("keep"); break;
       case "x": decide("exclude"); break;
       case "u": undo(); break;
-      case "?": toggleHelp(); break;
-      default: return;
+      default: return false;
     }
-    ev.preventDefault();
+    return true;
   }
 
   async function start() {
-    document.addEventListener("keydown", onKey);
-    $("help-button").addEventListener("click", toggleHelp);
-    $("help-close").addEventListener("click", () => $("help").close());
-    $("help").addEventListener("close", () => {
-      const a = current();
-      if (a) a.focus({ preventScroll: true });
-    });
-    window.addEventListener("beforeunload", (ev) => {
-      if (st.pending > 0) ev.preventDefault();
-    });
+    window.fvPage.keys(st, onKey, { current });
     let data;
     try {
       data = await getItems();
