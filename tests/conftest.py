@@ -75,6 +75,16 @@ def isolated_cache(tmp_path_factory):
         os.environ["FRUGALVISION_CACHE"] = old
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local 2-CPU Ray for the tests of one module (skips where ray is not installed)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, object_store_memory=200 * 2 ** 20, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def shapes_dir(tmp_path_factory) -> Path:
     return make_shapes_dataset(tmp_path_factory.mktemp("shapes"))

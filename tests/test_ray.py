@@ -12,15 +12,7 @@ from frugalvision.cli.main import main
 
 from conftest import make_shapes_dataset
 
-ray = pytest.importorskip("ray")
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, object_store_memory=200 * 2 ** 20, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
-    yield
-    ray.shutdown()
+pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")
