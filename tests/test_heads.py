@@ -78,6 +78,8 @@ def test_overwrite_X_standardises_the_callers_buffer_and_fits_the_same_head(n_cl
     x64 = X.astype(np.float64)  # not float32: copied whatever the flag says
     LinearHead(C=0.3).fit(x64, y, overwrite_X=True)
     assert np.array_equal(x64, X.astype(np.float64))
+    if n_classes == 2:
+        return  # two classes are solved by scikit-learn, which takes no warm start
     # A warm start from another solution ends at the same head, within the solver's tolerance.
     warm = LinearHead(C=0.3, tol=1e-8).fit(X, y, init=(copied.coef_std_ * 0.5, copied.intercept_std_))
     np.testing.assert_allclose(warm.predict_proba(X), LinearHead(C=0.3, tol=1e-8).fit(X, y).predict_proba(X),

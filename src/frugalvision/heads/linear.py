@@ -65,8 +65,7 @@ class LinearHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
 
         ``init`` (coef, intercept) on *standardised* features warm-starts the solver. ``overwrite_X``: a float32,
         C-contiguous ``X`` may be standardised in place instead of copied (a caller fitting many row subsets
-        reuses one buffer).
-        """
+        reuses one buffer); it is overwritten even when the fit then fails (e.g. one class only)."""
         return self.fit_many([self], X, y, sample_weight=sample_weight,
                              init=None if init is None else ([init[0]], [init[1]]), overwrite_X=overwrite_X)[0]
 
