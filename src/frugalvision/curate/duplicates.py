@@ -267,9 +267,9 @@ def _ivf_top(Q: np.ndarray, D: np.ndarray, owner: np.ndarray, k: int, min_score:
 
 def _scale_plan(P, Q, s, t=1.0):
     """How to bring P and Q to the lower of their resolutions, Q covering the fraction ``s`` of P's width and a
-    region ``t`` times taller than Q's own aspect ratio says (a crop resized to a fixed shape): ``(which, (width, height))``, ``which`` 0 (resize P),
-    1 (resize Q) or None (neither); None if impossible. Cheap: the search skips a plan whose shapes it has seen
-    (small images round many scales to the same pixel sizes) before paying for the resize."""
+    region ``t`` times taller than Q's own aspect ratio says (a crop resized to a fixed shape):
+    ``(which, (width, height))``, ``which`` 0 (resize P), 1 (resize Q) or None (neither); None if impossible.
+    Cheap: the search skips a plan whose shapes it has seen (:func:`_first_time`) before paying for the resize."""
     hp, wp = P.shape
     hq, wq = Q.shape
     rw = s * wp
@@ -284,9 +284,17 @@ def _scale_plan(P, Q, s, t=1.0):
     return 0, (max(4, round(wp * fx)), max(4, round(hp * fy)))
 
 
-def _plan_shapes(P, Q, plan) -> tuple:
+def _first_time(P, Q, plan, seen: set, *tag) -> bool:
+    """Whether ``plan`` is possible and gives shapes (with ``tag``) not in ``seen``, which it then joins: small
+    images round many scales to the same pixel sizes, and each is matched once."""
+    if plan is None:
+        return False
     which, (w, h) = plan
-    return ((h, w) if which == 0 else P.shape), ((h, w) if which == 1 else Q.shape)
+    key = (*tag, (h, w) if which == 0 else P.shape, (h, w) if which == 1 else Q.shape)
+    if key in seen:
+        return False
+    seen.add(key)
+    return True
 
 
 def _at_scale(P, Q, plan):
@@ -358,12 +366,8 @@ def verify_pair(a: np.ndarray, b: np.ndarray, *, min_ncc: float = MIN_NCC, max_r
         P, Q = blurred if role == 0 else blurred[::-1]
         for s in _COARSE:
             plan = _scale_plan(P, Q, float(s))
-            if plan is None:
+            if not _first_time(P, Q, plan, seen, role):
                 continue
-            key = (role, *_plan_shapes(P, Q, plan))
-            if key in seen:
-                continue
-            seen.add(key)
             mt = _match(*_at_scale(P, Q, plan), 0)
             if mt and (best is None or mt[0] > best[0]):
                 best = (mt[0], role, float(s))
@@ -396,12 +400,8 @@ def _fine(P, Q, plan) -> dict | None:
     fine, seen = None, set()
     for s, t in plan:
         how = _scale_plan(P, Q, s, t)
-        if how is None:
+        if not _first_time(P, Q, how, seen):
             continue
-        key = _plan_shapes(P, Q, how)
-        if key in seen:
-            continue
-        seen.add(key)
         pq = _at_scale(P, Q, how)
         mt = _match(*pq, 0.5, subpixel=True)
         if mt and (fine is None or mt[0] > fine[0]):

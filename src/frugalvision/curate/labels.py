@@ -88,16 +88,16 @@ def out_of_fold_proba(X, y, classes, folds: int = 5, seed: int = 0, *, k: int = 
     start = None
     for tr, te in tqdm(splits, desc="Label checks (out-of-fold)", unit="fold",
                        disable=not progress or len(y_idx) < 2000, dynamic_ncols=True):
-        m = len(tr)
+        m, y_tr = len(tr), y_idx[tr]
         rows = np.take(X, tr, axis=0, out=rows_buf[:m * d].reshape(m, d), mode="clip")  # "raise" buffers a copy
         # Each fold starts from the previous fold's solution (they share most rows): 146 -> 64 L-BFGS
         # iterations a fold at 50k, to the same tolerance.
-        init = start[1:] if start is not None and np.array_equal(start[0], np.unique(y_idx[tr])) else None
-        head = LinearHead(C=float(np.clip(16.0 / m, 0.01, 1.0))).fit(rows, y_idx[tr], init=init, overwrite_X=True)
+        init = start[1:] if start is not None and np.array_equal(start[0], np.unique(y_tr)) else None
+        head = LinearHead(C=float(np.clip(16.0 / m, 0.01, 1.0))).fit(rows, y_tr, init=init, overwrite_X=True)
         start = (head.classes_, head.coef_std_, head.intercept_std_)
         lin[te[:, None], np.asarray(head.classes_, int)[None, :]] = head.predict_proba(X[te])
         kk = min(k, m)
-        bank, y_tr = np.take(Xn, tr, axis=0, out=bank_buf[:m * d].reshape(m, d), mode="clip"), y_idx[tr]
+        bank = np.take(Xn, tr, axis=0, out=bank_buf[:m * d].reshape(m, d), mode="clip")
         for s in range(0, len(te), 1024):
             block = te[s:s + 1024]
             sims = np.matmul(Xn[block], bank.T, out=sims_buf[:len(block) * m].reshape(len(block), m))
