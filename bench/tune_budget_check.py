@@ -4,9 +4,12 @@
 winner again (the kept model's recipe without fine-tuning: same split, cached embeddings), or, when tune kept the
 frozen model, the fine-tuning it turned down (``--candidate``), and scores both on the test images tune never saw
 ("other" in the output): the model's decisions (operating point, "none of these"), accuracy, balanced accuracy
-and the smallest class's recall, each paired (kept minus other) with a 95 % bootstrap interval.
+and the smallest class's recall, each paired (kept minus other) with a 95 % bootstrap interval. Then the same two
+models as tune's judge sees them on the validation images (thresholds cross-fitted on halves, six draws of the
+halves), and on the test images with the thresholds cross-fitted on the test images' halves and by the most probable
+class alone: how much of a difference the "none of these" thresholds make, and how much the validation split sees.
 
-    python bench/tune_budget_check.py RUN DATA TEST_FOLDER [--cache-dir DIR]
+    python bench/tune_budget_check.py RUN DATA TEST_FOLDER [--cache-dir DIR] [--other-run DIR]
 """
 
 from __future__ import annotations
@@ -35,17 +38,23 @@ def main(argv=None):
     ap.add_argument("--candidate", default="2-stages",
                     help="when tune kept the frozen model: the fine-tuning it turned down, trained here on the same "
                          "split, to see on the test images whether turning it down was right")
+    ap.add_argument("--other-run", default=None,
+                    help="a run folder holding the other model already trained (by an earlier run of this script's "
+                         "--save-other) instead of training it again")
+    ap.add_argument("--save-other", default=None, help="save the other model to this run folder")
     args = ap.parse_args(argv)
     kept = fv.load_model(args.run)
     recipe = Recipe.from_json(kept.info.training.recipe)
     split = Path(args.run) / "split.csv"
-    if recipe.finetune:
+    if args.other_run:
+        other = fv.load_model(args.other_run)
+    elif recipe.finetune:
         other = fv.train(args.data, recipe.replace(finetune=None, finetune_params={}, epochs=24), progress=False,
                          split_file=split, cache_dir=args.cache_dir)
     else:
         print(f"tune kept the frozen model; training fine-tune {args.candidate} on the same split to compare")
         other = fv.train(args.data, recipe.replace(finetune=args.candidate), progress=False, split_file=split,
-                         cache_dir=args.cache_dir)
+                         cache_dir=args.cache_dir, out=args.save_other)
     test = discover(args.test)
     y = test["label"].to_numpy(dtype=str)
     classes = np.unique(y)
@@ -61,7 +70,37 @@ def main(argv=None):
     out["diff_accuracy"] = paired_ci(right["kept"], right["other"])
     out["diff_balanced_accuracy"] = paired_ci(w * right["kept"], w * right["other"])
     out["diff_minority_recall"] = paired_ci(right["kept"][y == minority], right["other"][y == minority])
+    out["thresholds"] = _thresholds(kept, other, split, test, args.cache_dir)
     print(json.dumps(out, indent=1))
+
+
+def _thresholds(kept, other, split, test, cache_dir) -> dict:
+    """kept minus other, with the thresholds cross-fitted: tune's judge on the validation images (halves seeds 0-5)
+    and the same on the test images; and the most probable class alone (no threshold)."""
+    import pandas as pd
+
+    from frugalvision import _budget
+
+    run = {"cache_dir": cache_dir}
+    table = pd.read_csv(split)
+    out = {}
+    for name, df in (("validation", table[table["split"] == "val"]), ("test", test)):
+        y = df["label"].to_numpy(dtype=str)
+        draws = []
+        for seed in range(6):
+            h = _budget._halves(y, seed)
+            k, o = (_budget._decided(m, df["path"], run, y=y, halves=h) for m in (kept, other))
+            draws.append(_budget.paired_gain(k[0] == y, o[0] == y, y))
+        out[name] = {"n": int(len(y)),
+                     "cross_fitted_gain_and_se_by_seed": [[round(g, 4), round(se, 4)] for g, se in draws],
+                     "cross_fitted_seed0_ci": paired_ci(*((_budget._decided(m, df["path"], run, y=y,
+                                                                            halves=_budget._halves(y, 0))[0] == y)
+                                                           for m in (kept, other))),
+                     "most_probable": paired_ci(*((_budget._decided(m, df["path"], run)[1] == y)
+                                                  for m in (kept, other))),
+                     "rejected_share": {n: float(np.mean(_budget._decided(m, df["path"], run)[0] == "unknown"))
+                                        for n, m in (("kept", kept), ("other", other))}}
+    return out
 
 
 if __name__ == "__main__":

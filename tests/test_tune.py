@@ -13,7 +13,7 @@ from frugalvision.features.augment import augmented_decoder, views_per_class
 from frugalvision.heads import MLPHead
 from frugalvision.tune import default_grid, select_config, tune, tune_embeddings
 
-from conftest import needs_torch
+from conftest import make_shapes_dataset, needs_torch
 
 
 
@@ -247,9 +247,9 @@ def test_budget_weighs_fine_tuning_against_the_frozen_winner(shapes_dir, tmp_pat
     frozen, ft = rows
     assert frozen["validation_accuracy"] is not None and frozen["n_validation"] > 0
     if has_torch():
-        assert ft["judged_on"] == frozen["judged_on"] == "validation"
+        assert ft["judged_on"] == frozen["judged_on"] and ft["judged_on"].startswith("validation")
         assert ft["n_images"] == ft["n_validation"] == frozen["n_validation"]
-        assert ft["accuracy"] == ft["validation_accuracy"]
+        assert 0 <= ft["most_probable_accuracy"] <= 1
         # Fine-tuning is kept only when it beats the frozen model by more than one standard error, paired.
         assert ft["chosen"] == (ft["gain_vs_frozen"] > _budget.KEEP_SE * ft["gain_se"])
         assert abs(ft["gain_vs_frozen"] - (ft["balanced_accuracy"] - frozen["balanced_accuracy"])) < 1e-9
@@ -265,6 +265,45 @@ def test_budget_weighs_fine_tuning_against_the_frozen_winner(shapes_dir, tmp_pat
     assert list(table["candidate"]) == [r["candidate"] for r in rows]
     assert fv.load_model(tmp_path / "run").info.training.validation["accuracy"] == \
         max(r["validation_accuracy"] for r in rows if r["chosen"])
+
+
+def test_budget_decides_each_validation_half_with_thresholds_fitted_on_the_other(tmp_path):
+    """On the validation path a candidate's "none of these" threshold and operating point, fitted on the validation
+    images themselves, would pin what they control (every model rejects the same share there). The judge refits
+    them on one half and decides the other, with the same halves for every candidate."""
+    from frugalvision import _budget
+    from frugalvision.decision import choose_operating_point, decide
+    from frugalvision.inference import _ood_scores, probabilities
+    from frugalvision.ood import threshold_for_accept_rate
+
+    data = make_shapes_dataset(tmp_path / "shapes", n_per_class=36, seed=3)
+    model = fv.train(data, val_size=0.5, test_size=0.1, targets=["circle:recall>=0.9"], progress=False,
+                     cache_dir=tmp_path / "c")
+    table = model.training_data.table
+    val = table[table["split"] == "val"]
+    y = val["label"].to_numpy(str)
+    halves = _budget._halves(y, 0)
+    for c in np.unique(y):  # each class dealt evenly into the two halves
+        assert abs(int((halves[y == c] == 0).sum()) - int((halves[y == c] == 1).sum())) <= 1
+    assert np.array_equal(halves, _budget._halves(y, 0)) and not np.array_equal(halves, _budget._halves(y, 1))
+    run = {"cache_dir": tmp_path / "c"}
+    out, top = _budget._decided(model, val["path"], run, y=y, halves=halves)
+    _, plain_top = _budget._decided(model, val["path"], run)
+    assert list(top) == list(plain_top)  # the most probable class needs no threshold
+    emb = model.embed(list(val["path"]), progress=False, cache_dir=tmp_path / "c")
+    logits, proba = probabilities(model, emb.X)
+    scores = _ood_scores(model, emb.X, logits)
+    assert (halves == 0).sum() >= 20 and model.info.reject.threshold is not None
+    thresholds = []
+    for h in (0, 1):
+        mine, other = halves == h, halves != h
+        thresholds.append(threshold_for_accept_rate(scores[other], model.info.reject.accept_rate))
+        op = choose_operating_point(proba[other], y[other], model.classes, ["circle:recall>=0.9"])
+        expect = decide(proba[mine], model.classes, operating_point=op, ood_scores=scores[mine],
+                        reject_threshold=thresholds[-1]).names()
+        assert list(out[mine]) == expect
+    # Each half's threshold comes from the other half, not from all the validation images as the model's did.
+    assert thresholds[0] != thresholds[1]
 
 
 def test_paired_gain_is_balanced_accuracy_per_image():
@@ -397,3 +436,15 @@ def test_the_C_path_stops_once_validation_loss_rises_twice_and_reuses_its_head(n
     assert head.C == C
     alone = fv.LinearHead(C=C).fit(X[:400], y[:400])
     np.testing.assert_allclose(head.predict_proba(X[400:]), alone.predict_proba(X[400:]), atol=2e-3)
+
+
+def test_budget_lines_say_the_smallest_gain_that_would_be_kept():
+    from frugalvision._budget import KEEP_SE
+    from frugalvision.cli.tune import _judged
+
+    row = {"judged_on": "validation", "n_images": 450, "balanced_accuracy": 0.842, "accuracy": 0.842,
+           "most_probable_accuracy": 0.876, "gain_vs_frozen": -0.004, "gain_se": 0.0094, "seconds": 804.0,
+           "candidate": "fine-tune 2-stages", "note": ""}
+    text = _judged(row)
+    assert "on 450 images" in text and "most probable class right: 87.6 %" in text
+    assert f"-0.4 ± 0.9 points (one SE; kept above +{100 * KEEP_SE * 0.0094:.1f})" in text

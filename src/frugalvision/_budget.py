@@ -4,7 +4,11 @@ Every candidate is trained with the same recipe and judged on the same images, p
 model is kept only when it beats the frozen one by more than :data:`KEEP_SE` standard errors of the paired
 difference. Where it is judged depends on the size of the validation split:
 
-* ``CV_BELOW`` validation images or more: on the validation split (each candidate trained once, on the split);
+* ``CV_BELOW`` validation images or more: on the validation split (each candidate trained once, on the split). A
+  model's "none of these" threshold and operating point were fitted on those same images, which pins what they
+  control: every candidate rejects exactly the same share there (split-conformal), so a fine-tune that rejects fewer
+  images could not show it. Each half of the split is therefore decided with thresholds fitted again on the other
+  half (cross-fitting, the same halves for every candidate: paired);
 * fewer: by k-fold cross-validation over the train + validation images (k = ``cv``). Each fold trains the candidate from
   scratch on the other folds (its own inner validation split for C, the operating point and, fine-tuning, the
   epoch) and predicts the held-out fold; the frozen model's folds are head refits on cached embeddings, a
@@ -114,12 +118,14 @@ def within_budget(data, recipe, *, budget: float, t_start: float, stages, cv: in
             if use_cv:
                 ref, _ = _cross_validate(pool, recipe, folds, run, left=left, reserve=0.0)
                 y = pool["label"].to_numpy(dtype=str)
-                rows[0].update(_judged(f"{len(folds)}-fold CV", ref == y, ref == y, y),
+                rows[0].update(_judged(f"{len(folds)}-fold CV", ref, ref, y),
                                folds_run=f"{len(folds)} of {len(folds)}")
                 rows[0]["seconds"] += round(_clock() - t, 1)
             else:
-                ref, y = _decided(frozen, val["path"], run), val["label"].to_numpy(dtype=str)
-                rows[0].update(_judged("validation", ref == y, ref == y, y))
+                y = val["label"].to_numpy(dtype=str)
+                halves = _halves(y, recipe.seed)
+                ref = _decided(frozen, val["path"], run, y=y, halves=halves)
+                rows[0].update(_judged("validation (thresholds cross-fitted on its halves)", ref, ref, y))
         cand = base.replace(finetune=st, finetune_params={**ft_params}, **opts)
         t = _clock()
         if use_cv:
@@ -132,8 +138,8 @@ def within_budget(data, recipe, *, budget: float, t_start: float, stages, cv: in
             cand = cand.replace(finetune_params={**ft_params, "max_seconds": 0.8 * (left() - reserve)})
             model = train(data, cand, out=None, **run)
             rows.append(_row(name, model, _clock() - t))
-            pred = _decided(model, val["path"], run)
-        rows[-1].update(_judged(rows[0]["judged_on"], pred == y, ref == y, y))
+            pred = _decided(model, val["path"], run, y=y, halves=halves)
+        rows[-1].update(_judged(rows[0]["judged_on"], pred, ref, y))
         if rows[-1]["gain_vs_frozen"] > KEEP_SE * rows[-1]["gain_se"] and \
                 rows[-1]["gain_vs_frozen"] > (rows[best_i].get("gain_vs_frozen") or 0.0):
             best_i, best_recipe = len(rows) - 1, cand
@@ -162,7 +168,8 @@ def within_budget(data, recipe, *, budget: float, t_start: float, stages, cv: in
 def _row(name, model, seconds, note=""):
     ft = model.info.finetune if model is not None else None
     return {"candidate": name, "judged_on": None, "n_images": None, "accuracy": None, "balanced_accuracy": None,
-            "gain_vs_frozen": None, "gain_se": None, "accuracy_gain": None, "seconds": round(seconds, 1),
+            "most_probable_accuracy": None, "gain_vs_frozen": None, "gain_se": None, "accuracy_gain": None,
+            "seconds": round(seconds, 1),
             "folds_run": None, "epochs_run": ft.epochs_run if ft else None, "best_epoch": ft.best_epoch if ft else None,
             "stopped_by_budget": bool(ft.stopped_by_budget) if ft else False, **_full_split(model), "note": note}
 
@@ -173,12 +180,26 @@ def _full_split(model) -> dict:
     return {"validation_accuracy": v.get("accuracy"), "n_validation": v.get("n")}
 
 
-def _judged(on: str, right, base_right, y) -> dict:
+def _judged(on: str, pred, base_pred, y) -> dict:
+    """A candidate's row entries from its ``(decisions, most probable classes)`` and the frozen model's decisions.
+    The most probable class's accuracy is shown, not judged: it ignores the operating point and "none of these"."""
+    right, base_right = pred[0] == y, base_pred[0] == y
     gain, se = paired_gain(right, base_right, y)
     acc = float(np.mean(right))
     return {"judged_on": on, "n_images": int(len(y)), "accuracy": acc,
-            "balanced_accuracy": float(np.mean([np.mean(right[y == c]) for c in np.unique(y)])),
+            "balanced_accuracy": float(np.mean([np.mean(right[y == c]) for c in np.unique(y)])),  # unknown: wrong
+            "most_probable_accuracy": float(np.mean(pred[1] == y)),
             "gain_vs_frozen": gain, "gain_se": se, "accuracy_gain": acc - float(np.mean(base_right))}
+
+
+def _halves(y, seed: int) -> np.ndarray:
+    """0/1 per image: two halves of the validation split, each class dealt alternately in a seeded random order."""
+    y = np.asarray(y)
+    order = np.random.default_rng(seed).permutation(len(y))
+    order = order[np.argsort(y[order], kind="stable")]
+    half = np.empty(len(y), int)
+    half[order] = np.arange(len(y)) % 2
+    return half
 
 
 def _folds(pool: pd.DataFrame, k: int, seed: int) -> list:
@@ -203,18 +224,23 @@ def _cross_validate(pool: pd.DataFrame, recipe, folds: list, run: dict, *, left,
 
     k, n = len(folds), len(pool)
     inner_val = (pool["split"] == "val").mean()
-    pred = np.full(n, "", dtype=object)
+    pred = (np.full(n, "", dtype=object), np.full(n, "", dtype=object))
     seconds, epochs, best_epochs, stopped, limit = [], [], [], False, None
     if recipe.finetune:
         limit = max(FOLD_SHARE * (left() - reserve) / (k + _refit_folds(k)), 1.0)
         recipe = recipe.replace(finetune_params={**recipe.finetune_params, "max_seconds": limit})
     cols = [c for c in ("path", "label", "duplicate_group") if c in pool.columns]
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=k, unit="fold", desc=f"{'Fine-tune ' + str(recipe.finetune) if recipe.finetune else 'Frozen'} CV",
+               disable=not run.get("progress", True), dynamic_ncols=True)
     for f, te in enumerate(folds):
         r = recipe.replace(val_size=float(inner_val))
         if seconds and recipe.finetune:  # the folds so far price the rest, and the refit should it win
             per = float(np.mean(seconds))
             need = (k - f) * per + max(reserve, _refit_folds(k) * per)
             if need > left():
+                bar.close()
                 return None, _cv_info(k, f, seconds, epochs, best_epochs, stopped, limit,
                                       note=f"not finished: {f} of {k} folds took {sum(seconds):.0f} s; the other "
                                            f"{k - f} and a refit need about {need:.0f} s, {max(left(), 0):.0f} s "
@@ -222,16 +248,16 @@ def _cross_validate(pool: pd.DataFrame, recipe, folds: list, run: dict, *, left,
         split = np.where(np.isin(np.arange(n), te), "test", "")
         t = _clock()
         model = train(pool[cols].assign(split=split), r, out=None, **{**run, "progress": False})
-        pred[te] = _decided(model, pool["path"].iloc[te], run)
+        pred[0][te], pred[1][te] = _decided(model, pool["path"].iloc[te], run)
         seconds.append(_clock() - t)
         if model.info.finetune:
             ft = model.info.finetune
             epochs.append(ft.epochs_run)
             best_epochs.append(ft.best_epoch)
             stopped |= bool(ft.stopped_by_budget)
-        if run.get("progress", True):
-            print(f"  {'fine-tune ' + str(recipe.finetune) if recipe.finetune else 'frozen'}: fold {f + 1}/{k} "
-                  f"in {seconds[-1]:.0f} s", flush=True)
+        bar.set_postfix_str(f"last fold {seconds[-1]:.0f} s", refresh=False)
+        bar.update()
+    bar.close()
     return pred, _cv_info(k, k, seconds, epochs, best_epochs, stopped, limit)
 
 
@@ -242,13 +268,42 @@ def _cv_info(k, done, seconds, epochs, best_epochs, stopped, limit, note="") -> 
     return {**info, "note": note} if note else info
 
 
-def _decided(model, paths, run) -> np.ndarray:
-    """The model's decision for each image (its operating point and "none of these": unknown is never right)."""
-    from .inference import decisions, probabilities
+def _decided(model, paths, run, *, y=None, halves=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(decision, most probable class)`` of the model for each image ('' where unreadable; unknown is never right).
+
+    With ``halves`` (0/1 per image) and the true labels ``y``, each half is decided with the model's "none of these"
+    threshold and operating point fitted again on the other half, as training fits them on validation images.
+    """
+    from .decision import choose_operating_point, decide
+    from .exceptions import DataError
+    from .fitting import MIN_REJECT_VALIDATION
+    from .inference import _ood_scores, decisions, probabilities
+    from .ood import threshold_for_accept_rate
 
     paths = list(paths)
     emb = model.embed(paths, progress=False, engine=run.get("engine", "auto"), cache_dir=run.get("cache_dir"))
     logits, proba = probabilities(model, emb.X)
-    out = np.full(len(paths), "", dtype=object)
-    out[emb.ok] = decisions(model, proba, emb.X, logits).names()
-    return out
+    out, top = np.full(len(paths), "", dtype=object), np.full(len(paths), "", dtype=object)
+    if halves is None:
+        d = decisions(model, proba, emb.X, logits)
+        out[emb.ok], top[emb.ok] = d.names(), d.names("most_probable")
+        return out, top
+    ok = np.flatnonzero(emb.ok)
+    scores = _ood_scores(model, emb.X, logits) if model.ood_state is not None and len(ok) else None
+    reject = model.info.reject
+    targets = list(model.operating_point.targets) if model.operating_point is not None else []
+    for h in (0, 1):
+        mine, other = halves[ok] == h, halves[ok] != h
+        # A half too small to place a threshold or meet a target (only below CV_BELOW): the model's own.
+        threshold, op = (reject.threshold if reject is not None else None), model.operating_point
+        if scores is not None and threshold is not None and other.sum() >= MIN_REJECT_VALIDATION:
+            threshold = threshold_for_accept_rate(scores[other], reject.accept_rate)
+        if targets:
+            try:
+                op = choose_operating_point(proba[other], np.asarray(y)[ok][other], model.classes, targets)
+            except DataError:
+                pass
+        d = decide(proba[mine], model.classes, operating_point=op, reject_threshold=threshold,
+                   ood_scores=None if scores is None else scores[mine])
+        out[ok[mine]], top[ok[mine]] = d.names(), d.names("most_probable")
+    return out, top
