@@ -8,6 +8,7 @@ and the smallest class's recall, each paired (kept minus other) with a 95 % boot
 models as tune's judge sees them on the validation images (thresholds cross-fitted on halves, six draws of the
 halves), and on the test images with the thresholds cross-fitted on the test images' halves and by the most probable
 class alone: how much of a difference the "none of these" thresholds make, and how much the validation split sees.
+Every difference is kept minus other (when tune kept the frozen model: frozen minus fine-tune).
 
     python bench/tune_budget_check.py RUN DATA TEST_FOLDER [--cache-dir DIR] [--other-run DIR]
 """
@@ -39,8 +40,8 @@ def main(argv=None):
                     help="when tune kept the frozen model: the fine-tuning it turned down, trained here on the same "
                          "split, to see on the test images whether turning it down was right")
     ap.add_argument("--other-run", default=None,
-                    help="a run folder holding the other model already trained (by an earlier run of this script's "
-                         "--save-other) instead of training it again")
+                    help="a run folder holding the other model already trained on the same split (by an earlier run "
+                         "of this script's --save-other) instead of training it again")
     ap.add_argument("--save-other", default=None, help="save the other model to this run folder")
     args = ap.parse_args(argv)
     kept = fv.load_model(args.run)
@@ -50,7 +51,7 @@ def main(argv=None):
         other = fv.load_model(args.other_run)
     elif recipe.finetune:
         other = fv.train(args.data, recipe.replace(finetune=None, finetune_params={}, epochs=24), progress=False,
-                         split_file=split, cache_dir=args.cache_dir)
+                         split_file=split, cache_dir=args.cache_dir, out=args.save_other)
     else:
         print(f"tune kept the frozen model; training fine-tune {args.candidate} on the same split to compare")
         other = fv.train(args.data, recipe.replace(finetune=args.candidate), progress=False, split_file=split,

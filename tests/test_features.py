@@ -62,6 +62,25 @@ def test_cache_hit_partial_and_dedup(tmp_path, counting):
     assert not list((tmp_path / "c").rglob("*.tmp"))
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_reading_the_cache_leaves_one_resident_copy(tmp_path):
+    """Rows copied out of a memory-mapped shard do not also stay resident as the shard's pages (one copy, not two)."""
+    from frugalvision.features.cache import EmbeddingCache
+
+    def rss_file_mb():  # file pages; on a tmpfs they count as shared memory
+        with open("/proc/self/status") as fh:
+            return sum(int(line.split()[1]) for line in fh if line.startswith(("RssFile", "RssShmem"))) / 1024
+
+    X = np.random.default_rng(0).random((8192, 2048), dtype=np.float32)  # 64 MB
+    EmbeddingCache(tmp_path, "x").add([f"k{i}" for i in range(len(X))], X)
+    cache = EmbeddingCache(tmp_path, "x")
+    before = rss_file_mb()
+    got = cache.get([f"k{i}" for i in range(len(X))])
+    assert np.array_equal(got, X)
+    assert rss_file_mb() - before < 16  # without dropping the pages: +64 MB
+    assert np.array_equal(cache.get([f"k{i}" for i in range(0, len(X), 7)]), X[::7])  # read again after the drop
+
+
 def test_bad_files_are_listed_and_the_run_continues(tmp_path):
     root = make_shapes_dataset(tmp_path / "d", n_per_class=2)
     (root / "circle" / "broken.png").write_bytes(b"not a png")

@@ -306,6 +306,37 @@ def test_budget_decides_each_validation_half_with_thresholds_fitted_on_the_other
     assert thresholds[0] != thresholds[1]
 
 
+def test_budget_cross_fitting_skips_unreadable_images_and_says_when_it_cannot_refit(tmp_path):
+    """An unreadable validation image is wrong for every model (''), the others keep their rows; a model without a
+    "none of these" threshold is decided by its most probable class; a half that cannot meet a target keeps the
+    model's own operating point, and the note says so."""
+    from frugalvision import _budget
+
+    data = make_shapes_dataset(tmp_path / "shapes", n_per_class=24, seed=5)
+    run = {"cache_dir": tmp_path / "c"}
+    plain = fv.train(data, val_size=0.5, test_size=0.1, reject=False, progress=False, cache_dir=tmp_path / "c")
+    val = plain.training_data.table
+    val = val[val["split"] == "val"]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    paths = [*val["path"], str(broken)]
+    y = np.array([*val["label"], "circle"], dtype=str)
+    halves = _budget._halves(y, 0)
+    notes = []
+    out, top = _budget._decided(plain, paths, run, y=y, halves=halves, notes=notes)
+    assert out[-1] == "" and top[-1] == "" and (out[:-1] != "").all()
+    assert list(out[:-1]) == list(top[:-1]) and notes == []  # no threshold, no target: the most probable class
+    # A target no 'other half' can meet: both halves keep the model's own operating point, and say why.
+    model = fv.train(data, val_size=0.5, test_size=0.1, reject=False, targets=["circle:precision>=0.5"],
+                     progress=False, cache_dir=tmp_path / "c")
+    impossible = np.where(y == "circle", "square", y)  # no circle left to be precise about in the other half
+    notes = []
+    out, _ = _budget._decided(model, paths, run, y=impossible, halves=halves, notes=notes)
+    own, _ = _budget._decided(model, paths, run)
+    assert list(out) == list(own)
+    assert len(notes) == 2 and all("operating point not cross-fitted" in n for n in notes)
+
+
 def test_paired_gain_is_balanced_accuracy_per_image():
     from frugalvision._budget import paired_gain
 

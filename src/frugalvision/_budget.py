@@ -124,8 +124,10 @@ def within_budget(data, recipe, *, budget: float, t_start: float, stages, cv: in
             else:
                 y = val["label"].to_numpy(dtype=str)
                 halves = _halves(y, recipe.seed)
-                ref = _decided(frozen, val["path"], run, y=y, halves=halves)
+                notes = []
+                ref = _decided(frozen, val["path"], run, y=y, halves=halves, notes=notes)
                 rows[0].update(_judged("validation (thresholds cross-fitted on its halves)", ref, ref, y))
+                rows[0]["note"] = "; ".join([rows[0]["note"], *notes]).strip("; ")
         cand = base.replace(finetune=st, finetune_params={**ft_params}, **opts)
         t = _clock()
         if use_cv:
@@ -138,7 +140,9 @@ def within_budget(data, recipe, *, budget: float, t_start: float, stages, cv: in
             cand = cand.replace(finetune_params={**ft_params, "max_seconds": 0.8 * (left() - reserve)})
             model = train(data, cand, out=None, **run)
             rows.append(_row(name, model, _clock() - t))
-            pred = _decided(model, val["path"], run, y=y, halves=halves)
+            notes = []
+            pred = _decided(model, val["path"], run, y=y, halves=halves, notes=notes)
+            rows[-1]["note"] = "; ".join([rows[-1]["note"], *notes]).strip("; ")
         rows[-1].update(_judged(rows[0]["judged_on"], pred, ref, y))
         if rows[-1]["gain_vs_frozen"] > KEEP_SE * rows[-1]["gain_se"] and \
                 rows[-1]["gain_vs_frozen"] > (rows[best_i].get("gain_vs_frozen") or 0.0):
@@ -268,11 +272,13 @@ def _cv_info(k, done, seconds, epochs, best_epochs, stopped, limit, note="") -> 
     return {**info, "note": note} if note else info
 
 
-def _decided(model, paths, run, *, y=None, halves=None) -> tuple[np.ndarray, np.ndarray]:
+def _decided(model, paths, run, *, y=None, halves=None, notes=None) -> tuple[np.ndarray, np.ndarray]:
     """``(decision, most probable class)`` of the model for each image ('' where unreadable; unknown is never right).
 
     With ``halves`` (0/1 per image) and the true labels ``y``, each half is decided with the model's "none of these"
-    threshold and operating point fitted again on the other half, as training fits them on validation images.
+    threshold and operating point fitted again on the other half's images of known classes, as training fits them
+    on validation images. Where the other half cannot place them (fewer than 20 images, a target it cannot meet),
+    the model's own are used and ``notes`` (a list) says so.
     """
     from .decision import choose_operating_point, decide
     from .exceptions import DataError
@@ -289,20 +295,25 @@ def _decided(model, paths, run, *, y=None, halves=None) -> tuple[np.ndarray, np.
         out[emb.ok], top[emb.ok] = d.names(), d.names("most_probable")
         return out, top
     ok = np.flatnonzero(emb.ok)
+    y_ok = np.asarray(y, dtype=str)[ok]
+    known = np.isin(y_ok, list(model.classes))
     scores = _ood_scores(model, emb.X, logits) if model.ood_state is not None and len(ok) else None
     reject = model.info.reject
     targets = list(model.operating_point.targets) if model.operating_point is not None else []
     for h in (0, 1):
-        mine, other = halves[ok] == h, halves[ok] != h
-        # A half too small to place a threshold or meet a target (only below CV_BELOW): the model's own.
+        mine, fit = halves[ok] == h, (halves[ok] != h) & known
         threshold, op = (reject.threshold if reject is not None else None), model.operating_point
-        if scores is not None and threshold is not None and other.sum() >= MIN_REJECT_VALIDATION:
-            threshold = threshold_for_accept_rate(scores[other], reject.accept_rate)
+        if scores is not None and threshold is not None:
+            if fit.sum() >= MIN_REJECT_VALIDATION:
+                threshold = threshold_for_accept_rate(scores[fit], reject.accept_rate)
+            elif notes is not None:
+                notes.append(f"'none of these' threshold not cross-fitted on half {h + 1}: {int(fit.sum())} images")
         if targets:
             try:
-                op = choose_operating_point(proba[other], np.asarray(y)[ok][other], model.classes, targets)
-            except DataError:
-                pass
+                op = choose_operating_point(proba[fit], y_ok[fit], model.classes, targets)
+            except DataError as exc:
+                if notes is not None:
+                    notes.append(f"operating point not cross-fitted on half {h + 1}: {exc}")
         d = decide(proba[mine], model.classes, operating_point=op, reject_threshold=threshold,
                    ood_scores=None if scores is None else scores[mine])
         out[ok[mine]], top[ok[mine]] = d.names(), d.names("most_probable")

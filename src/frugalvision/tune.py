@@ -351,8 +351,8 @@ def tune(data, recipe=None, *, backbones=("efficientnet_lite0",), features=("las
     (``finetune``, in order, with PyTorch) while time is left, each with the search winner's recipe and a time limit.
     The frozen winner and each fine-tuned model are judged on the same images, paired, in balanced accuracy: on the
     validation split (each half decided with its "none of these" threshold and operating point fitted again on the
-    other half: fitted on the images that judge them they would pin what they control), or, when it has fewer than :data:`frugalvision._budget.CV_BELOW` images, by ``cv``-fold
-    cross-validation over the train + validation images (each fold trains the candidate from scratch, its C,
+    other half: fitted on the images that judge them they would pin what they control), or, when it has fewer than
+    :data:`frugalvision._budget.CV_BELOW` images, by ``cv``-fold cross-validation over the train + validation images (each fold trains the candidate from scratch, its C,
     operating point or epoch chosen inside the fold). A fine-tuned model is kept only when it beats the frozen one
     by more than two standard errors of the difference (:data:`frugalvision._budget.KEEP_SE`; otherwise the frozen,
     cheaper model); a cross-validated

@@ -101,11 +101,15 @@ class EmbeddingCache:
 
     def get(self, keys) -> np.ndarray:
         """Stack the embeddings for ``keys`` (all must be present)."""
-        rows = [self._arrays[s][r] for s, r in (self._index[k] for k in keys)]
+        where = [self._index[k] for k in keys]
+        rows = [self._arrays[s][r] for s, r in where]
         if not rows:
             dim = next(iter(self._arrays.values())).shape[1] if self._arrays else 0
             return np.zeros((0, dim), dtype=np.float32)
-        return np.stack(rows).astype(np.float32, copy=False)
+        out = np.stack(rows).astype(np.float32, copy=False)
+        for shard in {s for s, _ in where}:
+            _drop_pages(self._arrays[shard])
+        return out
 
     def missing(self, keys) -> list[str]:
         return [k for k in keys if k not in self._index]
@@ -136,6 +140,20 @@ class EmbeddingCache:
         self._arrays[shard] = np.load(npy, mmap_mode="r")
         for row, key in enumerate(keys):
             self._index[key] = (shard, row)
+
+
+def _drop_pages(arr) -> None:
+    """Unmap the resident pages of a memory-mapped shard whose rows were just copied out. They stay in the page
+    cache, but counted in this process they made every embedding resident twice: measured while fine-tuning 2 stages
+    on 700 images, the file-backed resident memory grew by 0.68 GB next to the copies of the activations."""
+    import mmap
+
+    m = getattr(arr, "_mmap", None)
+    if m is not None and hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            m.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):  # a closed map, or a platform that refuses: only memory is at stake
+            pass
 
 
 #: Shards (path, mtime, size) this process has verified: each is read and checked once per process.
