@@ -138,3 +138,38 @@ def test_report_names_the_measured_alternative_when_the_features_cap(tmp_path, t
     pd.DataFrame({"backbone": ["b"] * 2, "features": ["multi", "last"], "mean_accuracy": [0.905, 0.90],
                   "std_accuracy": [0.01, 0.01]}).to_csv(tmp_path / "tuning.csv", index=False)
     assert _features_step(copy, capped=True) is None  # within the noise: nothing to say
+
+
+def test_report_names_what_tune_budget_measured_of_fine_tuning(tmp_path, trained):
+    """A frozen model kept by tune --budget: the next step gives each fine-tuning candidate's paired gain, its minutes
+    and the smallest gain tune could have kept; not for a model trained into the folder afterwards."""
+    import shutil
+
+    import pandas as pd
+
+    from frugalvision.reporting.verdict import _finetune_step
+
+    model, run = trained
+    shutil.copy(run / "model.safetensors", tmp_path / "model.safetensors")
+    copy = fv.load_model(tmp_path)
+    assert _finetune_step(copy) is None  # no tune --budget here
+    val_acc = copy.info.training.validation["accuracy"]
+    on = "validation (thresholds cross-fitted on its halves)"
+    table = pd.DataFrame({
+        "candidate": ["frozen (last features, linear head)", "fine-tune last-stage", "fine-tune 2-stages"],
+        "judged_on": [on] * 3, "n_images": [450] * 3, "gain_vs_frozen": [0.0, 0.0, -0.0022],
+        "gain_se": [0.0, 0.0, 0.0097], "kept_above": [0.0, 0.0, 0.0194], "seconds": [4.2, 309.1, 674.0],
+        "validation_accuracy": [val_acc, 0.8, 0.8], "note": ["", "", ""], "chosen": [True, False, False]})
+    table.to_csv(tmp_path / "tuning_budget.csv", index=False)
+    step = _finetune_step(copy)
+    assert "tune --budget measured fine-tuning" in step and "on 450 validation images" in step
+    assert "the last stage +0.0 ± 0.0 points (kept above +0.0) in 5 min" in step
+    assert "2 stages -0.2 ± 1.0 points (kept above +1.9) in 11 min" in step
+    table.assign(validation_accuracy=[val_acc - 0.01, 0.8, 0.8]).to_csv(tmp_path / "tuning_budget.csv", index=False)
+    assert _finetune_step(copy) is None  # the folder's model is not the one tune kept
+    not_tried = table.assign(judged_on=[on, None, None], n_images=[450, None, None], gain_vs_frozen=[0.0, None, None],
+                             gain_se=[0.0, None, None], kept_above=[0.0, None, None],
+                             note=["", "not tried: fine-tuning needs PyTorch", "not tried: fine-tuning needs PyTorch"])
+    not_tried.to_csv(tmp_path / "tuning_budget.csv", index=False)
+    assert _finetune_step(copy) == ("tune --budget did not judge fine-tuning (not tried: fine-tuning needs PyTorch; "
+                                    "not tried: fine-tuning needs PyTorch).")

@@ -475,6 +475,7 @@ def test_budget_lines_say_the_smallest_gain_that_would_be_kept():
 
     row = {"judged_on": "validation", "n_images": 450, "balanced_accuracy": 0.842, "accuracy": 0.842,
            "most_probable_accuracy": 0.876, "gain_vs_frozen": -0.004, "gain_se": 0.0094, "seconds": 804.0,
+           "kept_above": KEEP_SE * 0.0094,
            "candidate": "fine-tune 2-stages", "note": ""}
     text = _judged(row)
     assert "on 450 images" in text and "most probable class right: 87.6 %" in text

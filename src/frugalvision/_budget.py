@@ -172,7 +172,8 @@ def within_budget(data, recipe, *, budget: float, t_start: float, stages, cv: in
 def _row(name, model, seconds, note=""):
     ft = model.info.finetune if model is not None else None
     return {"candidate": name, "judged_on": None, "n_images": None, "accuracy": None, "balanced_accuracy": None,
-            "most_probable_accuracy": None, "gain_vs_frozen": None, "gain_se": None, "accuracy_gain": None,
+            "most_probable_accuracy": None, "gain_vs_frozen": None, "gain_se": None, "kept_above": None,
+            "accuracy_gain": None,
             "seconds": round(seconds, 1),
             "folds_run": None, "epochs_run": ft.epochs_run if ft else None, "best_epoch": ft.best_epoch if ft else None,
             "stopped_by_budget": bool(ft.stopped_by_budget) if ft else False, **_full_split(model), "note": note}
@@ -193,7 +194,8 @@ def _judged(on: str, pred, base_pred, y) -> dict:
     return {"judged_on": on, "n_images": int(len(y)), "accuracy": acc,
             "balanced_accuracy": float(np.mean([np.mean(right[y == c]) for c in np.unique(y)])),  # unknown: wrong
             "most_probable_accuracy": float(np.mean(pred[1] == y)),
-            "gain_vs_frozen": gain, "gain_se": se, "accuracy_gain": acc - float(np.mean(base_right))}
+            "gain_vs_frozen": gain, "gain_se": se, "kept_above": KEEP_SE * se,
+            "accuracy_gain": acc - float(np.mean(base_right))}
 
 
 def _halves(y, seed: int) -> np.ndarray:

@@ -204,6 +204,51 @@ def _features_step(model, capped: bool) -> str | None:
             "ImageNet); fine-tuning ('train --finetune 2-stages') costs minutes per epoch on a CPU.")
 
 
+def _budget_rows(model) -> list[dict] | None:
+    """The rows of the tuning_budget.csv beside the model (``tune --budget``), when its kept row is this model (the
+    same validation accuracy: a model trained into the folder later is not described by it)."""
+    folder = getattr(model, "path", None)
+    table = Path(folder).parent / "tuning_budget.csv" if folder else None
+    if table is None or not table.is_file():
+        return None
+    import pandas as pd
+
+    try:
+        rows = pd.read_csv(table).to_dict("records")
+        kept = [r for r in rows if str(r.get("chosen")).lower() == "true"]
+        mine = (model.info.training.validation or {}).get("accuracy")
+        if len(kept) != 1 or mine is None or not abs(float(kept[0]["validation_accuracy"]) - float(mine)) < 1e-4:
+            return None
+        return rows
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _finetune_step(model) -> str | None:
+    """What ``tune --budget`` measured of fine-tuning against this frozen model, with its cost in minutes: the
+    measured alternative, and how large a gain it could not have seen."""
+    rows = _budget_rows(model)
+    if not rows or model.meta.get("finetune"):
+        return None
+    cands = [r for r in rows if str(r["candidate"]).startswith("fine-tune")]
+    judged = [r for r in cands if isinstance(r.get("kept_above"), float) and np.isfinite(r["kept_above"])]
+    if not judged:
+        notes = "; ".join(str(r["note"]) for r in cands if isinstance(r.get("note"), str) and r["note"])
+        return f"tune --budget did not judge fine-tuning ({notes})." if notes else None
+    def stages(r):
+        st = str(r["candidate"])[len("fine-tune "):]
+        return "the last stage" if st == "last-stage" else st.replace("-", " ")
+
+    parts = [f"{stages(r)} {100 * r['gain_vs_frozen']:+.1f} ± {100 * r['gain_se']:.1f} points (kept above "
+             f"{100 * r['kept_above']:+.1f}) in {max(1, round(float(r['seconds']) / 60))} min" for r in judged]
+    on, n = str(judged[0]["judged_on"]), int(judged[0]["n_images"])
+    where = f"on {n} validation images" if on.startswith("validation") else f"by {on} over {n} images"
+    return (f"tune --budget measured fine-tuning against this frozen model (balanced accuracy, paired, {where}): "
+            f"{'; '.join(parts)}. It keeps a fine-tune only above two standard errors of its gain, so a smaller gain "
+            f"may be there unseen; if it is worth those minutes at every retraining, train with --finetune and "
+            f"compare the two on your test images.")
+
+
 def next_steps(ev, rows, lc, lc_ext, model, groups_gaps) -> list[str]:
     steps = []
     class_counts = (lc or {}).get("class_counts", {})
@@ -230,9 +275,9 @@ def next_steps(ev, rows, lc, lc_ext, model, groups_gaps) -> list[str]:
     capped = any(not np.isfinite(e.get("multiple") or 0) or (e.get("multiple") or 0) > 10
                  for k, e in lc_ext.items() if k != "_accuracy" and e) \
         or bool(lc_ext.get("_accuracy") and not lc_ext["_accuracy"].get("rising"))
-    feature_step = _features_step(model, capped)
-    if feature_step:
-        steps.insert(0 if capped else len(steps), feature_step)
+    for step in (_finetune_step(model), _features_step(model, capped)):
+        if step:
+            steps.insert(0 if capped else len(steps), step)
     errors = int((~ev.predictions["correct"]).sum())
     if ev.confused_pairs and errors:
         top = ev.confused_pairs[:2]
