@@ -142,7 +142,8 @@ def test_report_names_the_measured_alternative_when_the_features_cap(tmp_path, t
 
 def test_report_names_what_tune_budget_measured_of_fine_tuning(tmp_path, trained):
     """A frozen model kept by tune --budget: the next step gives each fine-tuning candidate's paired gain, its minutes
-    and the smallest gain tune could have kept; not for a model trained into the folder afterwards."""
+    a training and the smallest gain tune would have kept; not for a model trained into the folder afterwards, and
+    never a crash on a file edited by hand."""
     import shutil
 
     import pandas as pd
@@ -153,23 +154,33 @@ def test_report_names_what_tune_budget_measured_of_fine_tuning(tmp_path, trained
     shutil.copy(run / "model.safetensors", tmp_path / "model.safetensors")
     copy = fv.load_model(tmp_path)
     assert _finetune_step(copy) is None  # no tune --budget here
-    val_acc = copy.info.training.validation["accuracy"]
+    mine = copy.info.training.finished
     on = "validation (thresholds cross-fitted on its halves)"
     table = pd.DataFrame({
         "candidate": ["frozen (last features, linear head)", "fine-tune last-stage", "fine-tune 2-stages"],
         "judged_on": [on] * 3, "n_images": [450] * 3, "gain_vs_frozen": [0.0, 0.0, -0.0022],
         "gain_se": [0.0, 0.0, 0.0097], "kept_above": [0.0, 0.0, 0.0194], "seconds": [4.2, 309.1, 674.0],
-        "validation_accuracy": [val_acc, 0.8, 0.8], "note": ["", "", ""], "chosen": [True, False, False]})
+        "folds_run": [None] * 3, "model_finished": [mine, "x", "y"], "note": ["", "", ""],
+        "chosen": [True, False, False]})
     table.to_csv(tmp_path / "tuning_budget.csv", index=False)
     step = _finetune_step(copy)
     assert "tune --budget measured fine-tuning" in step and "on 450 validation images" in step
-    assert "the last stage +0.0 ± 0.0 points (kept above +0.0) in 5 min" in step
-    assert "2 stages -0.2 ± 1.0 points (kept above +1.9) in 11 min" in step
-    table.assign(validation_accuracy=[val_acc - 0.01, 0.8, 0.8]).to_csv(tmp_path / "tuning_budget.csv", index=False)
+    assert "the last stage +0.0 ± 0.0 points (it would have kept it only above +0.0), about 5 min a training" in step
+    assert "2 stages -0.2 ± 1.0 points (it would have kept it only above +1.9), about 11 min a training" in step
+    # By 5-fold CV the seconds are five trainings'.
+    table.assign(judged_on="5-fold CV", folds_run="5 of 5").to_csv(tmp_path / "tuning_budget.csv", index=False)
+    assert "by 5-fold CV over 450 images" in _finetune_step(copy) and "about 2 min a training" in _finetune_step(copy)
+    table.assign(model_finished=["2020-01-01T00:00:00", "x", "y"]).to_csv(tmp_path / "tuning_budget.csv", index=False)
     assert _finetune_step(copy) is None  # the folder's model is not the one tune kept
-    not_tried = table.assign(judged_on=[on, None, None], n_images=[450, None, None], gain_vs_frozen=[0.0, None, None],
-                             gain_se=[0.0, None, None], kept_above=[0.0, None, None],
-                             note=["", "not tried: fine-tuning needs PyTorch", "not tried: fine-tuning needs PyTorch"])
-    not_tried.to_csv(tmp_path / "tuning_budget.csv", index=False)
-    assert _finetune_step(copy) == ("tune --budget did not judge fine-tuning (not tried: fine-tuning needs PyTorch; "
-                                    "not tried: fine-tuning needs PyTorch).")
+    table.drop(columns=["model_finished"]).to_csv(tmp_path / "tuning_budget.csv", index=False)
+    assert _finetune_step(copy) is None  # a file from before the column: nothing said rather than a guess
+    note = "not tried: fine-tuning needs PyTorch"
+    table.assign(judged_on=[on, None, None], n_images=[450, None, None], gain_vs_frozen=[0.0, None, None],
+                 gain_se=[0.0, None, None], kept_above=[0.0, None, None], note=["", note, note]) \
+        .to_csv(tmp_path / "tuning_budget.csv", index=False)
+    assert _finetune_step(copy) == f"tune --budget did not measure fine-tuning: {note}."
+    for bad in ({"seconds": float("inf")}, {"n_images": "many"}, {"candidate": 7}, {"gain_se": None}):
+        table.assign(**bad).to_csv(tmp_path / "tuning_budget.csv", index=False)
+        _finetune_step(copy)  # whatever it says, it does not raise
+    table.drop(columns=["gain_se"]).to_csv(tmp_path / "tuning_budget.csv", index=False)
+    assert _finetune_step(copy) is None

@@ -263,8 +263,18 @@ def test_budget_weighs_fine_tuning_against_the_frozen_winner(shapes_dir, tmp_pat
         assert "needs PyTorch" in ft["note"] and frozen["chosen"] and ft["judged_on"] is None
     table = pd.read_csv(tmp_path / "run" / "tuning_budget.csv")
     assert list(table["candidate"]) == [r["candidate"] for r in rows]
-    assert fv.load_model(tmp_path / "run").info.training.validation["accuracy"] == \
-        max(r["validation_accuracy"] for r in rows if r["chosen"])
+    saved = fv.load_model(tmp_path / "run")
+    assert saved.info.training.validation["accuracy"] == max(r["validation_accuracy"] for r in rows if r["chosen"])
+    # The report of the kept model says what was measured of fine-tuning (or why it was not), read from the file.
+    from frugalvision.reporting.verdict import _finetune_step
+
+    step = _finetune_step(saved)
+    if frozen["chosen"] and has_torch():
+        assert step.startswith("tune --budget measured fine-tuning") and "on " in step and "min a training" in step
+    elif frozen["chosen"]:
+        assert step == "tune --budget did not measure fine-tuning: " + ft["note"] + "."
+    else:
+        assert step is None  # a fine-tuned model: the report says so elsewhere
 
 
 def test_budget_decides_each_validation_half_with_thresholds_fitted_on_the_other(tmp_path):
@@ -479,4 +489,4 @@ def test_budget_lines_say_the_smallest_gain_that_would_be_kept():
            "candidate": "fine-tune 2-stages", "note": ""}
     text = _judged(row)
     assert "on 450 images" in text and "most probable class right: 87.6 %" in text
-    assert f"-0.4 ± 0.9 points (one SE; kept above +{100 * KEEP_SE * 0.0094:.1f})" in text
+    assert f"-0.4 ± 0.9 points (one SE; kept only above +{100 * KEEP_SE * 0.0094:.1f})" in text

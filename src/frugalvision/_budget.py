@@ -180,9 +180,11 @@ def _row(name, model, seconds, note=""):
 
 
 def _full_split(model) -> dict:
-    """The validation accuracy of a model trained on the usual split (the saved model's)."""
+    """The validation accuracy of a model trained on the usual split (the saved model's), and when it finished
+    training (what the report matches the saved model by)."""
     v = model.info.training.validation if model is not None else {}
-    return {"validation_accuracy": v.get("accuracy"), "n_validation": v.get("n")}
+    return {"validation_accuracy": v.get("accuracy"), "n_validation": v.get("n"),
+            "model_finished": model.info.training.finished if model is not None else None}
 
 
 def _judged(on: str, pred, base_pred, y) -> dict:

@@ -59,10 +59,10 @@ def _judged(c: dict) -> str:
     text = (f"{c['judged_on']} on {c['n_images']} images: balanced accuracy {100 * c['balanced_accuracy']:.1f} % "
             f"(accuracy {100 * c['accuracy']:.1f} %; most probable class right: "
             f"{100 * c['most_probable_accuracy']:.1f} %)")
-    if c["gain_se"] is not None and c["candidate"].startswith("fine-tune"):
+    if c["gain_se"] is not None and c.get("kept_above") is not None and c["candidate"].startswith("fine-tune"):
         # The smallest gain that would be kept: on a few hundred images a real 1-point gain is not shown.
-        text += (f", gain {100 * c['gain_vs_frozen']:+.1f} ± {100 * c['gain_se']:.1f} points (one SE; kept above "
-                 f"{100 * c['kept_above']:+.1f})")
+        text += (f", gain {100 * c['gain_vs_frozen']:+.1f} ± {100 * c['gain_se']:.1f} points (one SE; kept only "
+                 f"above {100 * c['kept_above']:+.1f})")
     text += f", {c['seconds']:.0f} s"
     if c.get("refit_seconds") is not None:
         text += f" + refit {c['refit_seconds']:.0f} s"

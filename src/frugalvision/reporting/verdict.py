@@ -206,7 +206,7 @@ def _features_step(model, capped: bool) -> str | None:
 
 def _budget_rows(model) -> list[dict] | None:
     """The rows of the tuning_budget.csv beside the model (``tune --budget``), when its kept row is this model (the
-    same validation accuracy: a model trained into the folder later is not described by it)."""
+    same end of training: a model trained into the folder later is not described by it)."""
     folder = getattr(model, "path", None)
     table = Path(folder).parent / "tuning_budget.csv" if folder else None
     if table is None or not table.is_file():
@@ -214,39 +214,62 @@ def _budget_rows(model) -> list[dict] | None:
     import pandas as pd
 
     try:
-        rows = pd.read_csv(table).to_dict("records")
+        rows = pd.read_csv(table, keep_default_na=False, na_values=[""]).to_dict("records")
         kept = [r for r in rows if str(r.get("chosen")).lower() == "true"]
-        mine = (model.info.training.validation or {}).get("accuracy")
-        if len(kept) != 1 or mine is None or not abs(float(kept[0]["validation_accuracy"]) - float(mine)) < 1e-4:
+        finished = model.info.training.finished
+        if len(kept) != 1 or not finished or str(kept[0].get("model_finished")) != finished:
             return None
         return rows
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
+def _finite(*values) -> bool:
+    try:
+        return all(np.isfinite(float(v)) for v in values)
+    except (TypeError, ValueError):
+        return False
+
+
 def _finetune_step(model) -> str | None:
     """What ``tune --budget`` measured of fine-tuning against this frozen model, with its cost in minutes: the
-    measured alternative, and how large a gain it could not have seen."""
+    measured alternative, and how large a gain it could not have seen. None when there is nothing (or nothing
+    readable: the file may be old or edited by hand)."""
     rows = _budget_rows(model)
     if not rows or model.meta.get("finetune"):
         return None
-    cands = [r for r in rows if str(r["candidate"]).startswith("fine-tune")]
-    judged = [r for r in cands if isinstance(r.get("kept_above"), float) and np.isfinite(r["kept_above"])]
+    try:
+        return _finetune_words([r for r in rows if str(r.get("candidate", "")).startswith("fine-tune ")])
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
+        return None
+
+
+def _finetune_words(cands: list[dict]) -> str | None:
+    judged = [r for r in cands if _finite(r.get("gain_vs_frozen"), r.get("gain_se"), r.get("kept_above"),
+                                          r.get("seconds"), r.get("n_images"))]
     if not judged:
-        notes = "; ".join(str(r["note"]) for r in cands if isinstance(r.get("note"), str) and r["note"])
-        return f"tune --budget did not judge fine-tuning ({notes})." if notes else None
+        notes = list(dict.fromkeys(str(r["note"]) for r in cands if isinstance(r.get("note"), str) and r["note"]))
+        return f"tune --budget did not measure fine-tuning: {'; '.join(notes)}." if notes else None
+
     def stages(r):
         st = str(r["candidate"])[len("fine-tune "):]
         return "the last stage" if st == "last-stage" else st.replace("-", " ")
 
-    parts = [f"{stages(r)} {100 * r['gain_vs_frozen']:+.1f} ± {100 * r['gain_se']:.1f} points (kept above "
-             f"{100 * r['kept_above']:+.1f}) in {max(1, round(float(r['seconds']) / 60))} min" for r in judged]
-    on, n = str(judged[0]["judged_on"]), int(judged[0]["n_images"])
-    where = f"on {n} validation images" if on.startswith("validation") else f"by {on} over {n} images"
-    return (f"tune --budget measured fine-tuning against this frozen model (balanced accuracy, paired, {where}): "
-            f"{'; '.join(parts)}. It keeps a fine-tune only above two standard errors of its gain, so a smaller gain "
-            f"may be there unseen; if it is worth those minutes at every retraining, train with --finetune and "
-            f"compare the two on your test images.")
+    def minutes(r):  # one training: a CV candidate's seconds are all its folds'
+        done = str(r.get("folds_run") or "").split(" of ")[0]
+        per = float(r["seconds"]) / (int(done) if done.isdigit() and int(done) > 0 else 1)
+        return max(1, round(per / 60))
+
+    parts = [f"{stages(r)} {100 * float(r['gain_vs_frozen']):+.1f} ± {100 * float(r['gain_se']):.1f} points "
+             f"(it would have kept it only above {100 * float(r['kept_above']):+.1f}), about {minutes(r)} min a "
+             f"training" for r in judged]
+    on, n = str(judged[0].get("judged_on") or ""), int(float(judged[0]["n_images"]))
+    where = (f"on {n} validation images" if on.startswith("validation")
+             else f"by {on} over {n} images" if on else f"on {n} images")
+    return (f"tune --budget measured fine-tuning against this frozen model (gain in balanced accuracy ± one standard "
+            f"error, paired, {where}): {'; '.join(parts)}. It keeps a fine-tune only above two standard errors, so a "
+            f"smaller gain may be there unseen; if it is worth those minutes at every retraining, train with "
+            f"--finetune and compare the two on your test images.")
 
 
 def next_steps(ev, rows, lc, lc_ext, model, groups_gaps) -> list[str]:
@@ -275,9 +298,12 @@ def next_steps(ev, rows, lc, lc_ext, model, groups_gaps) -> list[str]:
     capped = any(not np.isfinite(e.get("multiple") or 0) or (e.get("multiple") or 0) > 10
                  for k, e in lc_ext.items() if k != "_accuracy" and e) \
         or bool(lc_ext.get("_accuracy") and not lc_ext["_accuracy"].get("rising"))
-    for step in (_finetune_step(model), _features_step(model, capped)):
+    feature_step, finetune_step = _features_step(model, capped), _finetune_step(model)
+    for step in (finetune_step, feature_step) if capped else ():
         if step:
-            steps.insert(0 if capped else len(steps), step)
+            steps.insert(0, step)
+    if feature_step and not capped:
+        steps.append(feature_step)
     errors = int((~ev.predictions["correct"]).sum())
     if ev.confused_pairs and errors:
         top = ev.confused_pairs[:2]
@@ -309,6 +335,8 @@ def next_steps(ev, rows, lc, lc_ext, model, groups_gaps) -> list[str]:
         share = ((ev.open_world or {}).get("rejection") or {}).get("rejected_share")
         steps.append(f"Unknown-image rejection is on ({_pct(share)} of these test images were set aside as unknown); "
                      f"check it on real out-of-scope photos with report --unknown FOLDER.")
+    if finetune_step and not capped:  # measured, but the curve does not call for it: after the other advice
+        steps.append(finetune_step)
     seen: set = set()
     steps = [s for s in steps if not (s in seen or seen.add(s))]  # one bullet per piece of advice
     return steps[:4]
