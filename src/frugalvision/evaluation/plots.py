@@ -44,21 +44,27 @@ def _confusion_png(cm_bytes: bytes, shape: tuple, dtype: str, classes: tuple) ->
     cm = np.frombuffer(cm_bytes, dtype=dtype).reshape(shape)
     plt = _plt()
     k = len(classes)
-    size = max(4.0, 0.6 * k + 2.5)
+    size = max(4.0, 0.6 * k + 2.5) if k <= 20 else 0.3 * k + 8.5  # no numbers in the cells past 20: half the room
     fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size), layout="constrained")
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     for ax, data, title, fmt in ((axes[0], cm, "Counts", "d"), (axes[1], norm, "Row-normalised (recall)", ".2f")):
-        im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        # Cells drawn as a mesh, not an image: imshow resampled and coloured every output pixel (4.9 s at 40
+        # classes, 28 s at 100), a mesh costs per cell.
+        im = ax.pcolormesh(norm, cmap="Blues", vmin=0, vmax=1)
+        ax.set_xlim(0, k)
+        ax.set_ylim(k, 0)
+        ax.set_aspect("equal")
         ax.set_title(title)
-        ax.set_xticks(range(k), [_wrap(c) for c in classes], rotation=45 if k > 4 else 0, ha="right" if k > 4 else "center")
-        ax.set_yticks(range(k), [_wrap(c) for c in classes])
+        ax.set_xticks(np.arange(k) + 0.5, [_wrap(c) for c in classes], rotation=45 if k > 4 else 0,
+                      ha="right" if k > 4 else "center")
+        ax.set_yticks(np.arange(k) + 0.5, [_wrap(c) for c in classes])
         ax.set_xlabel("Predicted")
         ax.set_ylabel("True")
         if k <= 20:
             for i in range(k):
                 for j in range(k):
                     v = data[i, j]
-                    ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=9,
+                    ax.text(j + 0.5, i + 0.5, format(v, fmt), ha="center", va="center", fontsize=9,
                             color="white" if norm[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=axes, shrink=0.8)
     return _png(fig)
