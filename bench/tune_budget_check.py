@@ -87,20 +87,18 @@ def _thresholds(kept, other, split, test, cache_dir) -> dict:
     out = {}
     for name, df in (("validation", table[table["split"] == "val"]), ("test", test)):
         y = df["label"].to_numpy(dtype=str)
-        draws = []
+        draws, seed0 = [], None
         for seed in range(6):
             h = _budget._halves(y, seed)
-            k, o = (_budget._decided(m, df["path"], run, y=y, halves=h) for m in (kept, other))
-            draws.append(_budget.paired_gain(k[0] == y, o[0] == y, y))
+            k, o = (_budget._decided(m, df["path"], run, y=y, halves=h)[0] == y for m in (kept, other))
+            draws.append(_budget.paired_gain(k, o, y))
+            seed0 = seed0 or (k, o)
+        plain = {n: _budget._decided(m, df["path"], run) for n, m in (("kept", kept), ("other", other))}
         out[name] = {"n": int(len(y)),
                      "cross_fitted_gain_and_se_by_seed": [[round(g, 4), round(se, 4)] for g, se in draws],
-                     "cross_fitted_seed0_ci": paired_ci(*((_budget._decided(m, df["path"], run, y=y,
-                                                                            halves=_budget._halves(y, 0))[0] == y)
-                                                           for m in (kept, other))),
-                     "most_probable": paired_ci(*((_budget._decided(m, df["path"], run)[1] == y)
-                                                  for m in (kept, other))),
-                     "rejected_share": {n: float(np.mean(_budget._decided(m, df["path"], run)[0] == "unknown"))
-                                        for n, m in (("kept", kept), ("other", other))}}
+                     "cross_fitted_seed0_ci": paired_ci(*seed0),
+                     "most_probable": paired_ci(plain["kept"][1] == y, plain["other"][1] == y),
+                     "rejected_share": {n: float(np.mean(d[0] == "unknown")) for n, d in plain.items()}}
     return out
 
 

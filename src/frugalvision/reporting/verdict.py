@@ -152,12 +152,18 @@ def _lc_step(ext, r, class_counts) -> str | None:
             f"these points reaches {_pct(r['value'])} at about {m:.1f}× the current data. A rough guide, not a promise.")
 
 
+def _beside(model, name: str) -> Path | None:
+    """The file ``name`` in the model's run folder (what tune wrote there), if there is one."""
+    folder = getattr(model, "path", None)
+    table = Path(folder).parent / name if folder else None
+    return table if table is not None and table.is_file() else None
+
+
 def _tuned_features(model) -> dict | None:
     """``{kind: (best mean CV score, its std, what the score is)}`` from the tuning.csv beside the model, if tune ran:
     balanced accuracy (what tune ranks by), or accuracy in a table written before tune had it."""
-    folder = getattr(model, "path", None)
-    table = Path(folder).parent / "tuning.csv" if folder else None
-    if table is None or not table.is_file():
+    table = _beside(model, "tuning.csv")
+    if table is None:
         return None
     import pandas as pd
 
@@ -207,9 +213,8 @@ def _features_step(model, capped: bool) -> str | None:
 def _budget_rows(model) -> list[dict] | None:
     """The rows of the tuning_budget.csv beside the model (``tune --budget``), when its kept row is this model (the
     same end of training: a model trained into the folder later is not described by it)."""
-    folder = getattr(model, "path", None)
-    table = Path(folder).parent / "tuning_budget.csv" if folder else None
-    if table is None or not table.is_file():
+    table = _beside(model, "tuning_budget.csv")
+    if table is None:
         return None
     import pandas as pd
 
@@ -299,10 +304,9 @@ def next_steps(ev, rows, lc, lc_ext, model, groups_gaps) -> list[str]:
                  for k, e in lc_ext.items() if k != "_accuracy" and e) \
         or bool(lc_ext.get("_accuracy") and not lc_ext["_accuracy"].get("rising"))
     feature_step, finetune_step = _features_step(model, capped), _finetune_step(model)
-    for step in (finetune_step, feature_step) if capped else ():
-        if step:
-            steps.insert(0, step)
-    if feature_step and not capped:
+    if capped:  # the features look like the ceiling: the measured alternatives come first
+        steps[:0] = [s for s in (feature_step, finetune_step) if s]
+    elif feature_step:
         steps.append(feature_step)
     errors = int((~ev.predictions["correct"]).sum())
     if ev.confused_pairs and errors:
