@@ -105,6 +105,33 @@ def test_numpy_solver_on_two_classes_matches_scikit_learn(class_weight):
     np.testing.assert_allclose(p, ref.predict_proba(Xs), atol=1e-3)
 
 
+@pytest.mark.parametrize("class_weight", [None, "balanced"])
+def test_numpy_solver_with_fewer_rows_than_dimensions_matches_scikit_learn(class_weight):
+    # Few labels: the solver works in the span of the rows (exact); with and without intercept (the small-data
+    # path's CL2N logistic regression has none), on 60 rows of 200 dimensions, and on duplicated rows.
+    from frugalvision.small_data import _cl2n, _fit
+
+    X, y = _problem(4, n=60, d=200, imbalanced=class_weight is not None)
+    X = np.vstack([X, X[:10]])  # a rank-deficient Gram matrix
+    y = np.concatenate([y, y[:10]])
+    y_idx = np.unique(y, return_inverse=True)[1]
+    sw = compute_sample_weight(class_weight, y_idx) if class_weight else None
+    Xs = StandardScaler().fit_transform(X)
+    Z = _cl2n(X, X.mean(0))
+    for rows, intercept in ((Xs, True), (Z, False)):
+        ref = LogisticRegression(C=10, fit_intercept=intercept, class_weight=class_weight, tol=1e-10,
+                                 max_iter=10_000).fit(rows, y_idx)
+        W, b, _ = _numpy_fit.fit_softmax(rows, y_idx, 4, C=10, sample_weights=[sw], tol=1e-8,
+                                         fit_intercept=intercept)
+        assert W.shape == (1, 4, 200) and (intercept or not b.any())
+        z = rows @ W[0].T + b[0]
+        p = np.exp(z - z.max(1, keepdims=True))
+        np.testing.assert_allclose(p / p.sum(1, keepdims=True), ref.predict_proba(rows), atol=1e-3)
+    # The candidate deploys it on raw rows as W x + b with b = -W c: the decided class is the one on CL2N rows.
+    Wd, bd = _fit("cl2n", 10, X, y_idx, 4, class_weight)
+    np.testing.assert_array_equal((X @ Wd.T + bd).argmax(1), (Z @ Wd.T).argmax(1))
+
+
 def _softmax(X, W, b):
     """Probabilities of each of the G stacked problems, (G, n, K)."""
     z = np.einsum("nd,gkd->gnk", X, W) + b[:, None, :]
