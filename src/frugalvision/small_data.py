@@ -75,7 +75,7 @@ def _fit(kind: str, C, X, y_idx, k: int, class_weight=None, seed: int = 0):
 
         from .heads._numpy_fit import fit_softmax
 
-        sw = compute_sample_weight(class_weight, y_loc) if class_weight is not None else None
+        sw = compute_sample_weight(class_weight, y_idx) if class_weight is not None else None  # keys: all classes
         coef = fit_softmax(Z, y_loc, len(present), C=C, sample_weights=[sw], max_iter=2000, fit_intercept=False)[0][0]
     else:  # two classes: scikit-learn's binary (sigmoid) parametrisation, folded to softmax, as LinearHead
         from sklearn.linear_model import LogisticRegression

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["fit_softmax", "fit_mlp"]
+__all__ = ["fit_softmax", "fit_mlp", "row_span"]
 
 
 # Rows per block of the loss/gradient: a 512 x 1280 float32 block (2.6 MB) stays in cache between the
@@ -40,25 +40,34 @@ def _workers(n_rows: int) -> int:
     return 1 if most <= 1 else min(blas_threads(os.cpu_count() or 1), most)  # asking BLAS costs ~5 ms
 
 
-def _row_span(X):
-    """Rows in an orthonormal basis Q (d, r) of their span: ``(X Q, Q)``.
+def row_span(X):
+    """Rows in an orthonormal basis Q (d, r) of their span, ``(X Q, Q)``; None where that would not pay (more than
+    half as many rows as dimensions, or more than 2,048 rows: the n x n eigendecomposition then costs more than it
+    saves).
 
-    With fewer rows than dimensions (few labels) the loss gradient sum_i (p_i - y_i) x_i lies in the rows' span, so
-    the L2-penalised optimum does too, and the problem on ``X Q`` has the same loss at ``W = W_r Q^T`` (exact). On
-    192 x 1,280 rows of 40 classes the optimiser's own work on 51,200 parameters was ~80 % of the time; in the span
-    there are 40 x 192. Q comes from the Gram matrix X X^T = U S U^T: Q = X^T U S^-1/2 and X Q = U S^1/2 (a 192 x 192
-    eigh is cheaper than a QR of 192 x 1,280 rows); directions below float32's resolution of the Gram matrix are
-    dropped.
+    With few rows (few labels) the loss gradient sum_i (p_i - y_i) x_i lies in the rows' span, so the L2-penalised
+    optimum does too (with or without an unpenalised intercept, with row weights), and the problem on ``X Q`` has the
+    same loss at ``W = W_r Q^T`` (exact). On 192 x 1,280 rows of 40 classes the optimiser's own work on 51,200
+    parameters was ~80 % of the time; in the span there are 40 x 192. Q comes from the Gram matrix X X^T = U S U^T:
+    Q = X^T U S^-1/2 and X Q = U S^1/2 (cheaper than a QR of the rows); directions below float32's resolution of the
+    Gram matrix are dropped. One BLAS thread: the same solution whatever BLAS may use.
     """
-    s, U = np.linalg.eigh((X @ X.T).astype(np.float64))
-    keep = s > 1e-6 * max(s[-1], 1e-30)
-    s, U = s[keep], U[:, keep]
-    basis = (X.T @ (U / np.sqrt(s)).astype(np.float32)).astype(np.float64)
+    from ._threads import one_blas_thread
+
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    n, d = X.shape
+    if 2 * n > d or n > 2048:
+        return None
+    with one_blas_thread():
+        s, U = np.linalg.eigh((X @ X.T).astype(np.float64))
+        keep = s > 1e-6 * max(s[-1], 1e-30)
+        s, U = s[keep], U[:, keep]
+        basis = (X.T @ (U / np.sqrt(s)).astype(np.float32)).astype(np.float64)
     return np.ascontiguousarray(U * np.sqrt(s), dtype=np.float32), basis
 
 
 def fit_softmax(X, y, n_classes: int, *, C: float, sample_weights=(None,), init=None, max_iter: int = 500,
-                tol: float = 1e-4, fit_intercept: bool = True):
+                tol: float = 1e-4, fit_intercept: bool = True, span=None):
     """Solve G problems that share rows and C but not row weights (e.g. class weighting on or off).
 
     ``X``: standardised features; ``sample_weights``: G per-row weight arrays (None means 1);
@@ -68,18 +77,21 @@ def fit_softmax(X, y, n_classes: int, *, C: float, sample_weights=(None,), init=
     ``tol`` bounds the largest gradient entry of each objective divided by ``C·Σw`` (same minimiser;
     the tolerance then does not depend on C or on the number of rows), as torch's LBFGS did.
     ``fit_intercept=False``: ``b`` stays 0 (scikit-learn's ``fit_intercept=False``); the returned ``b`` is zeros.
+    With few rows the problem is solved in the rows' span (:func:`row_span`; ``span``: its result for ``X``, computed
+    once by a caller that solves several C on the same rows), and ``tol`` applies to the gradient there.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     from scipy.optimize import minimize
-    from threadpoolctl import threadpool_limits
+
+    from ._threads import one_blas_thread
 
     X = np.ascontiguousarray(X, dtype=np.float32)
     y = np.asarray(y, dtype=np.intp)
+    span = row_span(X) if span is None else span
     basis = None
-    if X.shape[0] < X.shape[1] and X.shape[0] <= 2048:  # (beyond 2,048 rows the n^3 eigh would not pay)
-        with threadpool_limits(1, user_api="blas"):  # one thread: the same solution whatever BLAS may use
-            X, basis = _row_span(X)
+    if span is not None:
+        X, basis = span
         if init is not None:
             init = (np.asarray(init[0], dtype=np.float64) @ basis, init[1])
     n, d = X.shape
@@ -138,7 +150,7 @@ def fit_softmax(X, y, n_classes: int, *, C: float, sample_weights=(None,), init=
             theta0[nw:] = np.asarray(init[1], dtype=np.float64).ravel()
     pool = ThreadPoolExecutor(n_workers) if n_workers > 1 else None
     try:
-        with threadpool_limits(1, user_api="blas"):
+        with one_blas_thread():
             # gtol is torch LBFGS's tolerance_grad (max |gradient entry|), ftol its tolerance_change on the
             # loss (relative here; the scaled loss is a mean cross-entropy of order 1, so about the same).
             res = minimize(loss_grad, theta0, jac=True, method="L-BFGS-B",

@@ -6,7 +6,9 @@ busier than BLAS threads inside one fit; a fit's result does not depend on the t
 
 from __future__ import annotations
 
-__all__ = ["blas_threads", "run_each"]
+__all__ = ["blas_threads", "one_blas_thread", "run_each"]
+
+_controller = None
 
 
 def blas_threads(default: int) -> int:
@@ -16,6 +18,19 @@ def blas_threads(default: int) -> int:
 
     blas = [info["num_threads"] for info in threadpool_info() if info.get("user_api") == "blas"]
     return min(blas) if blas else default
+
+
+def one_blas_thread():
+    """``threadpool_limits(1, user_api="blas")`` for numpy's (and scipy's) BLAS, with the loaded libraries looked up
+    once per process: a lookup costs ~5 ms and few-label training makes a few hundred small fits."""
+    global _controller
+    from threadpoolctl import ThreadpoolController
+
+    if _controller is None:
+        import scipy.linalg  # noqa: F401  (scipy's own BLAS, so that it is found too)
+
+        _controller = ThreadpoolController()
+    return _controller.limit(limits=1, user_api="blas")
 
 
 def run_each(fn, items: list):

@@ -19,7 +19,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._base import SoftmaxHeadMixin, linear_logits, softmax
-from ._numpy_fit import fit_softmax
+from ._numpy_fit import fit_softmax, row_span
 
 __all__ = ["LinearHead", "softmax"]
 
@@ -107,6 +107,7 @@ class LinearHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
         # from the previous one; heads with the same C but different row weights are solved together, and
         # identical problems once (e.g. 'balanced' on exactly balanced classes is the unweighted problem).
         Xt = Xs if fast else None
+        span = row_span(Xt) if fast else None  # once for every C (few rows: solved in their span)
         by_C: dict = {}
         for i in fast:
             h = heads[i]
@@ -127,7 +128,7 @@ class LinearHead(SoftmaxHeadMixin, ClassifierMixin, BaseEstimator):
             else:
                 start = None
             W, b, n_iter = fit_softmax(Xt, y_idx, len(classes), C=C, sample_weights=[problems[k][0] for k in keys],
-                                       init=start, max_iter=max_iter, tol=tol)
+                                       init=start, max_iter=max_iter, tol=tol, span=span)
             for j, k in enumerate(keys):
                 prev[k] = (W[j], b[j])
                 for i in problems[k][1]:
