@@ -18,7 +18,9 @@ difference. Where it is judged depends on the size of the validation split:
 
 from __future__ import annotations
 
+import copy
 import time
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -284,10 +286,10 @@ def _decided(model, paths, run, *, y=None, halves=None, notes=None) -> tuple[np.
     on validation images. Where the other half cannot place them (fewer than 20 images, a target it cannot meet),
     the model's own are used and ``notes`` (a list) says so.
     """
-    from .decision import choose_operating_point, decide
+    from .decision import choose_operating_point
     from .exceptions import DataError
     from .fitting import MIN_REJECT_VALIDATION
-    from .inference import _ood_scores, decisions, probabilities
+    from .inference import decisions, probabilities, unusualness
     from .ood import threshold_for_accept_rate
 
     paths = list(paths)
@@ -301,24 +303,28 @@ def _decided(model, paths, run, *, y=None, halves=None, notes=None) -> tuple[np.
     ok = np.flatnonzero(emb.ok)
     y_ok = np.asarray(y, dtype=str)[ok]
     known = np.isin(y_ok, list(model.classes))
-    scores = _ood_scores(model, emb.X, logits) if model.ood_state is not None and len(ok) else None
     reject = model.info.reject
+    scores = (unusualness(model, emb.X, logits, proba)[0]
+              if model.ood_state is not None and reject is not None and reject.threshold is not None and len(ok)
+              else None)
     targets = list(model.operating_point.targets) if model.operating_point is not None else []
     for h in (0, 1):
         mine, fit = halves[ok] == h, (halves[ok] != h) & known
-        threshold, op = (reject.threshold if reject is not None else None), model.operating_point
-        if scores is not None and threshold is not None:
+        refit = {}
+        if scores is not None:
             if fit.sum() >= MIN_REJECT_VALIDATION:
-                threshold = threshold_for_accept_rate(scores[fit], reject.accept_rate)
+                refit["reject"] = replace(reject, threshold=threshold_for_accept_rate(scores[fit], reject.accept_rate))
             elif notes is not None:
                 notes.append(f"'none of these' threshold not cross-fitted on half {h + 1}: {int(fit.sum())} images")
         if targets:
             try:
-                op = choose_operating_point(proba[fit], y_ok[fit], model.classes, targets)
+                refit["operating_point"] = choose_operating_point(proba[fit], y_ok[fit], model.classes, targets)
             except DataError as exc:
                 if notes is not None:
                     notes.append(f"operating point not cross-fitted on half {h + 1}: {exc}")
-        d = decide(proba[mine], model.classes, operating_point=op, reject_threshold=threshold,
-                   ood_scores=None if scores is None else scores[mine])
+        # The model as training would have left it with these thresholds, decided on the one inference path.
+        other = copy.copy(model)
+        other.info = replace(model.info, **refit)
+        d = decisions(other, proba[mine], emb.X[mine], logits[mine])
         out[ok[mine]], top[ok[mine]] = d.names(), d.names("most_probable")
     return out, top
