@@ -7,7 +7,8 @@ The graph is the backbone graph that frugalvision itself runs (the same file ONN
 Input ``images``: uint8 RGB ``N×H×W×3``, the decoded image at any size (``--fixed-input`` fixes H and W for
 runtimes that need static shapes). Inside the graph, as ``predict`` does (:func:`frugalvision.data.decode.to_input`):
 the centre crop, the resize to the network's size with OpenCV's kernels (bicubic, or area averaging when shrinking
-more than 2x) written as two matrix products, rounding to uint8; then normalisation, backbone, head, temperature.
+more than 2x) in exact integer arithmetic, written as two matrix products (:mod:`frugalvision.data.resize`: the
+same pixels as ``predict``'s, not within a grey level); then normalisation, backbone, head, temperature.
 Decode as ``predict`` does (upright, transparency on white, JPEGs at reduced DCT scale: ``Image.draft``; see the
 metadata's ``decode``) and the probabilities are ``predict``'s; examples/onnx_client.py is such a client.
 Outputs: ``decision`` (class index under the operating point, -1 = unknown / "none of these"), ``runner_up``,
@@ -24,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from ._io import atomic_writer, refuse_overwrite
+from .data.decode import crop_pixels
+from .data.resize import CARRY_BITS, CUBIC_A, WEIGHT_BITS, resize_matrix, uses_area
 
 __all__ = ["export_onnx_model", "read_onnx_metadata"]
 
@@ -210,47 +213,11 @@ def _jpeg_min_side(pre: dict) -> int:
     return int(round(int(pre["input_size"]) / max(float(pre["crop_pct"]), 1e-3)))
 
 
-def crop_pixels(width: int, height: int, crop_pct: float) -> tuple[int, int, int, int]:
-    """The whole-pixel crop box (left, top, right, bottom) of :func:`frugalvision.data.decode.to_input`."""
-    from .data.decode import crop_box
-
-    l, t, r, b = (int(round(v)) for v in crop_box(width, height, crop_pct))
-    return l, t, max(r, l + 1), max(b, t + 1)
-
-
-_CUBIC_A = -0.75  # OpenCV's INTER_CUBIC kernel
-
-
-def resize_weights(n: int, size: int, interpolation: str, area: bool) -> np.ndarray:
-    """``size x n`` matrix W such that ``W @ x`` resizes a length-``n`` signal as OpenCV's ``cv2.resize`` does:
-    area averaging (``area``; INTER_AREA when shrinking), else INTER_CUBIC (a = -0.75), INTER_LINEAR or
-    INTER_NEAREST, with half-pixel centres and edge pixels repeated. The graph computes the same matrix."""
-    s = n / size
-    i = np.arange(size, dtype=np.float64)[:, None]
-    j = np.arange(n)[None, :]
-    if area:
-        lo = i * s
-        return np.maximum(0.0, np.minimum(j + 1, lo + s) - np.maximum(j, lo)) / s
-    if interpolation == "nearest":
-        return (np.minimum(np.floor(i * s), n - 1) == j).astype(np.float64)
-    fx = (i + 0.5) * s - 0.5
-    sx = np.floor(fx)
-    offsets = np.array([-1.0, 0.0, 1.0, 2.0]) if interpolation == "bicubic" else np.array([0.0, 1.0])
-    idx = np.clip(sx + offsets, 0, n - 1)
-    d = np.abs(fx - sx - offsets)
-    if interpolation == "bicubic":
-        a = _CUBIC_A
-        k = np.where(d <= 1, ((a + 2) * d - (a + 3)) * d * d + 1,
-                     np.where(d < 2, ((a * d - 5 * a) * d + 8 * a) * d - 4 * a, 0.0))
-    else:
-        k = np.maximum(0.0, 1 - d)
-    return ((idx[:, :, None] == j[None]) * k[:, :, None]).sum(1)
-
-
 def _crop_resize_nodes(const, helper, TensorProto, size: int, crop_pct: float, interpolation: str, fixed) -> list:
     """``images`` (uint8 N x H x W x 3) -> ``fv_net_images`` (uint8 N x size x size x 3): the centre crop and the
-    resize of :func:`frugalvision.data.decode.to_input`, as two matrix products (rows, then columns) with the
-    weights of :func:`resize_weights`; then rounded to uint8, as OpenCV does."""
+    resize of :func:`frugalvision.data.decode.to_input`, pixel for pixel: two matrix products (rows, then columns)
+    with the integer weights of :func:`frugalvision.data.resize.resize_matrix`, each followed by the same rounding.
+    All values are integers below 2**24, so the float32 MatMuls are exact whatever their order of additions."""
     if interpolation not in ("bicubic", "bilinear", "nearest"):
         interpolation = "bicubic"  # to_input's fallback
     F, I64 = TensorProto.FLOAT, TensorProto.INT64
@@ -259,11 +226,11 @@ def _crop_resize_nodes(const, helper, TensorProto, size: int, crop_pct: float, i
     if fixed:  # constants: the runtime sees a static graph
         w, h = fixed
         l, t, r, b = crop_pixels(w, h, crop_pct)
-        area = (r - l) > 2 * size
+        area = uses_area(r - l, size)
         nodes.append(mk("Slice", ["images", const("crop_start", [t, l], np.int64), const("crop_end", [b, r], np.int64),
                                   const("crop_axes", [1, 2], np.int64)], ["fv_crop"]))
-        wy = const("resize_rows", resize_weights(b - t, size, interpolation, area))
-        wx = const("resize_cols_t", resize_weights(r - l, size, interpolation, area).T)
+        wy = const("resize_rows", resize_matrix(b - t, size, interpolation, area))
+        wx = const("resize_cols_t", resize_matrix(r - l, size, interpolation, area).T)
     else:
         D = TensorProto.DOUBLE
         nodes += [
@@ -293,18 +260,27 @@ def _crop_resize_nodes(const, helper, TensorProto, size: int, crop_pct: float, i
     return nodes + [
         mk("Cast", ["fv_crop"], ["fv_crop_f"], to=F),
         mk("Transpose", ["fv_crop_f"], ["fv_crop_nchw"], perm=[0, 3, 1, 2]),
-        mk("MatMul", [wy, "fv_crop_nchw"], ["fv_rows_done"]),  # size x h  @  N x 3 x h x w
-        mk("MatMul", ["fv_rows_done", wx], ["fv_resized"]),  # ... @ w x size
-        mk("Round", ["fv_resized"], ["fv_rounded"]),
+        mk("MatMul", [wy, "fv_crop_nchw"], ["fv_pass1_sum"]),  # size x h  @  N x 3 x h x w
+        *_round_nodes(const, mk, "fv_pass1_sum", "fv_rows_done", WEIGHT_BITS - CARRY_BITS),
+        mk("MatMul", ["fv_rows_done", wx], ["fv_pass2_sum"]),  # ... @ w x size
+        *_round_nodes(const, mk, "fv_pass2_sum", "fv_rounded", WEIGHT_BITS + CARRY_BITS),
         mk("Clip", ["fv_rounded", const("lo", 0.0), const("hi", 255.0)], ["fv_clipped"]),
         mk("Transpose", ["fv_clipped"], ["fv_nhwc"], perm=[0, 2, 3, 1]),
         mk("Cast", ["fv_nhwc"], ["fv_net_images"], to=TensorProto.UINT8),
     ]
 
 
+def _round_nodes(const, mk, x: str, out: str, shift: int) -> list:
+    """``out = floor(x / 2**shift + 1/2)``: exact on these integers, as in :func:`frugalvision.data.resize._pass`."""
+    return [mk("Mul", [x, const(f"shift_{shift}", 2.0 ** -shift)], [f"{x}_scaled"]),
+            mk("Add", [f"{x}_scaled", const("half", 0.5)], [f"{x}_half"]),
+            mk("Floor", [f"{x}_half"], [out])]
+
+
 def _weight_nodes(const, helper, TensorProto, out: str, axis: int, size: int, interpolation: str) -> list:
-    """In-graph :func:`resize_weights` for axis ``axis`` of the crop (0: rows, 1: columns): ``out`` is size x n,
-    area weights where ``fv_area`` is true, else the interpolation's."""
+    """In-graph :func:`frugalvision.data.resize.resize_matrix` for axis ``axis`` of the crop (0: rows, 1: columns):
+    ``out`` is size x n, area weights where ``fv_area`` is true, else the interpolation's. The same float32
+    operations in the same order (IEEE-exact), the same rounding to integers, the same row-sum correction."""
     F, I64 = TensorProto.FLOAT, TensorProto.INT64
     mk = helper.make_node
     p = f"{out}_"
@@ -322,7 +298,9 @@ def _weight_nodes(const, helper, TensorProto, out: str, axis: int, size: int, in
         mk("Max", [p + "j", p + "alo"], [p + "amax"]),
         mk("Sub", [p + "amin", p + "amax"], [p + "aover"]),
         mk("Relu", [p + "aover"], [p + "aover0"]),
-        mk("Div", [p + "aover0", p + "s"], [p + "area"]),
+        mk("Div", [p + "aover0", p + "s"], [p + "area_f"]),
+        mk("Mul", [p + "area_f", const("one_w", float(1 << WEIGHT_BITS))], [p + "area_s"]),
+        mk("Round", [p + "area_s"], [p + "area"]),
     ]
     if interpolation == "nearest":
         nodes += [
@@ -330,7 +308,8 @@ def _weight_nodes(const, helper, TensorProto, out: str, axis: int, size: int, in
             mk("Sub", [p + "n", const("one_f", 1.0)], [p + "last"]),
             mk("Min", [p + "nfl", p + "last"], [p + "nidx"]),
             mk("Equal", [p + "nidx", p + "j"], [p + "nhit"]),
-            mk("Cast", [p + "nhit"], [p + "interp"], to=F),
+            mk("Cast", [p + "nhit"], [p + "nhitf"], to=F),
+            mk("Mul", [p + "nhitf", const("one_w", float(1 << WEIGHT_BITS))], [p + "interp"]),
         ]
     else:
         offsets = [-1.0, 0.0, 1.0, 2.0] if interpolation == "bicubic" else [0.0, 1.0]
@@ -345,7 +324,7 @@ def _weight_nodes(const, helper, TensorProto, out: str, axis: int, size: int, in
             mk("Abs", [p + "dd"], [p + "d"]),
         ]
         if interpolation == "bicubic":
-            a = _CUBIC_A  # |d| <= 1: ((a+2)d - (a+3)) d^2 + 1;  1 < |d| < 2: ((a d - 5a) d + 8a) d - 4a
+            a = CUBIC_A  # |d| <= 1: ((a+2)d - (a+3)) d^2 + 1;  1 < |d| < 2: ((a d - 5a) d + 8a) d - 4a
             nodes += [
                 mk("Mul", [p + "d", const("ca2", a + 2)], [p + "k1a"]),
                 mk("Sub", [p + "k1a", const("ca3", a + 3)], [p + "k1b"]),
@@ -371,11 +350,25 @@ def _weight_nodes(const, helper, TensorProto, out: str, axis: int, size: int, in
             mk("Unsqueeze", [p + "j", const("axis0", [0], np.int64)], [p + "j3"]),  # 1 x 1 x n
             mk("Equal", [p + "idx3", p + "j3"], [p + "hit"]),
             mk("Cast", [p + "hit"], [p + "hitf"], to=F),
-            mk("Unsqueeze", [p + "k", const("axis2", [2], np.int64)], [p + "k3"]),
+            mk("Mul", [p + "k", const("one_w", float(1 << WEIGHT_BITS))], [p + "k_s"]),
+            mk("Round", [p + "k_s"], [p + "k_q"]),  # integers before they are summed: exact in any order
+            mk("Unsqueeze", [p + "k_q", const("axis2", [2], np.int64)], [p + "k3"]),
             mk("Mul", [p + "hitf", p + "k3"], [p + "wk"]),
             mk("ReduceSum", [p + "wk", const("axis1", [1], np.int64)], [p + "interp"], keepdims=0),
         ]
-    return nodes + [mk("Where", ["fv_area", p + "area", p + "interp"], [out])]
+    return nodes + [
+        mk("Where", ["fv_area", p + "area", p + "interp"], [p + "raw"]),
+        # each row sums to exactly 2**WEIGHT_BITS: the remainder goes to its first largest weight
+        mk("ReduceSum", [p + "raw", const("axis1", [1], np.int64)], [p + "sum"], keepdims=1),
+        mk("Sub", [const("one_w", float(1 << WEIGHT_BITS)), p + "sum"], [p + "rest"]),
+        mk("ArgMax", [p + "raw"], [p + "top"], axis=1, keepdims=1, select_last_index=0),
+        mk("Range", [const("zero_i", 0, np.int64), p + "n_i", const("one_i", 1, np.int64)], [p + "j_int"]),
+        mk("Unsqueeze", [p + "j_int", const("axis0", [0], np.int64)], [p + "j_int1"]),
+        mk("Equal", [p + "top", p + "j_int1"], [p + "at_top"]),
+        mk("Cast", [p + "at_top"], [p + "at_top_f"], to=F),
+        mk("Mul", [p + "at_top_f", p + "rest"], [p + "fix"]),
+        mk("Add", [p + "raw", p + "fix"], [out]),
+    ]
 
 
 def _head_nodes(model, const, helper):

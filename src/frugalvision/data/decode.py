@@ -22,9 +22,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..exceptions import ImageDecodeError
+from .resize import resize_square
 
 __all__ = ["DEFAULT_MAX_PIXELS", "FORMATS", "MAX_FILE_BYTES", "open_image", "check_regular_file", "load_rgb",
-           "load_rgb_array", "crop_box", "to_input", "decode_for_input", "DecodedInput"]
+           "load_rgb_array", "crop_box", "crop_pixels", "to_input", "decode_for_input", "DecodedInput"]
 
 #: 100 megapixels: well above any camera image, far below what exhausts RAM.
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -221,37 +222,23 @@ def crop_box(width: int, height: int, crop_pct: float) -> tuple[float, float, fl
     return left, top, left + side, top + side
 
 
-_CV2 = None
-
-
-def _cv2():
-    global _CV2
-    if _CV2 is None:
-        import cv2
-
-        cv2.setNumThreads(1)  # parallelism comes from the extraction lanes, not from inside one resize
-        _CV2 = cv2
-    return _CV2
+def crop_pixels(width: int, height: int, crop_pct: float) -> tuple[int, int, int, int]:
+    """:func:`crop_box` snapped to whole pixels (left, top, right, bottom), at least one pixel wide."""
+    l, t, r, b = (int(round(v)) for v in crop_box(width, height, crop_pct))
+    return l, t, max(r, l + 1), max(b, t + 1)
 
 
 def to_input(img, size: int, crop_pct: float, interpolation: str = "bicubic"):
     """Centre-crop and resize in one step; returns (uint8 HxWx3 array, crop box as fractions of the image).
 
-    OpenCV does the resampling (SIMD, ~4x faster than Pillow here): the requested interpolation when the
-    scale changes by at most 2x, area averaging (antialiased) for larger reductions. The crop box is
-    snapped to whole pixels and the returned fractions are exact for that box, so CAMs map back precisely.
+    The resize (:func:`frugalvision.data.resize.resize_square`: OpenCV's kernels in exact integer arithmetic,
+    area averaging for reductions beyond 2x) is the exported graph's, pixel for pixel. The crop box is snapped
+    to whole pixels and the returned fractions are exact for that box, so CAMs map back precisely.
     """
-    cv2 = _cv2()
     arr = np.asarray(img) if isinstance(img, Image.Image) else img
     h, w = arr.shape[:2]
-    l, t, r, b = (int(round(v)) for v in crop_box(w, h, crop_pct))
-    r, b = max(r, l + 1), max(b, t + 1)
-    patch = arr[t:b, l:r]
-    if (r - l) > 2 * size:
-        flag = cv2.INTER_AREA
-    else:
-        flag = {"bilinear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}.get(interpolation, cv2.INTER_CUBIC)
-    out = cv2.resize(np.ascontiguousarray(patch), (size, size), interpolation=flag)
+    l, t, r, b = crop_pixels(w, h, crop_pct)
+    out = resize_square(arr[t:b, l:r], size, interpolation)
     return out, (l / w, t / h, r / w, b / h)
 
 

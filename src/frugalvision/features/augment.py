@@ -19,7 +19,8 @@ from functools import partial
 
 import numpy as np
 
-from ..data.decode import DEFAULT_MAX_PIXELS, DecodedInput, _cv2, load_rgb_array, to_input
+from ..data.decode import DEFAULT_MAX_PIXELS, DecodedInput, load_rgb_array, to_input
+from ..data.resize import _cv2
 from .cache import content_hash
 
 __all__ = ["POLICIES", "Policy", "view_name", "augmented_decoder", "views_per_class"]

@@ -26,7 +26,7 @@ ENGINES = ("auto", "onnx", "torch")
 #: (actors on a Ray cluster running the ONNX Runtime graph; train fits its head on the driver).
 RUN_ENGINES = (*ENGINES, "ray")
 #: Bump when anything changes what an embedding means (preprocessing code, pooling).
-FEATURE_VERSION = 2  # 2: OpenCV resampling in the decode path
+FEATURE_VERSION = 3  # 2: OpenCV resampling in the decode path; 3: its kernels in exact integers (data/resize.py)
 
 
 def extractor_id(spec: BackboneSpec, weights_id: str, preprocessing: dict) -> str:
