@@ -91,10 +91,29 @@ def _top_corr(model, paths, method, ranks):
     return np.array(corr)
 
 
-@needs_torch
-def test_cam_equals_gradcam_for_a_linear_head(trained, shapes_dir):
-    """Grad-CAM (pytorch-grad-cam) on GAP + linear head is ReLU(CAM) up to scale, for top-1 and runner-up."""
+@pytest.fixture(scope="module")
+def trained_fp32(tmp_path_factory, shapes_dir):
+    """The shapes model on the fp32 network: PyTorch Grad-CAM explains only that one."""
+    run = tmp_path_factory.mktemp("run_fp32") / "model"
+    return fv.train(shapes_dir, out=run, progress=False, precision="fp32"), run
+
+
+def test_an_int8_model_refuses_maps_of_another_network(trained):
+    """The default model decides on the int8 graph; torch's Grad-CAM would explain the fp32 network instead."""
+    from frugalvision.inference import map_support
+
     model, _ = trained
+    assert model.info.backbone.precision == "int8"  # the default where the shipped int8 graph can run
+    for method in ("gradcam", "gradcam++", "layercam", "scorecam"):
+        support = map_support(model, method)
+        assert support.method is None and "int8" in support.reason and "--precision fp32" in support.reason
+    assert map_support(model, "cam").method == "cam" and map_support(model, "gradient").method == "gradient"
+
+
+@needs_torch
+def test_cam_equals_gradcam_for_a_linear_head(trained_fp32, shapes_dir):
+    """Grad-CAM (pytorch-grad-cam) on GAP + linear head is ReLU(CAM) up to scale, for top-1 and runner-up."""
+    model, _ = trained_fp32
     paths = sorted(str(p) for p in shapes_dir.rglob("*.png"))[::10]
     corr = _top_corr(model, paths, "gradcam", ranks=(0, 1))
     assert len(corr) >= 8 and corr.min() > 0.99, corr
@@ -102,17 +121,17 @@ def test_cam_equals_gradcam_for_a_linear_head(trained, shapes_dir):
 
 @needs_torch
 @pytest.mark.parametrize("method", ["gradcam++", "layercam"])
-def test_other_gradient_methods_agree_on_the_top_class(trained, shapes_dir, method):
+def test_other_gradient_methods_agree_on_the_top_class(trained_fp32, shapes_dir, method):
     # They weight activations differently (second-order / element-wise), so only broad agreement is expected.
-    model, _ = trained
+    model, _ = trained_fp32
     paths = sorted(str(p) for p in shapes_dir.rglob("*.png"))[::10]
     corr = _top_corr(model, paths, method, ranks=(0,))
     assert corr.mean() > 0.8, corr
 
 
 @needs_torch
-def test_gradient_hooks_are_released(trained, shapes_dir):
-    model, _ = trained
+def test_gradient_hooks_are_released(trained_fp32, shapes_dir):
+    model, _ = trained_fp32
     path = str(next(shapes_dir.rglob("*.png")))
     for _ in range(5):
         explain_images(model, [path], method="gradcam")
@@ -236,9 +255,9 @@ def test_a_map_below_p_005_is_hidden_with_a_note(tmp_path):
 
 
 @needs_torch
-def test_gradcam_maps_of_one_image_share_a_scale(trained, shapes_dir):
+def test_gradcam_maps_of_one_image_share_a_scale(trained_fp32, shapes_dir):
     """pytorch-grad-cam scales each map to [0, 1] on its own; ours keep top-1 and top-2 comparable, as ReLU(CAM) is."""
-    model, _ = trained
+    model, _ = trained_fp32
     paths = sorted(str(p) for p in shapes_dir.rglob("*.png"))[::15]
     cam, _ = explain_images(model, paths, cls="top2", method="cam")
     grad, _ = explain_images(model, paths, cls="top2", method="gradcam")

@@ -33,6 +33,9 @@ def test_report_is_self_contained(report):
     data = json.loads(report[1].read_text())
     assert data["headline"]["n"] == 9 and "accuracy_ci" in data["headline"]
     assert data["faithfulness"]["rows"] and data["model_card"]["backbone"] == "efficientnet_lite0"
+    # The default model runs the int8 graph, and its card says so and why (not "asked for").
+    int8 = [x for x in data["model_card"]["sentences"] if "int8" in x]
+    assert len(int8) == 1 and "the default where it can run" in int8[0] and "--precision fp32" in int8[0]
     # The verdict comes first, against the goals given on the command line, with 2-4 next steps.
     v = data["verdict"]
     assert [g["name"] for g in v["goals"]] == ["accuracy>=0.5", "circle:recall>=0.99"]

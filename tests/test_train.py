@@ -178,7 +178,8 @@ def test_inference_only_model_predicts_the_same_without_importing_sklearn(shapes
     assert out[:2] == ["False", "True" if head == "linear" else "False"]  # no sklearn; coef_ only for exact CAM
     kind = "LinearHead" if head == "linear" else "MLPHead"
     assert f"head={kind})" in " ".join(out)
-    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), _proba(model, X), rtol=0, atol=1e-6)
+    # float32 numpy against scikit-learn's float64: a few 1e-6 apart on the int8 graph's larger activations
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), _proba(model, X), rtol=0, atol=2e-5)
     # Anything else falls through to the real estimator, so the light model still saves the same file.
     light = fv.load_model(tmp_path / "run", inference_only=True)
     light.save(tmp_path / "again.safetensors")

@@ -54,6 +54,10 @@ def _gradient_problem(model) -> str | None:
                 "(--features multi): use --method cam (linear head) or gradient")
     if not model.info.backbone.cam_layer:
         return f"backbone '{model.info.backbone.name}' has no known feature layer to explain"
+    if model.info.backbone.precision == "int8":
+        return ("PyTorch Grad-CAM runs the fp32 network, and this model decides on the int8 graph's features: its "
+                "maps would explain another network. Use --method cam or gradient (on the int8 graph's own feature "
+                "map), or train with --precision fp32")
     from ._optional import has_torch, installed
 
     if not has_torch() or not installed("pytorch_grad_cam"):  # checked without importing torch

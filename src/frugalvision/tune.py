@@ -23,6 +23,7 @@ from .backbones.stages import FEATURES
 from .exceptions import DataError
 from .heads import HEADS
 from .heads._threads import run_each
+from .recipe import Recipe
 
 __all__ = ["default_grid", "tune_embeddings", "tune", "TuneResult", "make_head", "select_config", "SELECT_RULES",
            "SCORINGS", "parse_budget"]
@@ -371,7 +372,11 @@ def tune(data, recipe=None, *, backbones=("efficientnet_lite0",), features=("las
     if not features or set(features) - set(FEATURES):
         raise DataError(f"features must be among {', '.join(FEATURES)}, got {features!r}.")
     for bb in backbones:
-        ex, kinds = _search_extractor(bb, features, engine=engine, cache_dir=cache_dir, progress=progress)
+        # Searched in the precision the refit will run (auto compares both at the refit: search fp32).
+        base = recipe or Recipe()
+        precision = Recipe(backbone=bb, weights=base.weights, precision=base.precision).precision_in_effect(engine)
+        ex, kinds = _search_extractor(bb, features, engine=engine, cache_dir=cache_dir, progress=progress,
+                                      precision="fp32" if precision == "auto" else precision)
         td = embed_dataset(data, ex, seed=seed)
         pool = td.table["split"].isin(["train", "val"]).to_numpy()
         X, y, table = td.X[pool], td.table.loc[pool, "label"].to_numpy(dtype=str), td.table[pool]
@@ -397,8 +402,6 @@ def tune(data, recipe=None, *, backbones=("efficientnet_lite0",), features=("las
     result = TuneResult(table, best, time.perf_counter() - t0, select=select, scoring=scoring)
     if refit:
         from .training import train
-
-        from .recipe import Recipe
 
         cfg = {k: v for k, v in best.items() if k not in ("backbone", "views", "features")}
         # The winner refit with the rest of the recipe (targets, goals, "none of these"), on the usual path.
