@@ -73,3 +73,35 @@ def test_any_order_of_additions_gives_the_same_pixels():
             (out + (1 << (WEIGHT_BITS + CARRY_BITS - 1))) >> (WEIGHT_BITS + CARRY_BITS)
         got = np.clip(out, 0, 255).astype(np.uint8).transpose(1, 2, 0)
         np.testing.assert_array_equal(got, resize_square(x, 224, "bicubic"), err_msg=str(dtype))
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear", "nearest"])
+def test_the_graph_computes_the_same_weights_and_pixels(interpolation):
+    """The exported graph's free-size crop and resize (export._crop_resize_nodes) gives resize_square's pixels for
+    every interpolation, shrinking (area) and enlarging."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from frugalvision.data.decode import to_input
+    from frugalvision.export import _crop_resize_nodes
+
+    inits, made = [], {}
+
+    def const(name, array, dtype=np.float32):
+        if name not in made:
+            made[name] = True
+            inits.append(numpy_helper.from_array(np.array(array, dtype=dtype), name=f"fv_{name}"))
+        return f"fv_{name}"
+
+    nodes = _crop_resize_nodes(const, helper, TensorProto, 32, 0.875, interpolation, None)
+    graph = helper.make_graph(nodes, "resize",
+                              [helper.make_tensor_value_info("images", TensorProto.UINT8, [1, None, None, 3])],
+                              [helper.make_tensor_value_info("fv_net_images", TensorProto.UINT8, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for h, w in [(9, 7), (30, 41), (37, 37), (80, 120), (200, 150)]:
+        x = _photo_like(max(h, w), h * w)[:h, :w]
+        expected, _ = to_input(x, 32, 0.875, interpolation)
+        got = sess.run(["fv_net_images"], {"images": x[None]})[0][0]
+        np.testing.assert_array_equal(got, expected, err_msg=f"{interpolation} {h}x{w}")

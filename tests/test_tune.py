@@ -490,3 +490,15 @@ def test_budget_lines_say_the_smallest_gain_that_would_be_kept():
     text = _judged(row)
     assert "on 450 images" in text and "most probable class right: 87.6 %" in text
     assert f"-0.4 ± 0.9 points (one SE; kept only above +{100 * KEEP_SE * 0.0094:.1f})" in text
+
+
+def test_explicit_int8_over_a_backbone_without_an_int8_graph_is_refused_before_any_work(shapes_dir, tmp_path):
+    from frugalvision.backbones.shipped import shipped_graph
+    from frugalvision.exceptions import DataError
+    from frugalvision.recipe import Recipe
+
+    assert shipped_graph("efficientnet_lite1.int8") is None  # only Lite0 ships quantized
+    with pytest.raises(DataError, match="none ships for efficientnet_lite1"):
+        tune(shapes_dir, Recipe(precision="int8"), backbones=("efficientnet_lite0", "efficientnet_lite1"),
+             cache_dir=tmp_path, progress=False)
+    assert not any(tmp_path.rglob("*.npy"))  # nothing was embedded first

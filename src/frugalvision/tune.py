@@ -371,10 +371,19 @@ def tune(data, recipe=None, *, backbones=("efficientnet_lite0",), features=("las
     features = tuple(features)
     if not features or set(features) - set(FEATURES):
         raise DataError(f"features must be among {', '.join(FEATURES)}, got {features!r}.")
+    base = recipe or Recipe()
+    precisions = {bb: Recipe(backbone=bb, weights=base.weights, precision=base.precision,
+                             finetune=base.finetune).precision_in_effect(engine) for bb in backbones}
+    if base.precision == "int8":  # refused before any extraction, not after the first backbone's
+        from .backbones.shipped import shipped_graph
+
+        missing = [bb for bb in backbones if shipped_graph(f"{bb}.int8") is None]
+        if missing:
+            raise DataError(f"--precision int8 runs the shipped quantized graph, and none ships for "
+                            f"{', '.join(missing)}. Leave --precision out (int8 where it ships, fp32 elsewhere).")
     for bb in backbones:
         # Searched in the precision the refit will run (auto compares both at the refit: search fp32).
-        base = recipe or Recipe()
-        precision = Recipe(backbone=bb, weights=base.weights, precision=base.precision).precision_in_effect(engine)
+        precision = precisions[bb]
         ex, kinds = _search_extractor(bb, features, engine=engine, cache_dir=cache_dir, progress=progress,
                                       precision="fp32" if precision == "auto" else precision)
         td = embed_dataset(data, ex, seed=seed)

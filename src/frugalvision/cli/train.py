@@ -76,7 +76,7 @@ def print_training(model, seconds: float) -> None:
         bb = model.info.backbone
         chosen = recipe.get("precision")
         why = ("" if bb.precision != "int8" else " (the shipped quantized graph" + (
-            "; the default, at least as accurate as fp32 on each data set we measured: --precision fp32 for the "
+            "; the default, within 0.5 point of fp32 on each data set we measured: --precision fp32 for the "
             "full-precision network, auto to compare both on your validation images)" if chosen is None else ")"))
         echo(f"Backbone: {bb.name}, {bb.precision}{why}")
     if s.get("ray"):

@@ -11,7 +11,8 @@ How: each tap weight is computed in float32 by the same elementwise operations t
 identical everywhere), rounded to a multiple of ``2**-WEIGHT_BITS``, and each row is made to sum to exactly one (the
 remainder goes to its largest weight, the first one on ties). Rows first, then columns; between the two passes the
 values are rounded to ``2**-CARRY_BITS`` of a grey level. Every partial sum is an integer below ``2**24``, so float32
-holds it exactly (checked in :func:`_check_range`).
+holds it exactly (checked in :func:`_check_range`), given a true float32 product: a runtime that multiplies in
+TF32, bfloat16 or float16 (some GPU and ARM fast-math settings) would round.
 """
 
 from __future__ import annotations

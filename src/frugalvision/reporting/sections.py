@@ -482,8 +482,8 @@ def _model_card(meta: dict, model=None) -> dict:
     elif b.get("precision") == "int8" and (t.get("recipe") or {}).get("precision") == "int8":
         sentences.append("The backbone runs in int8 (asked for with --precision int8).")
     elif b.get("precision") == "int8":
-        sentences.append("The backbone runs in int8, the shipped quantized graph: the default where it can run, at "
-                         "least as accurate as fp32 on each data set we measured (--precision fp32 retrains on the "
+        sentences.append("The backbone runs in int8, the shipped quantized graph: the default where it can run, "
+                         "within 0.5 point of fp32 on each data set we measured (--precision fp32 retrains on the "
                          "full-precision network, --precision auto compares both on the validation images).")
     aug = (t.get("augmentation") or {})
     if aug.get("views"):
