@@ -26,7 +26,7 @@ import numpy as np
 
 from ._io import atomic_writer, refuse_overwrite
 from .data.decode import crop_pixels
-from .data.resize import CARRY_BITS, CUBIC_A, WEIGHT_BITS, resize_matrix, uses_area
+from .data.resize import CARRY_BITS, CUBIC_A, INTERPOLATIONS, WEIGHT_BITS, resize_matrix, uses_area
 
 __all__ = ["export_onnx_model", "read_onnx_metadata"]
 
@@ -218,8 +218,8 @@ def _crop_resize_nodes(const, helper, TensorProto, size: int, crop_pct: float, i
     resize of :func:`frugalvision.data.decode.to_input`, pixel for pixel: two matrix products (rows, then columns)
     with the integer weights of :func:`frugalvision.data.resize.resize_matrix`, each followed by the same rounding.
     All values are integers below 2**24, so the float32 MatMuls are exact whatever their order of additions."""
-    if interpolation not in ("bicubic", "bilinear", "nearest"):
-        interpolation = "bicubic"  # to_input's fallback
+    if interpolation not in INTERPOLATIONS:
+        interpolation = "bicubic"  # resize_matrix's fallback
     F, I64 = TensorProto.FLOAT, TensorProto.INT64
     mk = helper.make_node
     nodes = []
