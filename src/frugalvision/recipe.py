@@ -163,11 +163,11 @@ class Recipe:
         faster."""
         if self.precision is not None:
             return self.precision
-        from .backbones.shipped import shipped_graph
+        from .backbones.shipped import int8_backbones
 
         if self.finetune or self.weights is not None or engine == "torch":
             return "fp32"
-        return "int8" if shipped_graph(f"{self.backbone}.int8") is not None else "fp32"
+        return "int8" if self.backbone in int8_backbones() else "fp32"
 
     @property
     def finetune_stages(self) -> int | None:

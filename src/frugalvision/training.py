@@ -77,10 +77,10 @@ def train(data, recipe: Recipe | None = None, *, out=None, engine: str = "auto",
             from .finetune import finetune_model
 
             model = finetune_model(data, recipe, out=Path(out) if out is not None else None, **run)
-        elif recipe.precision_in_effect(engine) == "auto" and extractor is None:
+        elif (precision := recipe.precision_in_effect(engine)) == "auto" and extractor is None:
             model = _train_auto_precision(data, recipe, **run, **ray)
         else:
-            ex = extractor or make_extractor(recipe, recipe.precision_in_effect(engine), engine=engine,
+            ex = extractor or make_extractor(recipe, precision, engine=engine,
                                              cache_dir=cache_dir, progress=progress, **ray)
             td, small = _embed(data, ex, recipe, split_file)
             model = fit_frozen(td, ex, recipe, data, small_data=small)

@@ -375,9 +375,9 @@ def tune(data, recipe=None, *, backbones=("efficientnet_lite0",), features=("las
     precisions = {bb: Recipe(backbone=bb, weights=base.weights, precision=base.precision,
                              finetune=base.finetune).precision_in_effect(engine) for bb in backbones}
     if base.precision == "int8":  # refused before any extraction, not after the first backbone's
-        from .backbones.shipped import shipped_graph
+        from .backbones.shipped import int8_backbones
 
-        missing = [bb for bb in backbones if shipped_graph(f"{bb}.int8") is None]
+        missing = [bb for bb in backbones if bb not in int8_backbones()]
         if missing:
             raise DataError(f"--precision int8 runs the shipped quantized graph, and none ships for "
                             f"{', '.join(missing)}. Leave --precision out (int8 where it ships, fp32 elsewhere).")

@@ -12,7 +12,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["shipped_graph", "int8_graph", "PRECISIONS"]
+__all__ = ["shipped_graph", "int8_backbones", "int8_graph", "PRECISIONS"]
 
 #: ``--precision``: fp32 (exact), int8 (the shipped quantized graph), auto (int8 when a check on your images allows it).
 PRECISIONS = ("fp32", "int8", "auto")
@@ -28,14 +28,20 @@ def shipped_graph(name: str) -> tuple[Path, dict] | None:
     return Path(str(graph)), json.loads(info.read_text(encoding="utf-8"))
 
 
+@functools.lru_cache(maxsize=None)
+def int8_backbones() -> tuple[str, ...]:
+    """The backbones whose quantized graph ships: where ``--precision int8`` (and the int8 default) can run."""
+    folder = resources.files("frugalvision.backbones").joinpath("graphs")
+    names = (f.name[:-len(".int8.onnx")] for f in folder.iterdir() if f.name.endswith(".int8.onnx"))
+    return tuple(sorted(n for n in names if shipped_graph(f"{n}.int8") is not None))
+
+
 def int8_graph(name: str) -> tuple[Path, dict]:
     """The shipped int8 graph of backbone ``name``, or a DataError naming the backbones that have one."""
     found = shipped_graph(f"{name}.int8")
     if found is None:
         from ..exceptions import DataError
 
-        have = [n for n in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
-                if shipped_graph(f"{n}.int8") is not None]
-        raise DataError(f"No int8 graph ships for backbone '{name}' (int8: {', '.join(have) or 'none'}). "
-                        f"Use --precision fp32.")
+        raise DataError(f"No int8 graph ships for backbone '{name}' (int8: {', '.join(int8_backbones()) or 'none'})"
+                        f". Use --precision fp32.")
     return found
