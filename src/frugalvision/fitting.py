@@ -213,11 +213,13 @@ def fit_small_data_stage(X_tr, y_tr, recipe: Recipe, *, n_clean: int) -> tuple[H
         op = _with_intervals(choose_operating_point(proba, yc, classes, list(recipe.targets)),
                              "out-of-fold (cross-validation)")
     if recipe.reject:
-        from .ood import fit_ood
+        from .ood import fit_ood, knn_settings
 
-        state = fit_ood(np.asarray(Xc, np.float32), yc, head.logits(Xc).astype(np.float32))
+        # kNN in the folds and in the final scorer alike: the threshold from the folds then holds for new images.
+        hyper = knn_settings(len(yc))
+        state = fit_ood(np.asarray(Xc, np.float32), yc, head.logits(Xc).astype(np.float32), **hyper)
         reject = _reject_info(state, len(yc), recipe, "out-of-fold training",
-                              lambda: cv_ood_scores(Xc, yc, classes, sd, seed=recipe.seed))
+                              lambda: cv_ood_scores(Xc, yc, classes, sd, seed=recipe.seed, hyper=hyper))
     fit = HeadFit(head=head, temperature=temperature, operating_point=op, reject=reject, ood_state=state,
                   goals=goals, C=sd.C, C_search=[], notes=notes)
     return fit, sd.summary()

@@ -162,9 +162,13 @@ def fit_small_data(X, y, classes, *, class_weight=None, seed: int = 0, repeats: 
                         repeats=repeats, estimate=est)
 
 
-def cv_ood_scores(X, y, classes, fit: SmallDataFit, seed: int = 0):
-    """Out-of-fold "none of these" scores of every row (the score fitted on the other folds), for the threshold."""
-    from .ood import fit_ood, ood_score
+def cv_ood_scores(X, y, classes, fit: SmallDataFit, seed: int = 0, hyper: dict | None = None):
+    """Out-of-fold "none of these" scores of every row (the score fitted on the other folds), for the threshold.
+    ``hyper``: the scorer's settings, the final scorer's (:func:`frugalvision.ood.knn_settings` of all the rows), so
+    the threshold is on the scale the model scores new images on."""
+    from .ood import fit_ood, knn_settings, ood_score
+
+    hyper = hyper or knn_settings(len(y))
 
     X = np.asarray(X, dtype=np.float32)
     y_idx = np.array([list(classes).index(str(v)) for v in y])
@@ -174,6 +178,6 @@ def cv_ood_scores(X, y, classes, fit: SmallDataFit, seed: int = 0):
     out = np.zeros(len(y_idx), np.float32)
     for tr, te in folds:
         W, b = _fit(fit.kind, fit.C, X[tr].astype(np.float64), y_idx[tr], len(classes), None, seed)
-        state = fit_ood(X[tr], np.asarray(y)[tr], (X[tr] @ W.T + b).astype(np.float32))
+        state = fit_ood(X[tr], np.asarray(y)[tr], (X[tr] @ W.T + b).astype(np.float32), **hyper)
         out[te] = ood_score(state, X[te], (X[te] @ W.T + b).astype(np.float32))
     return out
