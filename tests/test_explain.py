@@ -265,3 +265,16 @@ def test_gradcam_maps_of_one_image_share_a_scale(trained_fp32, shapes_dir):
         pos = np.maximum(a.maps, 0)
         assert g.maps.max() == pytest.approx(1.0, abs=1e-4)
         assert g.maps[1].max() == pytest.approx(pos[1].max() / pos.max(), abs=0.02)
+
+
+def test_panel_text_with_control_characters_is_drawn_escaped():
+    """A newline or a lone surrogate (an undecodable byte in a file name) in a title made the text layout fail
+    ("raqm_layout() failed") and ended `explain`; they are drawn as escapes."""
+    from frugalvision.explanation.panels import _fit, _font, _wrap
+
+    font = _font(12)
+    for name in ("new\nline.png", "bad\udcffbyte.png", "tab\there.png", "\u202eevil.png"):
+        lines = _wrap(f"true: cat · {name}", font, 120)
+        assert all("\n" not in ln and ln.isprintable() for ln in lines)
+        assert _fit(name, font, 60).isprintable()
+    assert "new\\x0aline.png" in "".join(_wrap("new\nline.png", font, 400))

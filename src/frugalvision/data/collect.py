@@ -77,6 +77,7 @@ import httpx
 import pandas as pd
 
 from .._io import csv_rows_text, read_csv, remove_stale_temporaries, run_folder, unescape_cell, write_bytes, write_text
+from .._text import printable
 from ..exceptions import DataError, ImageDecodeError
 from .decode import DEFAULT_MAX_PIXELS, load_rgb
 
@@ -117,17 +118,6 @@ def sniff_image_type(head: bytes) -> str | None:
         if head.startswith(sig):
             return ext
     return None
-
-
-def printable(text, limit: int = 160) -> str:
-    """``text`` quoted, control/invisible characters escaped, cut to ``limit``: safe in a terminal or a reason."""
-    if isinstance(text, bytes):
-        text = text.decode("latin-1")
-    text = str(text)
-    cut = len(text) > limit
-    shown = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}"
-                    for ch in text[:limit])
-    return f"'{shown}'" + ("..." if cut else "")
 
 
 # ----------------------------------------------------------------------------------------- labels

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._text import printable
+
 __all__ = ["MIN_MAP_PROBABILITY", "CAM_HELP", "Tile", "ReadableMaps", "readable_maps", "readable_panel_png",
            "compose_panel", "contact_sheet_png", "legend_bar", "png_bytes"]
 
@@ -177,7 +179,7 @@ def _font(size: int):
 
 def _wrap(text: str, font, width: int) -> list:
     """``text`` in lines no wider than ``width`` pixels (words cut when a single one is too wide)."""
-    words = str(text).split(" ")
+    words = printable(text, None, quote=False).split(" ")
     lines, line = [], ""
     for w in words:
         cand = f"{line} {w}".strip()
@@ -197,7 +199,7 @@ def _wrap(text: str, font, width: int) -> list:
 
 def _fit(text: str, font, width: float) -> str:
     """``text`` cut with an ellipsis to at most ``width`` pixels."""
-    text = str(text)
+    text = printable(text, None, quote=False)
     while len(text) > 1 and font.getlength(text) > width:
         text = text[:-2] + "…"
     return text
