@@ -66,13 +66,26 @@ def _value_and_ci(goal, y, pred, seed=0):
     return (k / n if n else None), wilson_ci(k, n), n, "Wilson"
 
 
-def _n_to_decide(value, goal_value):
-    """Test images (of what the metric counts) for a Wilson half-width below |value - goal|."""
-    d = abs(value - goal_value)
-    if d < 0.005:
+def _n_to_decide(value, goal_value, n_now: int = 0) -> int | None:
+    """Test images (of what the metric counts, in all) at which the same observed share would decide: its Wilson
+    interval would clear the goal (met) or fall below it (not met), as :func:`judge_goals` judges. None when the value
+    sits within half a point of the goal. (A normal approximation said 1 image for 100 % on 2 images against 50 %,
+    which 2 images could not decide, and 35 for 90 % against 80 %, where Wilson still straddles 80 % at 35.)"""
+    if abs(value - goal_value) < 0.005:
         return None
-    p = min(max(value, 0.02), 0.98)
-    return int(np.ceil(1.96 ** 2 * p * (1 - p) / d ** 2))
+
+    def decides(n: int) -> bool:
+        lo, hi = wilson_ci(int(round(value * n)), n)
+        return lo >= goal_value if value > goal_value else hi < goal_value
+
+    lo = max(int(n_now), 1)
+    hi = 2 * lo
+    while not decides(hi):
+        lo, hi = hi, 2 * hi
+    while hi - lo > 1:  # the rounding of the count makes "decides" step unevenly: the result is "about"
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if decides(mid) else (mid, hi)
+    return hi
 
 
 def judge_goals(goals, ev) -> list[dict]:
@@ -93,7 +106,7 @@ def judge_goals(goals, ev) -> list[dict]:
                 else f"{g['metric']} of {g['cls']}")
         row = {**g, "value_reached": v, "ci": [lo, hi], "n": n, "ci_method": method, "verdict": verdict, "what": what}
         if verdict == "cannot tell yet" and v is not None:
-            row["n_to_decide"] = _n_to_decide(v, g["value"])
+            row["n_to_decide"] = _n_to_decide(v, g["value"], n)
         out.append(row)
     return out
 
@@ -118,7 +131,8 @@ def _goal_sentence(r) -> str:
             extra = (f" It sits so close to the goal that only a far larger test set (about {r['n_to_decide']} images) "
                      f"could decide: treat it as borderline.")
         else:
-            extra = f" About {r['n_to_decide']} test images of this kind would be needed to decide."
+            extra = (f" About {r['n_to_decide']} test images of this kind in all ({r['n_to_decide'] - r['n']} more) "
+                     f"would be needed to decide, if the share reached stayed the same.")
     return base + " The interval straddles the goal, so this test set cannot decide yet." + extra
 
 
@@ -291,7 +305,8 @@ def next_steps(ev, rows, lc, lc_ext, model, groups_gaps) -> list[str]:
                     else f"images called {r['cls']}" if r["cls"] else "test images")
             need = r.get("n_to_decide")
             steps.append(f"Add test images before deciding: {r['what']} was judged on only {r['n']} {kind}"
-                         + (f"; about {need} would narrow the interval enough to tell." if need
+                         + (f"; about {need} in all ({need - r['n']} more) would narrow the interval enough to "
+                            f"tell." if need
                             else "; the value sits on the goal, so only a much larger test set can tell."))
     if not rows and lc_ext.get("_accuracy"):  # no goal: say whether more images of the same kind would help
         e = lc_ext["_accuracy"]
