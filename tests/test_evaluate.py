@@ -208,3 +208,19 @@ def test_compare_models_uses_the_same_images_and_refuses_ones_a_model_learned_fr
     assert main(["compare-models", str(run), str(tmp_path / "weak"), "-q"]) == 0
     out = capsys.readouterr().out
     assert "B - A:" in out and "=>" in out and f"on {d.n} images" in out
+
+
+def test_a_confused_pair_counts_every_image_of_its_class_unknown_answers_too():
+    """'defect -> good: 1 of 1' was shown for a class of 2 test images when the other was answered unknown."""
+    from frugalvision.decision import decide
+
+    classes = ["defect", "good"]
+    table = pd.DataFrame({"path": [f"/nowhere/{i}.png" for i in range(6)],
+                          "label": ["defect", "defect", "good", "good", "good", "good"]})
+    proba = np.array([[0.2, 0.8], [0.9, 0.1], [0.1, 0.9], [0.2, 0.8], [0.1, 0.9], [0.3, 0.7]])
+    scores = np.array([0.0, 5.0, 0.0, 0.0, 0.0, 0.0])  # the second defect is answered "none of these"
+    r = evaluate_predictions(table, proba, classes, n_boot=50,
+                             decisions=decide(proba, classes, ood_scores=scores, reject_threshold=1.0))
+    assert (r.predictions["pred"] == "unknown").sum() == 1
+    (pair,) = r.confused_pairs
+    assert (pair["true"], pair["predicted"], pair["count"], pair["of"], pair["rate"]) == ("defect", "good", 1, 2, 0.5)

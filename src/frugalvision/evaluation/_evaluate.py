@@ -198,8 +198,10 @@ def evaluate_predictions(table: pd.DataFrame, proba: np.ndarray, classes, *, gro
     per_class["recall_ci_low"] = [gap["recall_ci"].get(c, (np.nan, np.nan))[0] for c in classes]
     per_class["recall_ci_high"] = [gap["recall_ci"].get(c, (np.nan, np.nan))[1] for c in classes]
     cm = confusion_matrix(y, pred, labels=classes)
-    pairs = [{"true": classes[i], "predicted": classes[j], "count": int(cm[i, j]), "of": int(cm[i].sum()),
-              "rate": float(cm[i, j] / max(cm[i].sum(), 1))}
+    # "of": every test image of the class, those answered "unknown" too (the matrix's row leaves them out)
+    of = [int((y == c).sum()) for c in classes]
+    pairs = [{"true": classes[i], "predicted": classes[j], "count": int(cm[i, j]), "of": of[i],
+              "rate": float(cm[i, j] / max(of[i], 1))}
              for i in range(len(classes)) for j in range(len(classes)) if i != j and cm[i, j] > 0]
     pairs.sort(key=lambda p: (-p["count"], -p["rate"]))
     preds = pd.DataFrame({

@@ -119,6 +119,7 @@ def _build(model, ev, explain, n_mistakes, n_typical, check, engine, cache_dir, 
         "model_card": _model_card(meta, model),
         "audit": _audit_section(meta),
         "open_world": _open_world_section(ev),
+        "n_unknown": int((ev.predictions["pred"] == "unknown").sum()), "n_test": int(len(ev.predictions)),
         "settings": ev.settings,
     }
     mistakes = ev.mistakes(n_mistakes)
