@@ -129,3 +129,22 @@ def test_none_of_these_keeps_its_rate_on_new_images_when_the_folds_are_smaller_t
     new = np.vstack([draw(400, 0), draw(100, 1)])
     rejected = ood_score(fit.ood_state, new, fit.head.logits(new).astype(np.float32)) > fit.reject.threshold
     assert rejected.mean() <= 0.15, f"{rejected.mean():.0%} of new normal images rejected (promised 5 %)"
+
+
+def test_a_class_the_none_of_these_threshold_swallows_is_named():
+    """One threshold for all classes falls hardest on a rare, spread-out class (the defects of an inspection set:
+    10 of 16 answered unknown): training says so, with the counts it rests on."""
+    from frugalvision.fitting import fit_small_data_stage, swallowed_classes
+    from frugalvision.recipe import Recipe
+
+    y = np.array(["good"] * 30 + ["defect"] * 10)
+    scores = np.r_[np.zeros(30), [0.0] * 6 + [2.0] * 4]
+    (note,) = swallowed_classes(scores, y, 1.0, 0.95, "validation")
+    assert "4 of 10 validation images of 'defect' (40 %" in note and "--no-reject" in note
+    assert swallowed_classes(np.r_[np.zeros(39), 2.0], y, 1.0, 0.95, "validation") == []  # one image is not a pattern
+
+    rng = np.random.default_rng(7)
+    X = np.vstack([np.abs(3 + rng.normal(0, 0.5, (80, 32))), np.abs(3 + rng.normal(0, 3.0, (16, 32)))])
+    fit, _ = fit_small_data_stage(X.astype(np.float32), np.array(["good"] * 80 + ["defect"] * 16), Recipe(),
+                                  n_clean=96)
+    assert any("of 'defect'" in n for n in fit.notes), fit.notes

@@ -169,6 +169,8 @@ def fit_head_stage(X_tr, y_tr, X_va, y_va, recipe: Recipe, *, n_clean: int | Non
         goals = [parse_goal(g, classes)["name"] for g in recipe.goals]
     op, reject, state, va_scores = _decision_fit(est, temperature, X_tr[:n_clean], y_tr[:n_clean], X_va[known],
                                                  y_va[known], recipe)
+    if va_scores is not None and reject is not None and reject.threshold is not None:
+        notes += swallowed_classes(va_scores, y_va[known], reject.threshold, reject.accept_rate, "validation")
     return HeadFit(head=est, temperature=temperature, operating_point=op, reject=reject, ood_state=state,
                    goals=goals, C=C, C_search=c_curve, notes=notes,
                    val_ood_scores=va_scores if known.all() else None)
@@ -218,8 +220,12 @@ def fit_small_data_stage(X_tr, y_tr, recipe: Recipe, *, n_clean: int) -> tuple[H
         # kNN in the folds and in the final scorer alike: the threshold from the folds then holds for new images.
         hyper = knn_settings(len(yc))
         state = fit_ood(np.asarray(Xc, np.float32), yc, head.logits(Xc).astype(np.float32), **hyper)
+        oof = []
         reject = _reject_info(state, len(yc), recipe, "out-of-fold training",
-                              lambda: cv_ood_scores(Xc, yc, classes, sd, seed=recipe.seed, hyper=hyper))
+                              lambda: oof.append(cv_ood_scores(Xc, yc, classes, sd, seed=recipe.seed, hyper=hyper))
+                              or oof[0])
+        if oof and oof[0] is not None and reject.threshold is not None:
+            notes += swallowed_classes(oof[0], yc, reject.threshold, reject.accept_rate, "out-of-fold training")
     fit = HeadFit(head=head, temperature=temperature, operating_point=op, reject=reject, ood_state=state,
                   goals=goals, C=sd.C, C_search=[], notes=notes)
     return fit, sd.summary()
@@ -255,6 +261,23 @@ def _decision_fit(est, temperature, X_tr, y_tr, X_va, y_va, recipe: Recipe):
 
         reject = _reject_info(state, len(y_va), recipe, "validation", scores)
     return op, reject, state, (scored[0] if scored else None)
+
+
+def swallowed_classes(scores, labels, threshold: float, accept_rate: float, where: str) -> list[str]:
+    """Notes on the classes the "none of these" threshold answers unknown far more often than it promised overall
+    (more than twice the promised share, at least 10 %, at least 2 images): one threshold for all classes falls
+    hardest on a rare or spread-out class, such as the defects of an inspection set."""
+    s, y = np.asarray(scores, dtype=float), np.asarray(labels).astype(str)
+    limit, notes = max(2 * (1 - accept_rate), 0.10), []
+    for c in sorted(set(y)):
+        m = y == c
+        r = int((s[m] > threshold).sum())
+        if r >= 2 and r / m.sum() > limit:
+            notes.append(f"'none of these' answers unknown for {r} of {int(m.sum())} {where} images of '{c}' "
+                         f"({100 * r / m.sum():.0f} %, against {100 * (1 - accept_rate):g} % promised over all "
+                         f"classes): that class looks unusual to the score and many of its images would be answered "
+                         f"unknown. Label more images of '{c}', or train with --no-reject")
+    return notes
 
 
 def _reject_info(state, n: int, recipe: Recipe, where: str, scores) -> RejectInfo:
