@@ -180,3 +180,12 @@ def test_goals_given_at_train_time_are_stored_and_judged_by_the_report(shapes_di
     assert "No goal was stated" not in html and 'class="verdict met"' in html
     with pytest.raises(Exception, match="Goal"):
         fv.train(shapes_dir, goals=["accuracy>=2"], progress=False)
+
+
+def test_where_thresholds_were_chosen_is_said_as_it_was():
+    """The small-data path has no validation split: the report must not say its temperature and operating point
+    were chosen on one."""
+    from frugalvision.reporting.verdict import chosen_on
+
+    assert chosen_on({"training": {"small_data": {"head": "cl2n"}}}).startswith("the out-of-fold predictions")
+    assert chosen_on({"training": {}}) == chosen_on({}) == "the validation split"

@@ -151,9 +151,12 @@ def fit_small_data(X, y, classes, *, class_weight=None, seed: int = 0, repeats: 
     name, kind, C = CANDIDATES[best]
     W, b = _fit(kind, C, X, y_idx, k, class_weight, seed)
     logits = oof[name]
-    right = int((logits.argmax(1) == y_idx).sum())
-    lo, hi = wilson_ci(right, len(y_idx))
-    est = {"accuracy": right / len(y_idx), "n": len(y_idx), "ci": [lo, hi], "ci_method": "Wilson",
+    # The estimate is the chosen head's accuracy over every repeat (the number its row in the candidates shows; the
+    # first repeat alone said 91.3 % where every candidate's mean was at most 89.5 %), its interval Wilson's on the
+    # images (repeats of the same images are not more images).
+    acc = float(scores[best]["cv_accuracy"])
+    lo, hi = wilson_ci(int(round(acc * len(y_idx))), len(y_idx))
+    est = {"accuracy": acc, "n": len(y_idx), "ci": [lo, hi], "ci_method": "Wilson",
            "cv_accuracy_all_repeats": scores[best]["cv_accuracy"],
            "note": (f"out-of-fold predictions of {n_splits}-fold cross-validation ({repeats} repeats chose the head; "
                     f"the head was chosen among {len(CANDIDATES)} on the same folds, so the estimate is slightly "

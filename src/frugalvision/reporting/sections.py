@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .render import pct as _pct
+from .verdict import chosen_on
 
 __all__ = ["build_sections"]
 
@@ -120,6 +121,7 @@ def _build(model, ev, explain, n_mistakes, n_typical, check, engine, cache_dir, 
         "audit": _audit_section(meta),
         "open_world": _open_world_section(ev),
         "n_unknown": int((ev.predictions["pred"] == "unknown").sum()), "n_test": int(len(ev.predictions)),
+        "chosen_on": chosen_on(meta),
         "settings": ev.settings,
     }
     mistakes = ev.mistakes(n_mistakes)
@@ -458,16 +460,18 @@ def _model_card(meta: dict, model=None) -> dict:
     if kind == "LinearHead":
         cw = hp.get("class_weight") or st.get("class_weight")
         sentences.append(f"Regularisation strength C = {hp.get('C', t.get('C'))}"
-                         + (" (chosen by validation log-loss)" if st.get("C") == "auto" else "")
+                         + (" (chosen by cross-validated accuracy among the small-data path's heads)"
+                            if t.get("small_data") else " (chosen by validation log-loss)" if st.get("C") == "auto"
+                            else "")
                          + "; smaller C means a simpler, more cautious classifier. "
                          + ("Classes are weighted to balance their sizes." if cw == "balanced"
                             else "Classes are not re-weighted."))
     if meta.get("temperature"):
         sentences.append(f"Probabilities are calibrated by temperature scaling (T = {meta['temperature']:.3g}, "
-                         f"fitted on the validation split).")
+                         f"fitted on {chosen_on(meta)}).")
     op = meta.get("operating_point")
     if op and op.get("targets"):
-        sentences.append(f"Decisions follow the operating point {', '.join(op['targets'])} chosen on validation, "
+        sentences.append(f"Decisions follow the operating point {', '.join(op['targets'])} chosen on {chosen_on(meta)}, "
                          f"not simply the most probable class.")
     rej = meta.get("reject")
     if rej and rej.get("threshold") is not None:

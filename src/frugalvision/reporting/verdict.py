@@ -361,6 +361,14 @@ def next_steps(ev, rows, lc, lc_ext, model, groups_gaps) -> list[str]:
     return steps[:4]
 
 
+def chosen_on(meta: dict) -> str:
+    """Where the model's temperature, operating point and thresholds were chosen, in words: the validation split, or
+    on the small-data path (no validation split) the out-of-fold predictions of cross-validation."""
+    if ((meta or {}).get("training") or {}).get("small_data"):
+        return "the out-of-fold predictions of cross-validation on the training images"
+    return "the validation split"
+
+
 def verdict_section(model, ev, goals, lc) -> dict:
     """Goals judged, overall verdict, operating point in words, and 2–4 next steps."""
     from .learning_curve import extrapolate
@@ -376,7 +384,7 @@ def verdict_section(model, ev, goals, lc) -> dict:
     gaps = [{**g, "column": col} for col, a in ev.groups.items() for g in a.get("class_gaps", [])]
     gaps.sort(key=lambda d: (-d["significant"], -d["difference"]))
     ops = (ev.open_world or {}).get("operating_point", [])
-    op_words = [f"Decisions use an operating point chosen on the validation split: {o['target']} "
+    op_words = [f"Decisions use an operating point chosen on {chosen_on(model.meta)}: {o['target']} "
                 f"(probability threshold {o['threshold']:.3f}). {o['in_words']}" for o in ops]
     overall = _overall(rows)
     headline = {"met": "Good enough for the stated goal.", "not met": "Not good enough yet for the stated goal.",
