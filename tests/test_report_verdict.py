@@ -189,3 +189,45 @@ def test_where_thresholds_were_chosen_is_said_as_it_was():
 
     assert chosen_on({"training": {"small_data": {"head": "cl2n"}}}).startswith("the out-of-fold predictions")
     assert chosen_on({"training": {}}) == chosen_on({}) == "the validation split"
+
+
+def test_the_learning_curve_trend_admits_when_the_test_images_cannot_tell():
+    """65 -> 80 -> 75 -> 85 % on 20 test images was called "still rising"; the trend is judged by the change from the
+    smallest refit to the full set with a paired bootstrap over the test images."""
+    from frugalvision.reporting.learning_curve import trend
+
+    def curve(n, accs, seed=0):
+        order = np.random.default_rng(seed).permutation(n)  # nested errors: a refit on more images fixes some
+        y = np.array(["a", "b"] * (n // 2))
+        preds = []
+        for acc in accs:
+            p = y.copy()
+            wrong = order[:round((1 - acc) * n)]
+            p[wrong] = np.where(y[wrong] == "a", "b", "a")
+            preds.append([p])
+        return {"preds": preds}, y
+
+    target = {"name": "accuracy", "metric": "accuracy", "cls": None}
+    lc, y = curve(20, [0.65, 0.80, 0.75, 0.85])
+    t = trend(lc, target, y)
+    assert t["state"] == "unclear" and t["n"] == 20  # fewer than 30 test images: no interval, cannot tell
+    lc, y = curve(60, [0.70, 0.72, 0.71, 0.75])
+    t = trend(lc, target, y)
+    assert t["state"] == "unclear" and t["ci"][0] <= 0 < t["ci"][1]
+    lc, y = curve(1000, [0.70, 0.80, 0.86, 0.90])
+    assert trend(lc, target, y)["state"] == "rising"
+    lc, y = curve(1000, [0.90, 0.90, 0.90, 0.90])
+    assert trend(lc, target, y)["state"] == "flat"
+
+
+def test_two_mistakes_are_not_read_as_a_dominant_confusion(trained):
+    from frugalvision.reporting.verdict import verdict_section
+
+    model, _ = trained
+    c0, c1 = model.classes[0], model.classes[1]
+    y = np.array([c0] * 10 + [c1] * 10)
+    pred = y.copy()
+    pred[:2] = c1
+    steps = verdict_section(model, _ev(y, pred, classes=model.classes), [], None)["next_steps"]
+    assert any("2 mistakes one by one" in st and "too few" in st for st in steps), steps
+    assert not any("dominant confusions first" in st for st in steps)

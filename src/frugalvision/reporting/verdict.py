@@ -310,14 +310,21 @@ def next_steps(ev, rows, lc, lc_ext, model, groups_gaps) -> list[str]:
                             else "; the value sits on the goal, so only a much larger test set can tell."))
     if not rows and lc_ext.get("_accuracy"):  # no goal: say whether more images of the same kind would help
         e = lc_ext["_accuracy"]
+        tr = e["trend"]
         vals = " → ".join(_pct(v) for v in e["values"])
-        steps.append(f"Refitting the head on parts of the training images gave accuracy {vals}: "
-                     + ("still rising, so more training images of the same kind should help (state a goal with "
-                        "--goal to get a number)." if e.get("rising") else
-                        "flat, so more images of the same kind will not help much; look at the mistakes instead."))
+        change = (f"{100 * tr['change']:+.1f} points from the smallest refit to all of them on {tr['n']} test images"
+                  + (f", 95 % CI {100 * tr['ci'][0]:+.1f} to {100 * tr['ci'][1]:+.1f}" if np.isfinite(tr["ci"]).all()
+                     else ", too few for an interval"))
+        steps.append(f"Refitting the head on parts of the training images gave accuracy {vals} ({change}): "
+                     + {"rising": "still rising, so more training images of the same kind should help (state a goal "
+                                  "with --goal to get a number).",
+                        "flat": "flat, so more images of the same kind will not help much; look at the mistakes "
+                                "instead.",
+                        }.get(tr["state"], "too few test images to tell a rising curve from a flat one; add test "
+                                           "images before deciding whether more training images would help."))
     capped = any(not np.isfinite(e.get("multiple") or 0) or (e.get("multiple") or 0) > 10
                  for k, e in lc_ext.items() if k != "_accuracy" and e) \
-        or bool(lc_ext.get("_accuracy") and not lc_ext["_accuracy"].get("rising"))
+        or bool(lc_ext.get("_accuracy") and lc_ext["_accuracy"]["trend"]["state"] == "flat")
     feature_step, finetune_step = _features_step(model, capped), _finetune_step(model)
     if capped:  # the features look like the ceiling: the measured alternatives come first
         steps[:0] = [s for s in (feature_step, finetune_step) if s]
@@ -328,7 +335,10 @@ def next_steps(ev, rows, lc, lc_ext, model, groups_gaps) -> list[str]:
         top = ev.confused_pairs[:2]
         share = sum(p["count"] for p in top) / errors
         pairs = " and ".join(f"{p['true']} taken for {p['predicted']} ({p['count']})" for p in top)
-        if share >= 0.3:
+        if errors < MIN_PATTERN:  # a pattern of one or two images is not a pattern
+            steps.append(f"Look at the {errors} mistake{'s' if errors > 1 else ''} one by one in the gallery "
+                         f"below ({pairs}): too few to show which confusion dominates.")
+        elif share >= 0.3:
             steps.append(f"Look at the dominant confusions first: {pairs} make {_pct(share)} of the {errors} mistakes; "
                          f"add training images that show what tells them apart (see the 'why A, not B' maps).")
         else:
@@ -361,6 +371,10 @@ def next_steps(ev, rows, lc, lc_ext, model, groups_gaps) -> list[str]:
     return steps[:4]
 
 
+#: Fewest mistakes the next steps read a dominant confusion (or its absence) from.
+MIN_PATTERN = 5
+
+
 def chosen_on(meta: dict) -> str:
     """Where the model's temperature, operating point and thresholds were chosen, in words: the validation split, or
     on the small-data path (no validation split) the out-of-fold predictions of cross-validation."""
@@ -371,7 +385,7 @@ def chosen_on(meta: dict) -> str:
 
 def verdict_section(model, ev, goals, lc) -> dict:
     """Goals judged, overall verdict, operating point in words, and 2–4 next steps."""
-    from .learning_curve import extrapolate
+    from .learning_curve import extrapolate, trend
 
     rows = judge_goals(goals, ev)
     lc_ext = {}
@@ -380,7 +394,8 @@ def verdict_section(model, ev, goals, lc) -> dict:
             lc_ext[r["name"]] = extrapolate(lc, r, r["value"], lc["y_test"])
         if not rows and len(lc["y_test"]) >= 20:
             t = {"name": "accuracy", "metric": "accuracy", "cls": None}
-            lc_ext["_accuracy"] = extrapolate(lc, t, 0.99, lc["y_test"], n_boot=0)
+            lc_ext["_accuracy"] = {**extrapolate(lc, t, 0.99, lc["y_test"], n_boot=0),
+                                   "trend": trend(lc, t, lc["y_test"])}
     gaps = [{**g, "column": col} for col, a in ev.groups.items() for g in a.get("class_gaps", [])]
     gaps.sort(key=lambda d: (-d["significant"], -d["difference"]))
     ops = (ev.open_world or {}).get("operating_point", [])
