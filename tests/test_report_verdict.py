@@ -231,3 +231,11 @@ def test_two_mistakes_are_not_read_as_a_dominant_confusion(trained):
     steps = verdict_section(model, _ev(y, pred, classes=model.classes), [], None)["next_steps"]
     assert any("2 mistakes one by one" in st and "too few" in st for st in steps), steps
     assert not any("dominant confusions first" in st for st in steps)
+
+
+def test_faithfulness_gap_words_never_print_nan_nor_a_negative_lower_by():
+    from frugalvision.reporting.sections import _gap_words
+
+    nan = float("nan")
+    assert _gap_words(-0.044, [nan, nan], "lower", "higher") == "higher by 0.044"
+    assert _gap_words(0.05, [0.02, 0.08], "lower", "higher") == "lower by 0.050 (95 % CI of the difference +0.020 to +0.080)"

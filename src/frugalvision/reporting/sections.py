@@ -390,14 +390,22 @@ def _faithfulness(model, ev, per_class, engine, cache_dir, steps: int = FAITHFUL
                    "from random on the other, so read them as a rough hint")
     else:
         meaning = "the maps cannot be told from random regions on these images: read them with caution"
-    out["sentence"] = (f"On {len(d)} correctly classified test images, {meaning} (deletion area lower by "
-                       f"{d.mean():.3f} than random on average, 95 % CI {dci[0]:.3f} to {dci[1]:.3f}; "
-                       f"insertion area higher by {i.mean():.3f}, 95 % CI {ici[0]:.3f} to {ici[1]:.3f}).")
+    by = _gap_words
+    out["sentence"] = (f"On {len(d)} correctly classified test images, {meaning}: the deletion area is "
+                       f"{by(d.mean(), dci, 'lower', 'higher')} than random regions' on average, the insertion area "
+                       f"{by(i.mean(), ici, 'higher', 'lower')}.")
     worse = [row["class"] for row in out["rows"] if row["deletion_gain_ci"][1] < 0 or row["insertion_gain_ci"][1] < 0]
     if worse:
         out["sentence"] += (f" For {', '.join(worse)}, the maps do worse than random regions on one test: read "
                             f"{'its' if len(worse) == 1 else 'their'} maps with caution.")
     return out
+
+
+def _gap_words(value: float, ci, better: str, worse: str) -> str:
+    """'lower by 0.050 (95 % CI of the difference +0.020 to +0.080)'; the other word when the gain is negative, and no
+    interval when there is none (fewer than 30 images: it printed 'nan to nan')."""
+    words = f"{better if value >= 0 else worse} by {abs(value):.3f}"
+    return words + (f" (95 % CI of the difference {ci[0]:+.3f} to {ci[1]:+.3f})" if np.isfinite(ci).all() else "")
 
 
 def _data_section(model, ev, balance_png) -> dict:
