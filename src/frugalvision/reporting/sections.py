@@ -511,7 +511,8 @@ def _model_card(meta: dict, model=None) -> dict:
                        f"{st.get('test_size') if st.get('test_size') is not None else 'default'}, seed {st.get('seed')}"
                        + (" (small-data path: cross-validation on every labelled image)" if t.get("small_data") else ""))]
     versions = meta.get("versions") or {}
-    software = [{"name": k, "version": str(v), "what": _SOFTWARE.get(k, "")} for k, v in versions.items()]
+    software = [{"name": k, "version": "not installed" if v is None else str(v), "what": _SOFTWARE.get(k, "")}
+                for k, v in versions.items()]
     return {
         "sentences": sentences, "table": [{"field": k, "value": v} for k, v in table], "software": software,
         "backbone": b.get("name"), "timm_name": b.get("timm_name"), "weights_id": b.get("weights_id"),
