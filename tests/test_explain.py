@@ -278,3 +278,17 @@ def test_panel_text_with_control_characters_is_drawn_escaped():
         assert all("\n" not in ln and ln.isprintable() for ln in lines)
         assert _fit(name, font, 60).isprintable()
     assert "new\\x0aline.png" in "".join(_wrap("new\nline.png", font, 400))
+
+
+def test_class_selectors_split_at_commas_by_the_model_classes():
+    """A class name may hold a comma ('comma,class'): `explain --classes "comma,class"` asked for classes 'comma' and
+    'class' and failed. The list is split by the model's classes."""
+    from frugalvision.inference import resolve_classes
+
+    classes = ["comma,class", "b", "c"]
+    decision = (1, 2, np.array([0.2, 0.7, 0.1]))
+    assert resolve_classes("comma,class", decision, classes) == [0]
+    assert resolve_classes("top1,comma,class", decision, classes) == [1, 0]
+    assert resolve_classes("c,b", decision, classes) == [2, 1]
+    with pytest.raises(Exception, match="Unknown class selector 'comma'"):
+        resolve_classes("comma,b", decision, classes)

@@ -162,6 +162,8 @@ def resolve_classes(spec, decision, classes: list, true_label=None) -> list[int]
         return [classes.index(str(true_label))]
     if s in classes:  # a class named like a selector ('top2', 'all') is still that class
         return [classes.index(s)]
+    if "," in s:  # a comma-separated list, where a class name may itself hold commas
+        return resolve_classes(_split_selectors(s, classes), decision, classes, true_label)
     ranked = [] if label < 0 else [int(label)] + ([int(runner)] if runner >= 0 else [])
     ranked += [int(i) for i in np.argsort(-np.asarray(proba), kind="stable") if i not in ranked]
     if s.startswith("top") and s[3:].isdigit():
@@ -169,6 +171,21 @@ def resolve_classes(spec, decision, classes: list, true_label=None) -> list[int]
     if s == "second":
         return [] if label < 0 or runner < 0 else [int(runner)]
     raise DataError(f"Unknown class selector '{s}'. Use top1, top2, topK, all, true, or a class name: {classes}.")
+
+
+def _split_selectors(text: str, classes) -> list[str]:
+    """``"top1,comma,class"`` -> ``["top1", "comma,class"]`` when "comma,class" is a class: at each comma-separated
+    part, the longest run of parts that names a class, else the part alone."""
+    parts, out, i = text.split(","), [], 0
+    while i < len(parts):
+        j = next((j for j in range(len(parts), i, -1) if ",".join(parts[i:j]) in classes), None)
+        if j is None:
+            out.append(parts[i].strip())
+            i += 1
+        else:
+            out.append(",".join(parts[i:j]))
+            i = j
+    return out
 
 
 @dataclass

@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
 
         if method not in METHODS:
             raise typer.BadParameter(f"--method must be one of {_methods()}, got {method!r}.")
-        cls = classes.split(",") if "," in classes else classes
+        cls = classes  # split at commas by the model's classes (a class name may hold a comma)
         if engine == "ray":  # one panel PNG per image under OUT/cams/, predictions in OUT/part-*.parquet
             ray_batch(model, paths, out, address=address, actors=actors, cpus_per_actor=cpus_per_actor,
                       shard_size=shard_size, engine_kw={"cache_dir": cache_dir}, cams=(cls, method), overwrite=overwrite)
