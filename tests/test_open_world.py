@@ -123,6 +123,8 @@ def test_operating_point_and_unknown_shares_get_wilson_intervals():
     assert row["value"] == 1.0 and row["ci_method"] == "Wilson" and (row["k"], row["n"]) == (50, 50)
     assert row["value_ci"][1] == 1.0 and 0.92 < row["value_ci"][0] < 0.935  # not 100-100 %
     assert row["verdict"] == "met"
+    assert row["in_words"] == ("Aiming to find 90% of defective images, it found 100.0 % here (50 of 50), at 10 false "
+                               "alarms per 100 images of other classes (5 of 50).")
     sel = {r["coverage"]: r for r in selective_curve(np.ones(100, bool), np.arange(100.0))}
     assert sel[0.5]["accuracy"] == 1.0 and sel[0.5]["accuracy_ci"][0] == pytest.approx(_wilson(50, 50)[0])
     u = unknown_detection(np.linspace(0, 1, 200), np.linspace(2, 3, 50), threshold=1.5, n_boot=300)

@@ -153,12 +153,16 @@ def operating_point_report(op, y, pred, classes, idx=None) -> list[dict]:
         missed = float((~said & pos).sum() / max(pos.sum(), 1))
         ci = wilson_ci(k, n)
         met = None if v is None else ("met" if ci[0] >= t.value else "not met" if ci[1] < t.value else "cannot tell")
+        # What happened on these images, with its counts: "expect about 0 false alarms" beside a missed target
+        # read as a promise.
+        n_fa, n_other, n_missed = int((said & ~pos).sum()), int((~pos).sum()), int((~said & pos).sum())
         if t.metric == "recall":
-            words = (f"To find {t.value:.0%} of {t.cls} images (found here: {_pct(v)}), expect about "
-                     f"{100 * false_alarms:.0f} false alarms per 100 images of other classes.")
+            words = (f"Aiming to find {t.value:.0%} of {t.cls} images, it found {_pct(v)} here ({k} of {n}), at "
+                     f"{100 * false_alarms:.0f} false alarms per 100 images of other classes ({n_fa} of {n_other}).")
         else:
-            words = (f"When it says {t.cls}, it should be right {t.value:.0%} of the time (here: {_pct(v)}); "
-                     f"the price is {100 * missed:.0f} of every 100 {t.cls} images missed.")
+            words = (f"Aiming to be right {t.value:.0%} of the time when it says {t.cls}, it was right {_pct(v)} "
+                     f"here ({k} of {n}), missing {100 * missed:.0f} of every 100 {t.cls} images ({n_missed} of "
+                     f"{int(pos.sum())}).")
         rows.append({"target": str(t), "value": v, "value_ci": ci, "ci_method": "Wilson", "verdict": met,
                      "threshold": (op.recall_thresholds if t.metric == "recall" else op.precision_thresholds)[t.cls],
                      "false_alarm_rate": false_alarms, "miss_rate": missed, "in_words": words, "n": n, "k": k})
