@@ -454,3 +454,20 @@ def test_keyboard_labelling_in_chromium_resumes_and_trains(tmp_path):
     model = fv.train(manifest, progress=False, calibrate=False)
     assert sorted(model.classes) == CLASSES
     assert len(model.data_.table) == 41
+
+
+def test_a_refit_that_saw_fewer_decisions_never_replaces_newer_guesses():
+    """The page's refit after a batch and the estimate's in the background can finish in either order."""
+    X, y = clustered(n_per_class=10)
+    paths = [f"/pool/{i}.png" for i in range(len(X))]
+    s = session(paths, X)
+    for i in (0, 10):
+        s.record(paths[i], str(y[i]))
+    s.refit()
+    newer = s._model
+    s._decisions -= 1  # as if this refit had started before the last decision
+    s.refit()
+    assert s._model is newer
+    s._decisions += 1
+    s.refit()
+    assert s._model is not newer  # a refit that saw as many decisions installs (the estimate may change the head)

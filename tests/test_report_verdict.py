@@ -65,16 +65,17 @@ def test_verdicts_met_not_met_and_cannot_tell():
 
 def test_images_needed_to_decide_are_where_the_wilson_interval_decides():
     """The number the verdict asks for is the total at which the same share would decide by the interval the verdict
-    uses (Wilson), never at or below the images it already has (it said 1 for 100 % of 2 against 50 %)."""
+    uses (Wilson), never at or below the images it already has (it said 1 for 100 % of 2 against 50 %); none for a
+    goal judged by a bootstrap (balanced accuracy), where Wilson at the current n may already "decide"."""
     from frugalvision.evaluation.bootstrap import wilson_ci
     from frugalvision.reporting.verdict import _n_to_decide
 
     for value, goal, n in ((1.0, 0.5, 2), (0.9, 0.8, 20), (0.7, 0.8, 20), (0.95, 0.93, 100), (0.6, 0.5, 7)):
         need = _n_to_decide(value, goal, n)
         assert need > n
-        lo, hi = wilson_ci(round(value * need), need)
+        lo, hi = wilson_ci(value * need, need)
         assert (lo >= goal) if value > goal else (hi < goal)
-        before = wilson_ci(round(value * (need - 1)), need - 1)
+        before = wilson_ci(value * (need - 1), need - 1)
         assert not ((before[0] >= goal) if value > goal else (before[1] < goal))
     assert _n_to_decide(1.0, 0.5, 2) == 4
     y = np.array(["defective"] * 2 + ["ok"] * 18)
@@ -84,6 +85,12 @@ def test_images_needed_to_decide_are_where_the_wilson_interval_decides():
     from frugalvision.reporting.verdict import _goal_sentence
 
     assert "About 4 test images of this kind in all (2 more)" in _goal_sentence(row)
+    y = np.array(["defective"] * 10 + ["ok"] * 290)
+    pred = y.copy()
+    pred[:3] = "ok"
+    ev = _ev(y, pred)
+    row = judge_goals([parse_goal("balanced_accuracy>=0.8", ev.classes)], ev)[0]
+    assert row["verdict"] == "cannot tell yet" and row.get("n_to_decide") is None and "more)" not in _goal_sentence(row)
 
 
 def test_per_group_recall_gap_of_the_rare_class_is_found_with_a_ci():

@@ -164,3 +164,14 @@ def test_the_expected_accuracy_is_the_chosen_heads_cross_validated_accuracy():
     assert fit.estimate["accuracy"] == pytest.approx(chosen["cv_accuracy"])
     assert fit.estimate["accuracy"] <= max(c["cv_accuracy"] for c in fit.scores)
     assert fit.estimate["ci"] == pytest.approx(list(wilson_ci(round(chosen["cv_accuracy"] * 24), 24)))
+
+
+def test_a_class_of_one_image_leaves_none_of_these_unset_with_the_reason():
+    """24 images of one class and 1 of another (train --test-size 0): no out-of-fold scores exist, so no threshold;
+    it crashed (a threshold placed on None)."""
+    from frugalvision.fitting import fit_small_data_stage
+    from frugalvision.recipe import Recipe
+
+    X = np.abs(np.random.default_rng(2).normal(size=(25, 16))).astype(np.float32)
+    fit, _ = fit_small_data_stage(X, np.array(["a"] * 24 + ["b"]), Recipe(), n_clean=25)
+    assert fit.reject.threshold is None and "single image" in fit.reject.note

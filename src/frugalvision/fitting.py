@@ -224,7 +224,7 @@ def fit_small_data_stage(X_tr, y_tr, recipe: Recipe, *, n_clean: int) -> tuple[H
         reject = _reject_info(state, len(yc), recipe, "out-of-fold training",
                               lambda: oof.append(cv_ood_scores(Xc, yc, classes, sd, seed=recipe.seed, hyper=hyper))
                               or oof[0])
-        if oof and oof[0] is not None and reject.threshold is not None:
+        if reject.threshold is not None:
             notes += swallowed_classes(oof[0], yc, reject.threshold, reject.accept_rate, "out-of-fold training")
     fit = HeadFit(head=head, temperature=temperature, operating_point=op, reject=reject, ood_state=state,
                   goals=goals, C=sd.C, C_search=[], notes=notes)
@@ -290,7 +290,12 @@ def _reject_info(state, n: int, recipe: Recipe, where: str, scores) -> RejectInf
                 f"{100 * recipe.accept_rate:g} % of normal images (needs {MIN_REJECT_VALIDATION}); every image gets a "
                 f"class. Label more images")
         return RejectInfo(params=state.params(), accept_rate=recipe.accept_rate, n_validation=int(n), note=note)
-    return RejectInfo(params=state.params(), threshold=float(threshold_for_accept_rate(scores(), recipe.accept_rate)),
+    s = scores()
+    if s is None:  # out-of-fold scores need every class in two folds: one image of a class gives none
+        return RejectInfo(params=state.params(), accept_rate=recipe.accept_rate, n_validation=0,
+                          note=f"not set: a class has a single image, so there are no {where} scores to place a "
+                               f"threshold on; every image gets a class. Label more images of every class")
+    return RejectInfo(params=state.params(), threshold=float(threshold_for_accept_rate(s, recipe.accept_rate)),
                       accept_rate=recipe.accept_rate, n_validation=int(n), note=f"chosen on {where} images")
 
 

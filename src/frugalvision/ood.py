@@ -86,7 +86,8 @@ DEFAULTS: dict[str, Any] = {"method": "knn_vim", "k": 5, "normalize": "center_l2
 _FORMAT = 1
 #: Below this many training rows the default is kNN alone: ViM's principal subspace is not estimable from so few
 #: rows (in-sample residuals near zero gave z-scores in the thousands on 42 training images). From 126 rows on,
-#: the default kept its stated rate in tests/test_open_world.py; kNN alone at 126 rows did not.
+#: the default kept its stated rate in tests/test_open_world.py; kNN alone at 126 rows did not (the usual path, its
+#: threshold on validation scores; the small-data path uses kNN at any size, see :func:`knn_settings`).
 VIM_MIN_ROWS = 100
 
 

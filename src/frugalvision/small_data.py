@@ -172,7 +172,6 @@ def cv_ood_scores(X, y, classes, fit: SmallDataFit, seed: int = 0, hyper: dict |
     from .ood import fit_ood, knn_settings, ood_score
 
     hyper = hyper or knn_settings(len(y))
-
     X = np.asarray(X, dtype=np.float32)
     y_idx = np.array([list(classes).index(str(v)) for v in y])
     folds, n_splits = _folds(y_idx, seed, 1)
@@ -180,6 +179,10 @@ def cv_ood_scores(X, y, classes, fit: SmallDataFit, seed: int = 0, hyper: dict |
         return None
     out = np.zeros(len(y_idx), np.float32)
     for tr, te in folds:
+        if hyper.get("method") == "knn":  # a distance to the other folds' images: no head needed
+            state = fit_ood(X[tr], np.asarray(y)[tr], None, **hyper)
+            out[te] = ood_score(state, X[te])
+            continue
         W, b = _fit(fit.kind, fit.C, X[tr].astype(np.float64), y_idx[tr], len(classes), None, seed)
         state = fit_ood(X[tr], np.asarray(y)[tr], (X[tr] @ W.T + b).astype(np.float32), **hyper)
         out[te] = ood_score(state, X[te], (X[te] @ W.T + b).astype(np.float32))

@@ -32,6 +32,8 @@ def shipped_graph(name: str) -> tuple[Path, dict] | None:
 def int8_backbones() -> tuple[str, ...]:
     """The backbones whose quantized graph ships: where ``--precision int8`` (and the int8 default) can run."""
     folder = resources.files("frugalvision.backbones").joinpath("graphs")
+    if not folder.is_dir():  # an install without the shipped graphs: fp32 from downloaded weights only
+        return ()
     names = (f.name[:-len(".int8.onnx")] for f in folder.iterdir() if f.name.endswith(".int8.onnx"))
     return tuple(sorted(n for n in names if shipped_graph(f"{n}.int8") is not None))
 

@@ -186,6 +186,8 @@ class LabelSession:
         self._estimates: list[dict] = []      # history: n, accuracy, ci
         self._batch: list[str] = []
         self._lock = threading.RLock()
+        self._decisions = 0                   # decisions recorded or undone so far (what a refit saw)
+        self._fitted_on = -1                  # ... when the installed guesses were fitted
 
     # -- set-up ------------------------------------------------------------------------------------------
     def _classes(self, classes, saved) -> list[str]:
@@ -295,6 +297,7 @@ class LabelSession:
                     self.records[path] = previous
                 raise
             self.history.append((path, previous))
+            self._decisions += 1
             return dict(row)
 
     def undo(self, *, save: bool = True) -> str | None:
@@ -315,6 +318,7 @@ class LabelSession:
                     self.records[path] = current
                 raise
             self.history.pop()
+            self._decisions += 1
             if path in self.index and path not in self._batch:
                 self._batch.insert(0, path)
             return path
@@ -334,6 +338,7 @@ class LabelSession:
             idx, lab = self._labelled()
             kind, C = self._head
             ood = self._ood
+            seen = self._decisions
         if len(idx) == 0:
             model, proba = None, None
         else:
@@ -342,7 +347,10 @@ class LabelSession:
             proba[~self.ok] = 1.0 / len(self.classes)
         none = _NoneGuess(model, *ood) if ood is not None and model is not None else None
         with self._lock:
-            self._model, self._proba, self._none = model, proba, none
+            # Two refits can run at once (the page's after a batch, the estimate's in the background): one that saw
+            # fewer decisions never replaces the guesses of one that saw more.
+            if seen >= self._fitted_on:
+                self._model, self._proba, self._none, self._fitted_on = model, proba, none, seen
         return model
 
     def guess(self, path) -> dict:

@@ -74,11 +74,13 @@ def _n_to_decide(value, goal_value, n_now: int = 0) -> int | None:
     if abs(value - goal_value) < 0.005:
         return None
 
-    def decides(n: int) -> bool:
-        lo, hi = wilson_ci(int(round(value * n)), n)
+    def decides(n: int) -> bool:  # the same share, as a fractional count: then more images never decide less
+        lo, hi = wilson_ci(value * n, n)
         return lo >= goal_value if value > goal_value else hi < goal_value
 
     lo = max(int(n_now), 1)
+    if decides(lo):  # only a goal judged by another interval (balanced accuracy: bootstrap) gets here
+        return None
     hi = 2 * lo
     while not decides(hi):
         lo, hi = hi, 2 * hi
@@ -105,7 +107,7 @@ def judge_goals(goals, ev) -> list[dict]:
         what = (g["metric"].replace("_", " ") if g["cls"] is None
                 else f"{g['metric']} of {g['cls']}")
         row = {**g, "value_reached": v, "ci": [lo, hi], "n": n, "ci_method": method, "verdict": verdict, "what": what}
-        if verdict == "cannot tell yet" and v is not None:
+        if verdict == "cannot tell yet" and v is not None and method == "Wilson":
             row["n_to_decide"] = _n_to_decide(v, g["value"], n)
         out.append(row)
     return out
@@ -307,7 +309,9 @@ def next_steps(ev, rows, lc, lc_ext, model, groups_gaps) -> list[str]:
             steps.append(f"Add test images before deciding: {r['what']} was judged on only {r['n']} {kind}"
                          + (f"; about {need} in all ({need - r['n']} more) would narrow the interval enough to "
                             f"tell." if need
-                            else "; the value sits on the goal, so only a much larger test set can tell."))
+                            else "; the value sits on the goal, so only a much larger test set can tell."
+                            if abs(r["value_reached"] - r["value"]) < 0.005
+                            else "; more test images will narrow the interval."))
     if not rows and lc_ext.get("_accuracy"):  # no goal: say whether more images of the same kind would help
         e = lc_ext["_accuracy"]
         tr = e["trend"]
@@ -330,7 +334,8 @@ def next_steps(ev, rows, lc, lc_ext, model, groups_gaps) -> list[str]:
         steps[:0] = [s for s in (feature_step, finetune_step) if s]
     elif feature_step:
         steps.append(feature_step)
-    errors = int((~ev.predictions["correct"]).sum())
+    # class-for-class mistakes only: an image answered "unknown" is not a confusion between two classes
+    errors = sum(p["count"] for p in ev.confused_pairs)
     if ev.confused_pairs and errors:
         top = ev.confused_pairs[:2]
         share = sum(p["count"] for p in top) / errors
@@ -339,10 +344,10 @@ def next_steps(ev, rows, lc, lc_ext, model, groups_gaps) -> list[str]:
             steps.append(f"Look at the {errors} mistake{'s' if errors > 1 else ''} one by one in the gallery "
                          f"below ({pairs}): too few to show which confusion dominates.")
         elif share >= 0.3:
-            steps.append(f"Look at the dominant confusions first: {pairs} make {_pct(share)} of the {errors} mistakes; "
+            steps.append(f"Look at the dominant confusions first: {pairs} make {_pct(share)} of the {errors} images taken for another class; "
                          f"add training images that show what tells them apart (see the 'why A, not B' maps).")
         else:
-            steps.append(f"No single confusion dominates: the {errors} mistakes are spread over "
+            steps.append(f"No single confusion dominates: the {errors} images taken for another class are spread over "
                          f"{len(ev.confused_pairs)} pairs of classes (the most frequent, {pairs.split(' and ')[0]}); "
                          f"more and more varied images of every class will help more than fixing one pair.")
     for g in groups_gaps[:1]:
