@@ -502,3 +502,18 @@ def test_explicit_int8_over_a_backbone_without_an_int8_graph_is_refused_before_a
         tune(shapes_dir, Recipe(precision="int8"), backbones=("efficientnet_lite0", "efficientnet_lite1"),
              cache_dir=tmp_path, progress=False)
     assert not any(tmp_path.rglob("*.npy"))  # nothing was embedded first
+
+
+def test_tune_refits_with_the_recipe_given_on_the_command_line(shapes_dir, tmp_path):
+    """--target, --goal, --precision and --no-reject reach the refit winner as they reach train's model."""
+    from frugalvision.cli.main import main
+    from frugalvision.model import load_model
+
+    cls = sorted(p.name for p in shapes_dir.iterdir() if p.is_dir() and p.name not in ("train", "test"))[0]
+    out = tmp_path / "t"
+    assert main(["tune", str(shapes_dir), "--out", str(out), "--cv", "3", "--features", "last",
+                 "--target", f"{cls}:recall>=0.8", "--goal", "accuracy>=0.5", "--precision", "fp32", "--no-reject",
+                 "--cache-dir", str(tmp_path / "c"), "-q"]) == 0
+    recipe = load_model(out).training_["recipe"]
+    assert recipe["targets"] == [f"{cls}:recall>=0.8"] and recipe["goals"] == ["accuracy>=0.5"]
+    assert recipe["precision"] == "fp32" and recipe["reject"] is False

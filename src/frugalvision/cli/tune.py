@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from ..small_data import FEW_SHOT_BELOW
 from ._common import CacheDir, Engine, Overwrite, Quiet, echo
 
 
@@ -30,16 +31,27 @@ def register(app: typer.Typer) -> None:
                                     "'balanced_accuracy' (the mean of the classes' recalls: a rare class counts as "
                                     "much as a common one; what --budget judges by) or 'accuracy'."),
         budget: Optional[str] = typer.Option(None, "--budget", help="Wall-clock budget, e.g. 20m: within it, also try fine-tuning the last 1-2 stages (PyTorch) against the frozen winner, paired on the same images (the validation split, or k-fold CV when it has fewer than 300 images); fine-tuning is kept only when it wins by more than two standard errors."),
+        target: Optional[list[str]] = typer.Option(None, "--target", help="Operating point of the refit winner, as for train (repeatable)."),
+        goal: Optional[list[str]] = typer.Option(None, "--goal", help="What good enough means, as for train (repeatable)."),
+        precision: Optional[str] = typer.Option(None, "--precision", help="int8, fp32 or auto, as for train (default: int8 where the shipped graph can run)."),
+        accept_rate: float = typer.Option(0.95, "--accept-rate", help="Share of normal images the 'none of these' threshold keeps, as for train."),
+        no_reject: bool = typer.Option(False, "--no-reject", help="Never label an image 'unknown', as for train."),
         engine: str = Engine, cache_dir: Optional[Path] = CacheDir, quiet: bool = Quiet, overwrite: bool = Overwrite,
     ):
-        """Grid search over head type, C / weight decay, dropout, lr, batch size, class weighting, views, features, backbone."""
+        """Grid search over head type, C / weight decay, dropout, lr, batch size, class weighting, views, features, backbone.
+
+        The winner is refit with the rest of the recipe (--target, --goal, --precision, 'none of these') as train
+        would, on the usual path with a validation split."""
+        from ..recipe import Recipe
         from ..tune import parse_budget, tune
 
         try:
             view_list = [int(v) for v in views.split(",")]
         except ValueError:
             raise typer.BadParameter(f"--views takes comma-separated integers, got {views!r}.") from None
-        res = tune(data, backbones=tuple(backbones.split(",")), features=tuple(f.strip() for f in features.split(",")),
+        recipe = Recipe(precision=precision, goals=tuple(goal or ()), targets=tuple(target or ()),
+                        reject=not no_reject, accept_rate=accept_rate)
+        res = tune(data, recipe, backbones=tuple(backbones.split(",")), features=tuple(f.strip() for f in features.split(",")),
                    views=tuple(view_list), policy=augment,
                    balance_by_augmentation=balance_by_augmentation, cv=cv, seed=seed, racing=racing, select=select,
                    scoring=scoring, out=out, engine=engine,
@@ -47,9 +59,24 @@ def register(app: typer.Typer) -> None:
         echo(f"{len(res.table)} configurations x {cv} folds in {res.seconds:.1f} s")
         echo(res.summary())
         echo(f"Refit: {res.best}")
+        smallest = _smallest_class(res.model)
+        if smallest is not None and smallest[1] < FEW_SHOT_BELOW:
+            echo(f"Note: the refit ran on the usual path (a validation split) with the searched head, though the "
+                 f"smallest class ('{smallest[0]}') has {smallest[1]} images: train alone would use the small-data "
+                 f"path. Compare the two on the same test images (frugalvision compare-models).")
         for c in res.candidates:
             echo(f"{'*' if c['chosen'] else ' '} {c['candidate']}: {_judged(c)}")
         echo(f"Wrote {out / 'model.safetensors'} and {out / 'tuning.csv'}. Next: frugalvision evaluate {out}")
+
+
+def _smallest_class(model):
+    """(class, labelled images in train + validation) of the refit model's smallest class, or None."""
+    counts = ((getattr(model, "training_", None) or {}).get("counts") or {})
+    total: dict = {}
+    for split in ("train", "validation", "val"):
+        for c, n in (counts.get(split) or {}).items():
+            total[c] = total.get(c, 0) + int(n)
+    return min(total.items(), key=lambda kv: kv[1]) if total else None
 
 
 def _judged(c: dict) -> str:
