@@ -7,7 +7,6 @@ from typing import Optional
 
 import typer
 
-from ..small_data import FEW_SHOT_BELOW
 from ._common import CacheDir, Engine, Overwrite, Quiet, echo
 
 
@@ -59,6 +58,8 @@ def register(app: typer.Typer) -> None:
         echo(f"{len(res.table)} configurations x {cv} folds in {res.seconds:.1f} s")
         echo(res.summary())
         echo(f"Refit: {res.best}")
+        from ..small_data import FEW_SHOT_BELOW
+
         smallest = _smallest_class(res.model)
         if smallest is not None and smallest[1] < FEW_SHOT_BELOW:
             echo(f"Note: the refit ran on the usual path (a validation split) with the searched head, though the "
