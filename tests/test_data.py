@@ -87,3 +87,20 @@ def test_discover_errors_are_specific(tmp_path):
         (one / d).rmdir()
     with pytest.raises(DataError, match="at least 2 classes"):
         discover(one)
+
+
+def test_a_class_named_unknown_is_refused_with_the_reason(tmp_path):
+    """'unknown' is the answer for an image of none of the classes: a class of that name made evaluate count its
+    correct answers as rejections ('3 of 11 answered unknown' at 100 % accuracy)."""
+    import pytest as _pytest
+    from PIL import Image
+
+    from frugalvision.data.discover import discover
+    from frugalvision.exceptions import DataError
+
+    for c in ("cat", "unknown"):
+        (tmp_path / c).mkdir()
+        for i in range(3):
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / c / f"{i}.png")
+    with _pytest.raises(DataError, match="class named 'unknown'.*Rename"):
+        discover(tmp_path)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..decision import UNKNOWN
 from ..exceptions import DataError, DataWarning
 
 __all__ = ["discover", "list_image_files", "IMAGE_SUFFIXES"]
@@ -118,6 +119,10 @@ def discover(source, *, require_labels: bool = True) -> pd.DataFrame:
         if df["label"].nunique() < 2:
             found = f"a single class ({df['label'].iloc[0]!r})" if len(df) else "no usable rows"
             raise DataError(f"Found {found} in '{src}'. A classifier needs images of at least 2 classes.")
+        if (df["label"].astype(str) == UNKNOWN).any():
+            raise DataError(f"'{src}' has a class named '{UNKNOWN}': that is the answer for an image of none of the "
+                            f"classes, so predictions, evaluations and reports could not tell the two apart. Rename "
+                            f"the class (e.g. '{UNKNOWN}_class' or 'other').")
         _warn_look_alike_labels(df["label"].astype(str), src)
     return df.reset_index(drop=True)
 
