@@ -104,3 +104,28 @@ def test_a_class_named_unknown_is_refused_with_the_reason(tmp_path):
             Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / c / f"{i}.png")
     with _pytest.raises(DataError, match="class named 'unknown'.*Rename"):
         discover(tmp_path)
+
+
+def test_names_that_are_not_utf8_are_skipped_with_a_warning(tmp_path):
+    """Bytes that are not UTF-8 in a file or class-folder name came back as lone surrogates and stopped training
+    and predict mid-way (pandas' string columns refuse them); they are skipped with the reason."""
+    import os
+
+    import pytest as _pytest
+    from PIL import Image
+
+    from frugalvision.data.discover import discover, list_image_files
+    from frugalvision.exceptions import DataWarning
+
+    root = os.fsencode(tmp_path)
+    for c in (b"cat", b"dog", b"bad\xffclass"):
+        os.makedirs(root + b"/" + c)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(root + b"/" + c + b"/%d.png" % i)
+    Image.new("RGB", (8, 8)).save(root + b"/cat/bad\xfffile.png")
+    with _pytest.warns(DataWarning, match="not valid UTF-8"):
+        df = discover(tmp_path)
+    assert sorted(set(df["label"])) == ["cat", "dog"] and len(df) == 6
+    with _pytest.warns(DataWarning, match="not valid UTF-8"):
+        files = list_image_files([tmp_path / "cat"])
+    assert len(files) == 3

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .._text import printable
 from ..decision import UNKNOWN
 from ..exceptions import DataError, DataWarning
 
@@ -35,11 +36,31 @@ def _absolute(path: Path) -> str:
         return os.path.abspath(path)
 
 
+def _utf8(name: str) -> bool:
+    """Whether a file name decoded from the file system is text: bytes that are not UTF-8 come back as lone
+    surrogates, which no table, CSV or report can hold (pandas' string columns refused them mid-training)."""
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _warn_not_utf8(names: list, where) -> None:
+    if names:
+        warnings.warn(f"Skipped {len(names)} file or folder name(s) under '{printable(str(where), quote=False)}' that "
+                      f"are not valid UTF-8 (e.g. {printable(names[0])}): names are kept as text in every table and "
+                      f"report. Rename them to UTF-8 (e.g. with convmv) to use them.", DataWarning, stacklevel=4)
+
+
 def _visible_files(folder: Path) -> list[Path]:
-    out = []
+    out, bad = [], []
     for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        out.extend(Path(root) / f for f in sorted(files) if not f.startswith("."))
+        bad += [d for d in dirs if not _utf8(d)]
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and _utf8(d))
+        bad += [f for f in files if not _utf8(f)]
+        out.extend(Path(root) / f for f in sorted(files) if not f.startswith(".") and _utf8(f))
+    _warn_not_utf8(bad, folder)
     return out
 
 
@@ -51,6 +72,8 @@ def list_image_files(paths) -> list[str]:
     for p in map(Path, paths):
         if p.is_dir():
             out.extend(_absolute(f) for f in _visible_files(p) if f.suffix.lower() in IMAGE_SUFFIXES)
+        elif not _utf8(str(p)):
+            _warn_not_utf8([str(p)], p.parent)
         elif p.exists() or p.is_symlink():
             out.append(_absolute(p))
         else:
@@ -60,7 +83,8 @@ def list_image_files(paths) -> list[str]:
 
 def _class_folders(folder: Path, split: str | None) -> list[dict]:
     rows = []
-    for class_dir in sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")):
+    _warn_not_utf8([d.name for d in folder.iterdir() if d.is_dir() and not _utf8(d.name)], folder)
+    for class_dir in sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".") and _utf8(d.name)):
         files = _visible_files(class_dir)
         if not files:
             warnings.warn(f"Class folder '{class_dir}' is empty: no class '{class_dir.name}' is learned from it.",
