@@ -142,11 +142,16 @@ def test_a_class_the_none_of_these_threshold_swallows_is_named():
     (note,) = swallowed_classes(scores, y, 1.0, 0.95, "validation")
     assert "4 of 10 validation images of 'defect' (40 %" in note and "--no-reject" in note
     assert swallowed_classes(np.r_[np.zeros(39), 2.0], y, 1.0, 0.95, "validation") == []  # one image is not a pattern
+    # 2 of 10 images of one of 10 balanced classes: what chance does, no note
+    y10 = np.repeat([f"d{i}" for i in range(10)], 10)
+    assert swallowed_classes(np.r_[np.zeros(98), 2.0, 2.0], y10, 1.0, 0.95, "validation") == []
 
     rng = np.random.default_rng(7)
-    X = np.vstack([np.abs(3 + rng.normal(0, 0.5, (80, 32))), np.abs(3 + rng.normal(0, 3.0, (16, 32)))])
-    fit, _ = fit_small_data_stage(X.astype(np.float32), np.array(["good"] * 80 + ["defect"] * 16), Recipe(),
-                                  n_clean=96)
+    good = np.abs(3 + rng.normal(0, 0.5, (150, 32)))
+    defect = np.abs(rng.normal(0, 1, (18, 32))) * 3 + np.abs(3 + rng.normal(0, 0.5, (18, 32)))
+    defect[:, :16] *= rng.uniform(0, 3, (18, 16))  # each defect unusual in its own way
+    fit, _ = fit_small_data_stage(np.vstack([good, defect]).astype(np.float32),
+                                  np.array(["good"] * 150 + ["defect"] * 18), Recipe(), n_clean=168)
     assert any("of 'defect'" in n for n in fit.notes), fit.notes
 
 
