@@ -90,7 +90,8 @@ def test_learning_curve_advice_never_calls_a_rising_curve_flat_nor_asks_more_for
     from frugalvision.reporting.learning_curve import refit_predictions
     from frugalvision.reporting.verdict import _lc_step
 
-    row = {"cls": None, "value": 0.99, "what": "accuracy"}
+    row = {"cls": None, "value": 0.99, "what": "accuracy", "n": 200}
+    assert _lc_step({"multiple": float("inf")}, {**row, "n": 4}, {}) is None  # 4 test images: no curve reading
     rising = {"multiple": float("inf"), "multiple_interval": [float("nan"), float("nan")], "n_now": 40,
               "values": [0.6, 0.7, 0.78, 0.82], "n_train": [10, 20, 30, 40], "rising": True}
     text = _lc_step(rising, row, {})

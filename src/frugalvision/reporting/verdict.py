@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluation.bootstrap import bootstrap_indices, percentile_ci, wilson_ci
+from ..evaluation.bootstrap import MIN_BOOTSTRAP_N, bootstrap_indices, percentile_ci, wilson_ci
 from ..exceptions import DataError
 from .render import pct as _pct
 
@@ -139,8 +139,9 @@ def _goal_sentence(r) -> str:
 
 
 def _lc_step(ext, r, class_counts) -> str | None:
-    """A next step from the learning-curve extrapolation for goal row ``r``."""
-    if ext is None or ext.get("multiple") is None:
+    """A next step from the learning-curve extrapolation for goal row ``r`` (none when the goal's metric rests on fewer
+    than 30 test images: "the curve still rises" was read from 4 images, "too flat" from 2)."""
+    if ext is None or ext.get("multiple") is None or r.get("n", 0) < MIN_BOOTSTRAP_N:
         return None
     m, (lo, hi) = ext["multiple"], ext["multiple_interval"]
     who = (f"of {r['cls']} (and of the other classes in proportion, as the refits did)" if r["cls"]
@@ -220,7 +221,8 @@ def _features_step(model, capped: bool) -> str | None:
         minutes = f" (about {max(1, round(3 * secs / 60))} min here: one more backbone pass and the search)"
     except (TypeError, ValueError):
         pass
-    return ("The frozen last layer may be the ceiling (the learning curve is flat). Measure the alternatives on your "
+    return ("The frozen last layer may be the ceiling (the learning curve is flat, or would not reach the goal within "
+            "10× the data). Measure the alternatives on your "
             f"images: 'frugalvision tune DATA --features last,multi'{minutes} compares multi-stage features by "
             "cross-validation (on our development sets they added 0.5 to 3.1 points, most on data unlike "
             "ImageNet); fine-tuning ('train --finetune 2-stages') costs minutes per epoch on a CPU.")
@@ -326,8 +328,9 @@ def next_steps(ev, rows, lc, lc_ext, model, groups_gaps) -> list[str]:
                                 "instead.",
                         }.get(tr["state"], "too few test images to tell a rising curve from a flat one; add test "
                                            "images before deciding whether more training images would help."))
+    read = {r["name"] for r in rows if r.get("n", 0) >= MIN_BOOTSTRAP_N}  # goals whose curve rests on enough images
     capped = any(not np.isfinite(e.get("multiple") or 0) or (e.get("multiple") or 0) > 10
-                 for k, e in lc_ext.items() if k != "_accuracy" and e) \
+                 for k, e in lc_ext.items() if k in read and e) \
         or bool(lc_ext.get("_accuracy") and lc_ext["_accuracy"]["trend"]["state"] == "flat")
     feature_step, finetune_step = _features_step(model, capped), _finetune_step(model)
     if capped:  # the features look like the ceiling: the measured alternatives come first
@@ -340,9 +343,10 @@ def next_steps(ev, rows, lc, lc_ext, model, groups_gaps) -> list[str]:
         top = ev.confused_pairs[:2]
         share = sum(p["count"] for p in top) / errors
         pairs = " and ".join(f"{p['true']} taken for {p['predicted']} ({p['count']})" for p in top)
-        if errors < MIN_PATTERN:  # a pattern of one or two images is not a pattern
-            steps.append(f"Look at the {errors} mistake{'s' if errors > 1 else ''} one by one in the gallery "
-                         f"below ({pairs}): too few to show which confusion dominates.")
+        if errors < MIN_PATTERN or top[0]["count"] < 2:  # a pattern of single images is not a pattern
+            steps.append(f"Look at the {errors} image{'s' if errors > 1 else ''} taken for another class one by one "
+                         f"in the gallery below ({pairs}{', ...' if len(ev.confused_pairs) > 2 else ''}): no confusion "
+                         f"repeats often enough to show a pattern.")
         elif share >= 0.3:
             steps.append(f"Look at the dominant confusions first: {pairs} make {_pct(share)} of the {errors} images taken for another class; "
                          f"add training images that show what tells them apart (see the 'why A, not B' maps).")
