@@ -246,3 +246,20 @@ def test_faithfulness_gap_words_never_print_nan_nor_a_negative_lower_by():
     nan = float("nan")
     assert _gap_words(-0.044, [nan, nan], "lower", "higher") == "higher by 0.044"
     assert _gap_words(0.05, [0.02, 0.08], "lower", "higher") == "lower by 0.050 (95 % CI of the difference +0.020 to +0.080)"
+
+
+def test_format_characters_from_data_are_shown_escaped_in_the_report(trained):
+    """A name holding U+202E (right-to-left override) reversed the caption after it; the page shows it as an escape,
+    in text and in image alt text alike, and files are named with their folder (13.png repeats in every class)."""
+    from frugalvision.reporting import render_html
+    from frugalvision.reporting.sections import build_sections
+
+    model, _ = trained
+    c0, c1 = model.classes[0], model.classes[1]
+    y = np.array([c0] * 40 + [c1] * 40)
+    pred = y.copy()
+    pred[:6] = c1
+    ev = _ev(y, pred, np.array(["evil\u202eside", "plain"] * 40), classes=model.classes)
+    html = render_html(build_sections(model, ev, explain=False, learning_curve=False, data_map=False))
+    assert "\u202e" not in html and "evil\\u202eside" in html
+    assert "nowhere/0.png" in html  # folder/name in the confused pair's examples

@@ -3,7 +3,7 @@ panel."""
 
 from __future__ import annotations
 
-__all__ = ["printable"]
+__all__ = ["printable", "visible"]
 
 
 def printable(text, limit: int | None = 160, *, quote: bool = True) -> str:
@@ -16,3 +16,15 @@ def printable(text, limit: int | None = 160, *, quote: bool = True) -> str:
     shown = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}"
                     for ch in (text[:limit] if cut else text))
     return (f"'{shown}'" if quote else shown) + ("..." if cut else "")
+
+
+def visible(text) -> str:
+    """``text`` with control and format characters from data shown as escapes (ESC sequences, U+202E that reverses
+    what follows, zero-width characters); newlines and tabs stay. For a terminal line or an HTML page."""
+    import unicodedata
+
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co")
+                   else (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}") for ch in text)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import unicodedata
-
 import typer
+
+from .._text import visible
 
 Engine = typer.Option("auto", "--engine", help="Backbone runtime: auto (ONNX Runtime if available), onnx, torch.")
 CacheDir = typer.Option(None, "--cache-dir", help="Embedding cache folder (default ~/.cache/frugalvision or $FRUGALVISION_CACHE).")
@@ -55,11 +55,7 @@ def fmt_pct(x) -> str:
 def term(text) -> str:
     """``text`` made safe for a terminal: control and format characters from data (ESC sequences that clear the
     screen, U+202E that reorders a line, zero-width characters) are shown as escapes; newlines and tabs stay."""
-    text = str(text)
-    if text.isprintable():
-        return text
-    return "".join(ch if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co")
-                   else (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}") for ch in text)
+    return visible(text)
 
 
 def echo(message="", **kw) -> None:

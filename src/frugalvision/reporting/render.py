@@ -7,6 +7,8 @@ import json
 import math
 from importlib import resources
 
+from .._text import visible
+
 __all__ = ["render_html", "sections_to_json"]
 
 
@@ -22,7 +24,7 @@ def _img(png: bytes | None, alt: str = ""):
     if not isinstance(png, (bytes, bytearray, memoryview)) or not png:
         return Markup("")
     return Markup('<img alt="{}" src="data:image/png;base64,{}">').format(
-        str(alt), base64.b64encode(bytes(png)).decode("ascii"))
+        visible(alt), base64.b64encode(bytes(png)).decode("ascii"))
 
 
 def pct(x) -> str:
@@ -54,13 +56,16 @@ def render_html(sections: dict) -> str:
 
     # Every value comes from data (class names, file names, manifest columns): autoescape everything.
     # The only Markup is built by ``_img``, which escapes its text argument.
-    env = Environment(autoescape=True)
+    # Text from data is also shown with its control and format characters as escapes: a class named "RTL\u202e..."
+    # reversed the caption after it.
+    env = Environment(autoescape=True, finalize=lambda v: visible(v) if type(v) is str else v)
     env.filters["img"] = _img
     env.filters["pct"] = pct
     env.filters["pp"] = pp
     env.filters["f3"] = lambda x: "n/a" if x is None else f"{x:.3f}"
     env.filters["ci"] = ci_text
-    env.filters["basename"] = lambda p: str(p).replace("\\", "/").rsplit("/", 1)[-1]
+    # The file and its folder (the class folder, mostly): names like 13.png repeat in every class.
+    env.filters["shortpath"] = lambda p: "/".join(str(p).replace("\\", "/").rsplit("/", 2)[-2:])
     template = resources.files("frugalvision.reporting").joinpath("templates/report.html").read_text(encoding="utf-8")
     return env.from_string(template).render(s=sections)
 
