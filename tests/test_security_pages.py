@@ -111,12 +111,13 @@ def open_in_chromium(path, tmp_path, must_show: list[str]) -> None:
 # Fast: no model, no browser.
 
 def test_image_filter_escapes_alt_and_only_embeds_png_bytes():
+    from frugalvision._text import visible
     from frugalvision.reporting.render import _img
 
     for name in HOSTILE_NAMES:
         tag = str(_img(b"\x89PNG fake", "CAM " + name))
         assert tag.startswith('<img alt="CAM ') and tag.count("<") == 1 and tag.count('"') == 4, tag
-        assert str(escape(name)) in tag
+        assert str(escape(visible(name))) in tag  # escaped, and format characters shown as escapes
     assert str(_img(None, HOSTILE_NAMES[0])) == "" and str(_img("javascript:alert(1)", "x")) == ""
 
 
