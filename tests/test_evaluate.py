@@ -224,3 +224,23 @@ def test_a_confused_pair_counts_every_image_of_its_class_unknown_answers_too():
     assert (r.predictions["pred"] == "unknown").sum() == 1
     (pair,) = r.confused_pairs
     assert (pair["true"], pair["predicted"], pair["count"], pair["of"], pair["rate"]) == ("defect", "good", 1, 2, 0.5)
+
+
+def test_a_paired_difference_without_an_interval_says_so():
+    from frugalvision.evaluation.paired import PairedDifference
+
+    nan = float("nan")
+    text = str(PairedDifference(5, 0.8, 0.6, -0.2, (nan, nan), 1, 0))
+    assert "nan" not in text and "too few images for an interval" in text
+
+
+def test_evaluate_refuses_to_overwrite_before_the_work(trained, tmp_path, monkeypatch, capsys):
+    """The refusal came after every result was computed and printed (minutes with --unknown)."""
+    import frugalvision.evaluation as evaluation
+
+    model, _ = trained
+    out = tmp_path / "ev"
+    assert main(["evaluate", str(model.run_dir), "--out", str(out), "-q"]) == 0
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: (_ for _ in ()).throw(AssertionError("worked")))
+    assert main(["evaluate", str(model.run_dir), "--out", str(out), "-q"]) == 1
+    assert "already exists" in capsys.readouterr().err

@@ -263,3 +263,15 @@ def test_format_characters_from_data_are_shown_escaped_in_the_report(trained):
     html = render_html(build_sections(model, ev, explain=False, learning_curve=False, data_map=False))
     assert "\u202e" not in html and "evil\\u202eside" in html
     assert "nowhere/0.png" in html  # folder/name in the confused pair's examples
+
+
+def test_a_goal_without_an_interval_does_not_claim_one():
+    from frugalvision.reporting.verdict import _goal_sentence
+
+    y = np.array(["defective"] * 5 + ["ok"] * 15)
+    pred = y.copy()
+    pred[0] = "ok"
+    row = judge_goals([parse_goal("balanced_accuracy>=0.9", ["defective", "ok"])], _ev(y, pred))[0]
+    text = _goal_sentence(row)
+    assert row["verdict"] == "cannot tell yet" and "n/a" not in text and "straddles" not in text
+    assert "too few for an interval" in text

@@ -27,11 +27,14 @@ def register(app: typer.Typer) -> None:
         from ..evaluation import evaluate
         from ..model import load_model
 
+        from ..evaluation.result import check_can_save
+
         m = load_model(model)
+        target = out or (m.run_dir / "evaluation")
+        check_can_save(target, overwrite)  # before the work, not after it
         result = evaluate(m, data, group_by=group_by or None, n_boot=n_boot, seed=seed, min_group_size=min_group_size, progress=not quiet,
                           engine=engine, cache_dir=cache_dir, unknown=unknown)
         echo(result.summary())
-        target = out or (m.run_dir / "evaluation")
         echo_paths("Wrote:", result.save(target, overwrite=overwrite))
 
     @app.command("compare-models")

@@ -63,8 +63,8 @@ def register(app: typer.Typer) -> None:
         smallest = _smallest_class(res.model)
         if smallest is not None and smallest[1] < FEW_SHOT_BELOW:
             echo(f"Note: the refit ran on the usual path (a validation split) with the searched head, though the "
-                 f"smallest class ('{smallest[0]}') has {smallest[1]} images: train alone would use the small-data "
-                 f"path. Compare the two on the same test images (frugalvision compare-models).")
+                 f"smallest class ('{smallest[0]}') has {smallest[1]} training and validation images: train alone "
+                 f"would use the small-data path. Compare the two on the same test images (frugalvision compare-models).")
         for c in res.candidates:
             echo(f"{'*' if c['chosen'] else ' '} {c['candidate']}: {_judged(c)}")
         echo(f"Wrote {out / 'model.safetensors'} and {out / 'tuning.csv'}. Next: frugalvision evaluate {out}")

@@ -30,8 +30,9 @@ class PairedDifference:
     only_b_right: int
 
     def __str__(self) -> str:
-        return (f"{100 * self.difference:+.2f} points (95 % paired bootstrap CI {100 * self.ci[0]:+.2f} to "
-                f"{100 * self.ci[1]:+.2f}) "
+        ci = (f"95 % paired bootstrap CI {100 * self.ci[0]:+.2f} to {100 * self.ci[1]:+.2f}"
+              if all(v == v for v in self.ci) else "too few images for an interval")  # NaN below 30 images
+        return (f"{100 * self.difference:+.2f} points ({ci}) "
                 f"on {self.n} images: {100 * self.accuracy_b:.2f} % vs {100 * self.accuracy_a:.2f} %; only B right on "
                 f"{self.only_b_right}, only A right on {self.only_a_right}")
 

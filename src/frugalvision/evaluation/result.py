@@ -13,6 +13,21 @@ from .._io import csv_text, path_inside, refuse_overwrite, safe_name, write_byte
 __all__ = ["EvaluationResult"]
 
 
+#: The files :meth:`EvaluationResult.save` writes whatever the data (plus one CSV per group column).
+SAVED_FILES = ("metrics.json", "predictions.csv", "per_class.csv", "confused_cells.csv", "confusion.png",
+               "reliability.png")
+
+
+def check_can_save(folder, overwrite: bool = False) -> dict:
+    """``{name: path}`` of the evaluation files in ``folder``, after refusing any that exists unless ``overwrite``:
+    called before the work too, so a refusal does not come after minutes of it."""
+    folder = Path(folder)
+    targets = {n: folder / n for n in SAVED_FILES}
+    for p in targets.values():
+        refuse_overwrite(p, overwrite, "evaluation file")
+    return targets
+
+
 @dataclass
 class EvaluationResult:
     """Everything ``evaluate`` measured on one labelled set.
@@ -173,10 +188,7 @@ class EvaluationResult:
         from .plots import confusion_png, reliability_png
 
         folder = Path(folder)
-        targets = {n: folder / n for n in ("metrics.json", "predictions.csv", "per_class.csv",
-                                           "confused_cells.csv", "confusion.png", "reliability.png")}
-        for p in targets.values():
-            refuse_overwrite(p, overwrite, "evaluation file")
+        targets = check_can_save(folder, overwrite)
         write_json(targets["metrics.json"], self.to_dict())
         write_text(targets["predictions.csv"], csv_text(self.predictions, float_format="%.5f"))
         write_text(targets["per_class.csv"], csv_text(self.per_class, float_format="%.5f"))

@@ -121,7 +121,7 @@ def _build(model, ev, explain, n_mistakes, n_typical, check, engine, cache_dir, 
         "audit": _audit_section(meta),
         "open_world": _open_world_section(ev),
         "n_unknown": int((ev.predictions["pred"] == "unknown").sum()), "n_test": int(len(ev.predictions)),
-        "chosen_on": chosen_on(meta),
+        "chosen_on": chosen_on(meta), "accept_rate": (meta.get("reject") or {}).get("accept_rate"),
         "settings": ev.settings,
     }
     mistakes = ev.mistakes(n_mistakes)

@@ -121,6 +121,9 @@ def _overall(rows):
 
 
 def _goal_sentence(r) -> str:
+    if r["value_reached"] is not None and not np.isfinite(r["ci"]).all():  # a bootstrap on fewer than 30 images
+        return (f"Goal {r['what']} ≥ {_pct(r['value'])}: {r['verdict'].upper()} — reached {_pct(r['value_reached'])} "
+                f"on {r['n']} test images, too few for an interval: this test set cannot decide.")
     base = (f"Goal {r['what']} ≥ {_pct(r['value'])}: {r['verdict'].upper()} — reached {_pct(r['value_reached'])} "
             f"on {r['n']} test images (95 % CI {_pct(r['ci'][0])} to {_pct(r['ci'][1])}).")
     if r["verdict"] == "met":
