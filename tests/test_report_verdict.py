@@ -275,3 +275,15 @@ def test_a_goal_without_an_interval_does_not_claim_one():
     text = _goal_sentence(row)
     assert row["verdict"] == "cannot tell yet" and "n/a" not in text and "straddles" not in text
     assert "too few for an interval" in text
+
+
+def test_the_summary_gives_counts_and_names_no_best_class_among_ties():
+    from frugalvision.reporting.sections import headline_sentences
+
+    y = np.array(["defective"] * 4 + ["ok"] * 16)
+    pred = y.copy()
+    pred[0] = "ok"
+    text = " ".join(headline_sentences(_ev(y, pred)))
+    assert "best on ok (100.0 % found, 16 of 16) and weakest on defective (75.0 % found, 3 of 4)" in text
+    assert "too few images per class to rank them" in text
+    assert "best on" not in " ".join(headline_sentences(_ev(y, y.copy())))

@@ -33,12 +33,21 @@ def headline_sentences(ev) -> list[str]:
     s = [f"On {h['n']} test images the model never saw during training, it picks the right category "
          f"{_pct(h['accuracy'])} of the time (95 % confidence interval {_pct(lo)} to {_pct(hi)})."]
     best, worst = pc.iloc[0], pc.iloc[-1]
-    s.append(f"It is best on {best['class']} ({_pct(best['recall'])} found) and weakest on {worst['class']} "
-             f"({_pct(worst['recall'])} found).")
+
+    def found(row) -> str:
+        n = int(row["support"])
+        return f"{_pct(row['recall'])} found, {int(round(row['recall'] * n))} of {n}"
+
+    if best["recall"] > worst["recall"]:  # with every class tied there is no best nor weakest to name
+        s.append(f"It is best on {best['class']} ({found(best)}) and weakest on {worst['class']} ({found(worst)})"
+                 + (" — too few images per class to rank them" if min(best["support"], worst["support"]) < 10
+                    else "") + ".")
     if ev.confused_pairs:
         p = ev.confused_pairs[0]
-        s.append(f"The most frequent mistake: {p['true']} taken for {p['predicted']} "
-                 f"({p['count']} of {p['of']} {p['true']} images).")
+        tied = sum(1 for q in ev.confused_pairs if q["count"] == p["count"])
+        s.append((f"The most frequent mistake: {p['true']} taken for {p['predicted']} " if tied == 1 else
+                  f"{tied} kinds of mistake are equally frequent, e.g. {p['true']} taken for {p['predicted']} ")
+                 + f"({p['count']} of {p['of']} {p['true']} images).")
     return s
 
 
