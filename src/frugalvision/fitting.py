@@ -7,6 +7,8 @@ Below :mod:`frugalvision.training` (which chooses the path: frozen, fine-tuned, 
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -220,12 +222,10 @@ def fit_small_data_stage(X_tr, y_tr, recipe: Recipe, *, n_clean: int) -> tuple[H
         # kNN in the folds and in the final scorer alike: the threshold from the folds then holds for new images.
         hyper = knn_settings(len(yc))
         state = fit_ood(np.asarray(Xc, np.float32), yc, head.logits(Xc).astype(np.float32), **hyper)
-        oof = []
-        reject = _reject_info(state, len(yc), recipe, "out-of-fold training",
-                              lambda: oof.append(cv_ood_scores(Xc, yc, classes, sd, seed=recipe.seed, hyper=hyper))
-                              or oof[0])
-        if reject.threshold is not None:
-            notes += swallowed_classes(oof[0], yc, reject.threshold, reject.accept_rate, "out-of-fold training")
+        oof = functools.cache(lambda: cv_ood_scores(Xc, yc, classes, sd, seed=recipe.seed, hyper=hyper))
+        reject = _reject_info(state, len(yc), recipe, "out-of-fold training", oof)
+        if reject.threshold is not None:  # oof() ran for it: the cached scores
+            notes += swallowed_classes(oof(), yc, reject.threshold, reject.accept_rate, "out-of-fold training")
     fit = HeadFit(head=head, temperature=temperature, operating_point=op, reject=reject, ood_state=state,
                   goals=goals, C=sd.C, C_search=[], notes=notes)
     return fit, sd.summary()

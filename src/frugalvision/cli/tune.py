@@ -74,7 +74,7 @@ def _smallest_class(model):
     """(class, labelled images in train + validation) of the refit model's smallest class, or None."""
     counts = ((getattr(model, "training_", None) or {}).get("counts") or {})
     total: dict = {}
-    for split in ("train", "validation", "val"):
+    for split in ("train", "val"):
         for c, n in (counts.get(split) or {}).items():
             total[c] = total.get(c, 0) + int(n)
     return min(total.items(), key=lambda kv: kv[1]) if total else None

@@ -492,9 +492,9 @@ def _model_card(meta: dict, model=None) -> dict:
                          f"not simply the most probable class.")
     rej = meta.get("reject")
     if rej and rej.get("threshold") is not None:
-        where = str(rej.get("note") or "").removeprefix("chosen on ").removesuffix(" images") or "validation"
-        sentences.append(f"Images too unlike the training images are labelled 'unknown' (threshold keeps "
-                         f"{100 * float(rej.get('accept_rate', 0.95)):.0f} % of normal {where} images).")
+        sentences.append(f"Images too unlike the training images are labelled 'unknown' (threshold placed on "
+                         f"{chosen_on(meta)} to keep {100 * float(rej.get('accept_rate', 0.95)):.0f} % of normal "
+                         f"images).")
         sentences += [f"Note: {n[0].upper()}{n[1:]}." for n in t.get("notes") or [] if n.startswith("'none of these'")]
     else:
         sentences.append("There is no 'unknown' label: every image gets one of the classes.")

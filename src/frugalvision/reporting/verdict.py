@@ -84,7 +84,7 @@ def _n_to_decide(value, goal_value, n_now: int = 0) -> int | None:
     hi = 2 * lo
     while not decides(hi):
         lo, hi = hi, 2 * hi
-    while hi - lo > 1:  # the rounding of the count makes "decides" step unevenly: the result is "about"
+    while hi - lo > 1:  # the smallest n that decides (monotone in n: the count is fractional)
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if decides(mid) else (mid, hi)
     return hi
