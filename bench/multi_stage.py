@@ -88,7 +88,7 @@ def pool_and_test(name: str, shared: Path, work: Path):
 
 def session():
     path, _ = shipped_graph("efficientnet_lite0")
-    model = with_stage_outputs(onnx.load(str(path)), ALL_STAGES, map_stage=None)
+    model = with_stage_outputs(onnx.load(str(path)), ALL_STAGES, maps=False)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 2
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])

@@ -196,3 +196,107 @@ def test_predict_serve_export_and_ray_make_the_same_decisions(shapes_run, photos
         ray.shutdown()
     got = pd.read_parquet(tmp_path / "ray" / "predictions").set_index("path")
     assert list(got.loc[files, "label"]) == list(local.loc[files, "label"])
+
+
+def _inspection_like(rng, n_good, n_defect, dim=32):
+    """A tight 'good' cluster and a spread-out 'defect' class, each defect unusual in its own way."""
+    good = 3 + rng.normal(0, 0.5, (n_good, dim))
+    defect = 3 + rng.normal(0, 0.5, (n_defect, dim))
+    defect[:, :8] += 4
+    defect[:, 8:] += rng.normal(0, 1, (n_defect, 1)) * rng.normal(0, 2.0, (n_defect, dim - 8))
+    X = np.vstack([good, defect]).astype(np.float32)
+    return X, np.array(["good"] * n_good + ["defect"] * n_defect)
+
+
+def test_each_class_keeps_the_promised_share_with_its_own_threshold():
+    """One threshold for all classes kept 95 % of normal images only on average: the spread-out class (defects)
+    was answered unknown several times as often. A threshold per most probable class keeps each class's share."""
+    from frugalvision.fitting import fit_head_stage
+    from frugalvision.heads import softmax
+    from frugalvision.ood import ood_score
+    from frugalvision.recipe import Recipe
+
+    rng = np.random.default_rng(3)
+    X_tr, y_tr = _inspection_like(rng, 600, 200)
+    X_va, y_va = _inspection_like(rng, 300, 100)
+    X_te, y_te = _inspection_like(rng, 3000, 3000)
+    fit = fit_head_stage(X_tr, y_tr, X_va, y_va, Recipe())
+    classes = [str(c) for c in fit.head.classes_]
+    rej = fit.reject
+    assert set(rej.class_thresholds) == {"good", "defect"}
+    logits = fit.head.logits(X_te)
+    scores = ood_score(fit.ood_state, X_te, logits)
+    proba = softmax(logits / (fit.temperature or 1.0))
+    own = decide(proba, classes, ood_scores=scores, reject_threshold=rej.thresholds(classes))
+    pooled = decide(proba, classes, ood_scores=scores, reject_threshold=rej.threshold)
+    for c in classes:
+        m = y_te == c
+        n, kept = int(m.sum()), int((~own.unknown[m]).sum())
+        assert _wilson(kept, n)[1] >= 0.95, (c, kept, n)  # each class keeps its promise, within the CI
+    m = y_te == "defect"
+    assert pooled.unknown[m].mean() > 2 * 0.05 > own.unknown[m].mean()  # where one threshold fell short
+
+
+def test_a_per_class_threshold_is_read_at_the_most_probable_class():
+    classes = ["a", "b"]
+    p = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    d = decide(p, classes, ood_scores=np.array([1.5, 1.5, 0.5]), reject_threshold=np.array([1.0, 2.0]))
+    assert d.names() == ["unknown", "b", "a"]
+
+
+def test_class_thresholds_load_and_every_path_decides_with_them(shapes_run, tmp_path):
+    """A model whose classes have thresholds of their own: predict, the exported graph and the web app agree, and
+    a model file naming a class it does not have is refused on load."""
+    import dataclasses
+    import io as _io
+    import json as _json
+
+    import onnxruntime as ort
+    from fastapi.testclient import TestClient
+
+    from frugalvision.data.decode import decode_for_input
+    from frugalvision.exceptions import ArtifactError
+    from frugalvision.export import export_onnx_model
+    from frugalvision.serve import create_app
+
+    data, run = shapes_run
+    model = fv.load_model(run)
+    files = sorted(str(p) for p in data.rglob("*.png"))[::7][:24]
+    before = fv.predict(model, files, progress=False)
+    c0 = model.classes[0]
+    mine = before["most_probable"] == c0
+    # a threshold inside the widest gap between the scores of images predicted as c0: it rejects some of them,
+    # and no image sits near it (the graph's float32 rounding must not decide)
+    s = np.sort(before.loc[mine, "ood_score"].to_numpy())
+    i = int(np.argmax(np.diff(s[:-1]))) if len(s) > 2 else 0
+    low = float((s[i] + s[i + 1]) / 2)
+    model.info = dataclasses.replace(model.info, reject=dataclasses.replace(model.info.reject,
+                                                                            class_thresholds={c0: low}))
+    model.save(tmp_path / "own.safetensors")
+    model = fv.load_model(tmp_path / "own.safetensors")
+    local = fv.predict(model, files, progress=False).set_index("path")
+    rejected = local["label"] == "unknown"
+    assert rejected[list(before.loc[mine, "path"])].any() and not rejected[list(before.loc[~mine, "path"])].any()
+
+    pre = model.preprocessing
+    x = np.stack([decode_for_input(f, pre["input_size"], pre["crop_pct"], pre["interpolation"]).array for f in files])
+    (decision,) = ort.InferenceSession(str(export_onnx_model(model, tmp_path / "m.onnx")),
+                                       providers=["CPUExecutionProvider"]).run(["decision"], {"images": x})
+    assert ["unknown" if d < 0 else model.classes[d] for d in decision] == list(local.loc[files, "label"])
+    with TestClient(create_app(model), base_url="http://127.0.0.1") as client:
+        for f in files[:6]:
+            buf = _io.BytesIO()
+            Image.open(f).convert("RGB").save(buf, format="PNG")
+            r = client.post("/predict", files={"files": ("x.png", buf.getvalue(), "image/png")}).json()
+            assert r["results"][0]["label"] == local.loc[f, "label"]
+
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    with safe_open(str(tmp_path / "own.safetensors"), "numpy") as fh:
+        meta, tensors = fh.metadata(), {k: fh.get_tensor(k) for k in fh.keys()}
+    info = _json.loads(meta["frugalvision"])
+    info["reject"]["class_thresholds"] = {"no such class": 1.0}
+    save_file(tensors, str(tmp_path / "bad.safetensors"), metadata={**meta, "frugalvision": _json.dumps(info)})
+    with pytest.raises(ArtifactError, match="class_thresholds"):
+        fv.load_model(tmp_path / "bad.safetensors")

@@ -138,14 +138,24 @@ def test_a_class_the_none_of_these_threshold_swallows_is_named():
     from frugalvision.fitting import fit_small_data_stage, swallowed_classes
     from frugalvision.recipe import Recipe
 
+    from frugalvision.artifact import RejectInfo
+
+    one = RejectInfo(params={}, threshold=1.0)  # one threshold for all classes
     y = np.array(["good"] * 30 + ["defect"] * 10)
+    top = (y == "good").astype(int)  # indices into ["defect", "good"]
     scores = np.r_[np.zeros(30), [0.0] * 6 + [2.0] * 4]
-    (note,) = swallowed_classes(scores, y, 1.0, 0.95, "validation")
+    (note,) = swallowed_classes(scores, y, one, top, ["defect", "good"], "validation")
     assert "4 of 10 validation images of 'defect' (40 %" in note and "--no-reject" in note
-    assert swallowed_classes(np.r_[np.zeros(39), 2.0], y, 1.0, 0.95, "validation") == []  # one image is not a pattern
+    # a class's own threshold is what its images meet: 2.5 keeps them all
+    own = RejectInfo(params={}, threshold=1.0, class_thresholds={"defect": 2.5})
+    assert swallowed_classes(scores, y, own, top, ["defect", "good"], "validation") == []
+    # one image is not a pattern
+    assert swallowed_classes(np.r_[np.zeros(39), 2.0], y, one, top, ["defect", "good"], "validation") == []
     # 2 of 10 images of one of 10 balanced classes: what chance does, no note
-    y10 = np.repeat([f"d{i}" for i in range(10)], 10)
-    assert swallowed_classes(np.r_[np.zeros(98), 2.0, 2.0], y10, 1.0, 0.95, "validation") == []
+    names = [f"d{i}" for i in range(10)]
+    y10 = np.repeat(names, 10)
+    assert swallowed_classes(np.r_[np.zeros(98), 2.0, 2.0], y10, one, np.repeat(np.arange(10), 10), names,
+                             "validation") == []
 
     rng = np.random.default_rng(7)
     good = np.abs(3 + rng.normal(0, 0.5, (150, 32)))

@@ -290,7 +290,7 @@ def _decided(model, paths, run, *, y=None, halves=None, notes=None) -> tuple[np.
     from .exceptions import DataError
     from .fitting import MIN_REJECT_VALIDATION
     from .inference import decisions, probabilities, unusualness
-    from .ood import threshold_for_accept_rate
+    from .ood import class_thresholds, threshold_for_accept_rate
 
     paths = list(paths)
     emb = model.embed(paths, progress=False, engine=run.get("engine", "auto"), cache_dir=run.get("cache_dir"))
@@ -313,7 +313,11 @@ def _decided(model, paths, run, *, y=None, halves=None, notes=None) -> tuple[np.
         refit = {}
         if scores is not None:
             if fit.sum() >= MIN_REJECT_VALIDATION:
-                refit["reject"] = replace(reject, threshold=threshold_for_accept_rate(scores[fit], reject.accept_rate))
+                # as training places them: on all the images, and per most probable class with enough of them
+                refit["reject"] = replace(
+                    reject, threshold=threshold_for_accept_rate(scores[fit], reject.accept_rate),
+                    class_thresholds=class_thresholds(scores[fit], proba[fit].argmax(axis=1), model.classes,
+                                                      reject.accept_rate, min_images=MIN_REJECT_VALIDATION))
             elif notes is not None:
                 notes.append(f"'none of these' threshold not cross-fitted on half {h + 1}: {int(fit.sum())} images")
         if targets:

@@ -251,16 +251,28 @@ class FinetuneInfo(_Record):
 class RejectInfo:
     """The "none of these" score: its fitted parameters (tensors ``ood.*``), the threshold past which an image is
     ``unknown`` (None: scored but never rejected, ``note`` says why), the share of normal validation images it keeps,
-    and how many validation images chose it."""
+    and how many validation images chose it.
+
+    ``class_thresholds`` holds a threshold of its own for each class with enough validation images whose most
+    probable class it is (Mondrian, by the predicted class): an image is judged against the threshold of its most
+    probable class, ``threshold`` (placed on all the images) for the other classes. One threshold for all classes
+    fell hardest on a spread-out class such as the defects of an inspection set."""
 
     params: dict
     threshold: float | None = None
     accept_rate: float = 0.95
     n_validation: int = 0
     note: str = ""
+    class_thresholds: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    def thresholds(self, classes) -> np.ndarray | None:
+        """One threshold per class of ``classes`` (the model's order), or None when nothing is rejected."""
+        if self.threshold is None:
+            return None
+        return np.array([self.class_thresholds.get(str(c), self.threshold) for c in classes], dtype=np.float64)
 
     @classmethod
     def from_json(cls, d: dict, problems: list) -> "RejectInfo | None":
@@ -276,8 +288,17 @@ class RejectInfo:
             problems.append(f"'reject.accept_rate' must be a number in (0, 1], got {a!r:.60}")
             return None
         n = d.get("n_validation", 0)
+        ct = d.get("class_thresholds", {})  # absent in models saved before class-wise thresholds: one for all
+        if not isinstance(ct, dict) or any(isinstance(v, bool) or not isinstance(v, (int, float))
+                                           or not np.isfinite(v) for v in ct.values()):
+            problems.append(f"'reject.class_thresholds' must map class names to finite numbers, got {ct!r:.60}")
+            return None
+        if ct and t is None:
+            problems.append("'reject.class_thresholds' is set without 'reject.threshold'")
+            return None
         return cls(params=d["params"], threshold=None if t is None else float(t), accept_rate=float(a),
-                   n_validation=int(n) if isinstance(n, int) else 0, note=str(d.get("note", "")))
+                   n_validation=int(n) if isinstance(n, int) else 0, note=str(d.get("note", "")),
+                   class_thresholds={str(k): float(v) for k, v in ct.items()})
 
 
 @dataclass
@@ -351,6 +372,9 @@ class ModelInfo:
                     problems.append("'operating_point' has thresholds that are not finite numbers")
         if not problems and isinstance(meta.get("reject"), dict):
             reject = RejectInfo.from_json(meta["reject"], problems)
+            stray = sorted(set(reject.class_thresholds) - {str(c) for c in classes}) if reject else []
+            if stray:
+                problems.append(f"'reject.class_thresholds' names classes the model does not have: {stray!r:.80}")
         training = TrainingSummary.from_json(meta.get("training") or {}, "training", problems) if not problems else None
         finetune = (FinetuneInfo.from_json(meta["finetune"], "finetune", problems)
                     if not problems and meta.get("finetune") is not None else None)

@@ -31,7 +31,7 @@ import numpy as np
 from .exceptions import DataError
 
 __all__ = ["UNKNOWN", "RULES", "Target", "OperatingPoint", "Decision", "Decisions", "parse_target",
-           "choose_operating_point", "decide", "operating_point_indices", "score_vectors"]
+           "choose_operating_point", "decide", "operating_point_indices", "reject_rule", "score_vectors"]
 
 #: The label of an image the "none of these" score rejects.
 UNKNOWN = "unknown"
@@ -264,10 +264,11 @@ class Decisions:
 
 
 def decide(proba, classes, *, operating_point: OperatingPoint | None = None, ood_scores=None,
-           reject_threshold: float | None = None) -> Decisions:
+           reject_threshold=None) -> Decisions:
     """The decision for each row of ``proba`` (n, K calibrated probabilities), in three steps:
 
-    1. "none of these": a score above ``reject_threshold`` labels the image unknown (rule ``rejected``);
+    1. "none of these": a score above ``reject_threshold`` labels the image unknown (rule ``rejected``); one
+       number, or one per class (``RejectInfo.thresholds``), read at the image's most probable class;
     2. the operating point's thresholds, when it has any (rule ``operating point`` where they change the arg-max);
     3. else the most probable class (rule ``most probable``).
     The runner-up is the most probable class other than the decided one (for unknown: the most probable).
@@ -280,7 +281,8 @@ def decide(proba, classes, *, operating_point: OperatingPoint | None = None, ood
     rule = np.where(label == top, MOST_PROBABLE, OPERATING_POINT).astype(object)
     scores = None if ood_scores is None else np.asarray(ood_scores, dtype=np.float32)
     if scores is not None and reject_threshold is not None and n:
-        rejected = scores > reject_threshold
+        thr = np.asarray(reject_threshold, dtype=np.float32)  # as the exported graph compares
+        rejected = scores > (thr[top] if thr.ndim else thr)
         label = np.where(rejected, -1, label)
         rule[rejected] = REJECTED
     masked = proba.copy()
@@ -290,3 +292,16 @@ def decide(proba, classes, *, operating_point: OperatingPoint | None = None, ood
     runner = np.where(label < 0, top, runner) if len(classes) > 1 else np.full(n, -1)
     return Decisions(classes=classes, label=label.astype(int), rule=rule, most_probable=top.astype(int),
                      runner_up=runner.astype(int), probabilities=proba, ood_score=scores)
+
+
+def reject_rule(thresholds: dict) -> str:
+    """Which images "none of these" labels unknown, in words, from ``{class: threshold}`` (each image meets the
+    threshold of its most probable class)."""
+    values = sorted(set(float(v) for v in thresholds.values()))
+    if len(values) == 1:
+        return f"images scoring above {values[0]:.3f}"
+    if len(thresholds) <= 4:
+        each = ", ".join(f"{c} {float(v):.3f}" for c, v in thresholds.items())
+        return f"images scoring above the threshold of their most probable class ({each})"
+    return (f"images scoring above the threshold of their most probable class ({values[0]:.3f} to {values[-1]:.3f} "
+            f"over the {len(thresholds)} classes)")

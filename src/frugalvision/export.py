@@ -190,7 +190,7 @@ def export_onnx_model(model, out, *, fixed_input: tuple[int, int] | None = None,
             "reject": _reject_meta(model),
             "outputs": {"probabilities": "N x K softmax(logits / temperature)",
                         "decision": "N class indices into 'classes' under the operating point; -1 = unknown "
-                                    "('none of these': ood_score above reject.threshold)",
+                                    "('none of these': ood_score above reject.class_thresholds of the most probable class)",
                         "runner_up": "N class indices: the most probable class other than the decided one (for "
                                      "unknown: the most probable class)",
                         "ood_score": "N unusualness scores (higher = more unusual)" if score else None,
@@ -391,8 +391,11 @@ def _head_nodes(model, const, helper):
 
 def _reject_meta(model):
     r = model.info.reject
-    return None if r is None else {"method": model.ood_state.method, "threshold": r.threshold,
-                                   "accept_rate": r.accept_rate}
+    if r is None:
+        return None
+    t = model.reject_thresholds
+    return {"method": model.ood_state.method, "threshold": r.threshold, "accept_rate": r.accept_rate,
+            "class_thresholds": None if t is None else dict(zip(model.classes, map(float, t)))}
 
 
 def _ood_nodes(model, const, helper, nodes: list):
@@ -481,12 +484,14 @@ def _decision_nodes(model, const, helper, score) -> list:
         helper.make_node("Less", ["fv_amax", const("zero_", 0.0)], ["fv_stuck"]),
         helper.make_node("Where", ["fv_stuck", "fv_argmax", "fv_pick"], ["fv_decided"]),
     ]
-    threshold = model.info.reject.threshold if model.info.reject is not None else None
+    threshold = model.reject_thresholds
     if score is None or threshold is None:
         nodes.append(helper.make_node("Identity", ["fv_decided"], ["decision"]))
     else:
-        nodes += [
-            helper.make_node("Greater", [score, const("ood_threshold", threshold)], ["fv_reject"]),
+        nodes += [  # the threshold of each image's most probable class
+            helper.make_node("Gather", [const("ood_thresholds", threshold.astype(np.float32)), "fv_argmax"],
+                             ["fv_ood_threshold"], axis=0),
+            helper.make_node("Greater", [score, "fv_ood_threshold"], ["fv_reject"]),
             helper.make_node("Where", ["fv_reject", const("unknown", -1, np.int64), "fv_decided"], ["decision"]),
         ]
     # runner_up: the arg-max with the decided class masked out (the most probable class when decided unknown).

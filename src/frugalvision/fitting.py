@@ -172,7 +172,8 @@ def fit_head_stage(X_tr, y_tr, X_va, y_va, recipe: Recipe, *, n_clean: int | Non
     op, reject, state, va_scores = _decision_fit(est, temperature, X_tr[:n_clean], y_tr[:n_clean], X_va[known],
                                                  y_va[known], recipe)
     if va_scores is not None and reject is not None and reject.threshold is not None:
-        notes += swallowed_classes(va_scores, y_va[known], reject.threshold, reject.accept_rate, "validation")
+        notes += swallowed_classes(va_scores, y_va[known], reject, est.logits(X_va[known]).argmax(axis=1),
+                                   classes, "validation")
     return HeadFit(head=est, temperature=temperature, operating_point=op, reject=reject, ood_state=state,
                    goals=goals, C=C, C_search=c_curve, notes=notes,
                    val_ood_scores=va_scores if known.all() else None)
@@ -223,9 +224,15 @@ def fit_small_data_stage(X_tr, y_tr, recipe: Recipe, *, n_clean: int) -> tuple[H
         hyper = knn_settings(len(yc))
         state = fit_ood(np.asarray(Xc, np.float32), yc, head.logits(Xc).astype(np.float32), **hyper)
         oof = functools.cache(lambda: cv_ood_scores(Xc, yc, classes, sd, seed=recipe.seed, hyper=hyper))
-        reject = _reject_info(state, len(yc), recipe, "out-of-fold training", oof)
+
+        def scores():  # out-of-fold scores, each row's class the most probable out of fold
+            s = oof()
+            return None if s is None or sd.oof_logits is None else (s, sd.oof_logits.argmax(axis=1))
+
+        reject = _reject_info(state, len(yc), recipe, "out-of-fold training", scores, classes)
         if reject.threshold is not None:  # oof() ran for it: the cached scores
-            notes += swallowed_classes(oof(), yc, reject.threshold, reject.accept_rate, "out-of-fold training")
+            notes += swallowed_classes(oof(), yc, reject, sd.oof_logits.argmax(axis=1), classes,
+                                       "out-of-fold training")
     fit = HeadFit(head=head, temperature=temperature, operating_point=op, reject=reject, ood_state=state,
                   goals=goals, C=sd.C, C_search=[], notes=notes)
     return fit, sd.summary()
@@ -256,24 +263,29 @@ def _decision_fit(est, temperature, X_tr, y_tr, X_va, y_va, recipe: Recipe):
         state = fit_ood(X_tr, y_tr, est.logits(X_tr))
 
         def scores():
-            scored.append(ood_score(state, X_va, est.logits(X_va)))
-            return scored[0]
+            logits_va = est.logits(X_va)
+            scored.append(ood_score(state, X_va, logits_va))
+            return scored[0], logits_va.argmax(axis=1)
 
-        reject = _reject_info(state, len(y_va), recipe, "validation", scores)
+        reject = _reject_info(state, len(y_va), recipe, "validation", scores, classes)
     return op, reject, state, (scored[0] if scored else None)
 
 
-def swallowed_classes(scores, labels, threshold: float, accept_rate: float, where: str) -> list[str]:
-    """Notes on the classes the "none of these" threshold answers unknown far more often than it promised overall
-    (more than twice the promised share, at least 10 %, at least 2 images, and beyond chance): one threshold for all
-    classes falls hardest on a rare or spread-out class, such as the defects of an inspection set."""
+def swallowed_classes(scores, labels, reject: RejectInfo, most_probable, classes, where: str) -> list[str]:
+    """Notes on the classes the "none of these" thresholds answer unknown far more often than they promised
+    (more than twice the promised share, at least 10 %, at least 2 images, and beyond chance). A class's own
+    threshold (``class_thresholds``) keeps its promise for the images predicted as it; a class with too few
+    images for one shares the threshold placed on all, which falls hardest on a rare or spread-out class, and
+    true images of one class predicted as another meet the other's threshold."""
     from scipy.stats import binom
 
-    s, y = np.asarray(scores, dtype=float), np.asarray(labels).astype(str)
-    limit, notes, classes = max(2 * (1 - accept_rate), 0.10), [], sorted(set(y))
-    for c in classes:
+    accept_rate = reject.accept_rate
+    s, y = np.asarray(scores, dtype=np.float32), np.asarray(labels).astype(str)
+    thr = reject.thresholds(classes).astype(np.float32)[np.asarray(most_probable)]
+    limit, notes = max(2 * (1 - accept_rate), 0.10), []
+    for c in sorted(set(y)):
         m = y == c
-        r = int((s[m] > threshold).sum())
+        r = int((s[m] > thr[m]).sum())
         # ... and more than chance would put on one class: a one-sided binomial test at the promised share,
         # Bonferroni over the classes (2 of 10 images of one of 10 balanced classes happens by chance ~70 % of
         # the time; 4 of 14 defects does not)
@@ -285,23 +297,27 @@ def swallowed_classes(scores, labels, threshold: float, accept_rate: float, wher
     return notes
 
 
-def _reject_info(state, n: int, recipe: Recipe, where: str, scores) -> RejectInfo:
-    """The "none of these" threshold keeping ``recipe.accept_rate`` of the ``scores()`` of ``n`` normal ``where``
-    images, or no threshold with the reason when they are too few to place one."""
-    from .ood import threshold_for_accept_rate
+def _reject_info(state, n: int, recipe: Recipe, where: str, scores, classes) -> RejectInfo:
+    """The "none of these" thresholds keeping ``recipe.accept_rate`` of ``n`` normal ``where`` images (``scores()``:
+    their scores and most probable class indices into ``classes``): one on all of them, and one of its own for
+    each class predicted for enough of them; or no threshold with the reason when they are too few."""
+    from .ood import class_thresholds, threshold_for_accept_rate
 
     if n < MIN_REJECT_VALIDATION:
         note = (f"not set: {n} {where} images are too few to place a threshold that keeps "
                 f"{100 * recipe.accept_rate:g} % of normal images (needs {MIN_REJECT_VALIDATION}); every image gets a "
                 f"class. Label more images")
         return RejectInfo(params=state.params(), accept_rate=recipe.accept_rate, n_validation=int(n), note=note)
-    s = scores()
-    if s is None:  # out-of-fold scores need every class in two folds: one image of a class gives none
+    got = scores()
+    if got is None:  # out-of-fold scores need every class in two folds: one image of a class gives none
         return RejectInfo(params=state.params(), accept_rate=recipe.accept_rate, n_validation=0,
                           note=f"not set: a class has a single image, so there are no {where} scores to place a "
                                f"threshold on; every image gets a class. Label more images of every class")
+    s, top = got
     return RejectInfo(params=state.params(), threshold=float(threshold_for_accept_rate(s, recipe.accept_rate)),
-                      accept_rate=recipe.accept_rate, n_validation=int(n), note=f"chosen on {where} images")
+                      accept_rate=recipe.accept_rate, n_validation=int(n), note=f"chosen on {where} images",
+                      class_thresholds=class_thresholds(s, top, classes, recipe.accept_rate,
+                                                        min_images=MIN_REJECT_VALIDATION))
 
 
 #: Fewest images a target's recall or precision is judged on before the operating point is said to rest on too few.
@@ -453,7 +469,7 @@ def _summary(td: TrainingData, fit: HeadFit, source, X_va, y_va=None) -> dict:
             scores = (fit.val_ood_scores if fit.val_ood_scores is not None and len(fit.val_ood_scores) == len(y_va)
                       else ood_score(fit.ood_state, np.asarray(X_va, np.float32), np.asarray(logits, np.float32)))
         dec = decide(softmax(logits / (fit.temperature or 1.0)), est.classes_, operating_point=fit.operating_point,
-                     ood_scores=scores, reject_threshold=fit.reject.threshold if fit.reject else None)
+                     ood_scores=scores, reject_threshold=fit.reject.thresholds(est.classes_) if fit.reject else None)
         pred = np.asarray(dec.names(), dtype=object)
         val = {"accuracy": float(np.mean(pred == y_va)), "n": int(len(y_va)),
                "unknown_share": float(dec.unknown.mean()),

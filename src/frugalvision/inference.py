@@ -109,9 +109,8 @@ def decisions(model, proba: np.ndarray, embeddings: np.ndarray, logits: np.ndarr
     scores = None
     if model.ood_state is not None and len(proba):
         scores = _ood_scores(model, embeddings, logits)
-    threshold = model.info.reject.threshold if model.info.reject is not None else None
     return decide(proba, model.classes, operating_point=model.operating_point, ood_scores=scores,
-                  reject_threshold=threshold)
+                  reject_threshold=model.reject_thresholds)
 
 
 def label_names(classes, labels) -> list[str]:

@@ -207,6 +207,12 @@ class Model:
 
     # -- decisions ----------------------------------------------------------------------------
     @property
+    def reject_thresholds(self):
+        """The "none of these" threshold of each class, in the order of :attr:`classes` (an image meets that of its
+        most probable class), or None when nothing is rejected."""
+        return None if self.info.reject is None else self.info.reject.thresholds(self.classes)
+
+    @property
     def operating_point(self):
         """The :class:`~frugalvision.decision.OperatingPoint` chosen at train time, or None (arg-max)."""
         op = self.info.operating_point

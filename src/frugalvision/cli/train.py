@@ -136,9 +136,12 @@ def print_training(model, seconds: float) -> None:
             secho(f"  Note: {got['note']}", fg="yellow")
     rej = model.info.reject
     if rej is not None and rej.threshold is not None:
-        echo(f"'None of these': images scoring above {rej.threshold:.3f} are labelled unknown (keeps "
-                   f"{fmt_pct(rej.accept_rate)} of normal images, {rej.note.replace('chosen on ', 'chosen on ')}: "
-                   f"{rej.n_validation}; --no-reject turns it off)")
+        from ..decision import reject_rule
+
+        rule = reject_rule(dict(zip(model.classes, model.reject_thresholds)))
+        echo(f"'None of these': {rule} are labelled unknown (keeps "
+                   f"{fmt_pct(rej.accept_rate)} of normal images, {rej.note}: {rej.n_validation}; --no-reject turns "
+                   f"it off)")
     elif rej is not None:
         secho(f"'None of these': {rej.note}", fg="yellow")
     v = s.get("validation") or {}

@@ -82,7 +82,7 @@ def _evaluate_rows(model, table, balance, *, group_by=None, n_boot=1000, seed=0,
     result.skipped = [{"path": p, "reason": r} for p, r in emb.failures]
     result.settings["precision_check"] = model.info.training.get("precision_check")
     scores, score_name = unusualness(model, emb.X, logits, proba)
-    threshold = model.info.reject.threshold if model.info.reject is not None else None
+    threshold = model.reject_thresholds  # one per class: an image meets that of its most probable class
     result.open_world.update(_open_world(result, op, scores, score_name, threshold, n_boot, seed))
     if unknown is not None:
         result.open_world["unknown"] = _unknown(model, unknown, scores, threshold, result, n_boot, seed,
@@ -103,7 +103,7 @@ def _open_world(result, op, scores, score_name, threshold, n_boot, seed) -> dict
            "selective": selective_curve(p["correct"].to_numpy(), -scores, idx)}
     if threshold is not None and len(p):
         kept = (p["pred"] != "unknown").to_numpy()  # the decision's own rejection, not a second reading of it
-        out["rejection"] = {"threshold": threshold, "rejected_share": float(1 - kept.mean()),
+        out["rejection"] = {"threshold": dict(zip(result.classes, map(float, threshold))), "rejected_share": float(1 - kept.mean()),
                             "accuracy_on_kept": float(p["correct"].to_numpy()[kept].mean()) if kept.any() else None,
                             "n": int(len(p))}
     return out
@@ -120,7 +120,13 @@ def _unknown(model, unknown, scores_known, threshold, result, n_boot, seed, **kw
         raise DataError(f"None of the --unknown images under '{unknown}' could be read.")
     logits, proba = probabilities(model, emb.X)
     scores_unknown, _ = unusualness(model, emb.X, logits, proba)
-    det = unknown_detection(scores_known, scores_unknown, threshold, n_boot=min(n_boot, 400), seed=seed)
+    rows = None
+    if threshold is not None:  # each image meets the threshold of its most probable class
+        top_known = [list(model.classes).index(c) for c in result.predictions["most_probable"].astype(str)]
+        rows = (threshold[top_known], threshold[proba.argmax(axis=1)])
+    det = unknown_detection(scores_known, scores_unknown, rows, n_boot=min(n_boot, 400), seed=seed)
+    if threshold is not None:
+        det["threshold"] = dict(zip(model.classes, map(float, threshold)))
     # Accuracy-coverage with them mixed in: an unknown image kept is a mistake whatever its label.
     correct = np.r_[result.predictions["correct"].to_numpy(), np.zeros(len(scores_unknown), bool)]
     idx = bootstrap_indices(len(correct), min(n_boot, 400), seed)

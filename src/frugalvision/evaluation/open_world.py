@@ -115,7 +115,8 @@ def unknown_detection(scores_known, scores_unknown, threshold=None, *, n_boot: i
     (FPR at 95 % TPR, the OpenOOD convention), with bootstrap CIs (known and unknown resampled separately;
     the 95 % cut moves with the known sample, so that share is not a simple proportion); at the model's own
     threshold, fixed on validation, the share of unknown images rejected and of known images kept, with
-    Wilson CIs.
+    Wilson CIs. ``threshold``: one number, or ``(known, unknown)`` arrays of each image's own threshold (that of
+    its most probable class).
     """
     a, b = np.asarray(scores_known, float), np.asarray(scores_unknown, float)
     rng = np.random.default_rng(seed)
@@ -129,11 +130,12 @@ def unknown_detection(scores_known, scores_unknown, threshold=None, *, n_boot: i
                                        min(len(a), len(b)))}
     methods = {"auroc": "bootstrap", "fpr_at_95_tpr": "bootstrap"}
     if threshold is not None:
-        rejected, kept = int((b > threshold).sum()), int((a <= threshold).sum())
+        ta, tb = threshold if isinstance(threshold, tuple) else (threshold, threshold)
+        rejected, kept = int((b > tb).sum()), int((a <= ta).sum())
         out.update(unknown_rejected=rejected / len(b), known_kept=kept / len(a))
         ci.update(unknown_rejected_ci=wilson_ci(rejected, len(b)), known_kept_ci=wilson_ci(kept, len(a)))
         methods.update(unknown_rejected="Wilson", known_kept="Wilson")
-    return {**out, "n_known": int(len(a)), "n_unknown": int(len(b)), "threshold": threshold, **ci,
+    return {**out, "n_known": int(len(a)), "n_unknown": int(len(b)), "threshold": None if isinstance(threshold, tuple) else threshold, **ci,
             "ci_method": methods}
 
 

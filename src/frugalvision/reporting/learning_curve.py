@@ -245,7 +245,7 @@ def learning_curve(model, ev, *, engine: str = "auto", cache_dir=None, repeats: 
         from ..ood import ood_score
 
         logits = head.logits(X)
-        threshold = model.info.reject.threshold if model.info.reject is not None else None
+        threshold = model.reject_thresholds
         scores = (ood_score(model.ood_state, np.asarray(X, np.float32), np.asarray(logits, np.float32))
                   if model.ood_state is not None and threshold is not None else None)
         return decide(softmax(logits / model.temperature), model.classes, operating_point=model.operating_point,

@@ -492,9 +492,17 @@ def _model_card(meta: dict, model=None) -> dict:
                          f"not simply the most probable class.")
     rej = meta.get("reject")
     if rej and rej.get("threshold") is not None:
-        sentences.append(f"Images too unlike the training images are labelled 'unknown' (threshold placed on "
-                         f"{chosen_on(meta)} to keep {100 * float(rej.get('accept_rate', 0.95)):.0f} % of normal "
-                         f"images).")
+        keep = f"{100 * float(rej.get('accept_rate', 0.95)):.0f} %"
+        own, n_classes = rej.get("class_thresholds") or {}, len(meta.get("classes") or [])
+        if not own:
+            sentences.append(f"Images too unlike the training images are labelled 'unknown' (threshold placed on "
+                             f"{chosen_on(meta)} to keep {keep} of normal images).")
+        else:
+            shared = (f" ({len(own)} of {n_classes} classes have their own; the others share one placed on all the "
+                      f"images)" if len(own) < n_classes else "")
+            sentences.append(f"Images too unlike the training images are labelled 'unknown': each is compared with "
+                             f"the threshold of its most probable class, placed on {chosen_on(meta)} to keep {keep} "
+                             f"of the normal images predicted as that class{shared}.")
         sentences += [f"Note: {n[0].upper()}{n[1:]}." for n in t.get("notes") or [] if n.startswith("'none of these'")]
     else:
         sentences.append("There is no 'unknown' label: every image gets one of the classes.")
@@ -545,7 +553,13 @@ def _open_world_section(ev) -> dict:
         if cls in pc.index:
             marks[cls] = (float(pc.loc[cls, "recall"]), float(pc.loc[cls, "precision"]), r["false_alarm_rate"])
     unknown = ow.get("unknown")
-    return {"operating_point": ow.get("operating_point", []), "rejection": ow.get("rejection"),
+    rejection = ow.get("rejection")
+    if rejection:
+        from ..decision import reject_rule
+
+        t = rejection.get("threshold")  # one per class; a single number in evaluations saved before
+        rejection = {**rejection, "rule": reject_rule(t if isinstance(t, dict) else {"all": t})}
+    return {"operating_point": ow.get("operating_point", []), "rejection": rejection,
             "score": ow.get("unusualness_score"), "unknown": unknown,
             "curves": [{k: v for k, v in c.items() if k not in ("roc", "pr")} for c in ow.get("curves", [])],
             "curves_png": curves_png(ow.get("curves", []), marks),
