@@ -287,3 +287,32 @@ def test_the_summary_gives_counts_and_names_no_best_class_among_ties():
     assert "best on ok (100.0 % found, 16 of 16) and weakest on defective (75.0 % found, 3 of 4)" in text
     assert "too few images per class to rank them" in text
     assert "best on" not in " ".join(headline_sentences(_ev(y, y.copy())))
+
+
+def test_the_next_step_on_rejection_says_what_it_cost_and_when_to_turn_it_off(trained):
+    """On a closed inspection line every image shows a class: 'none of these' set aside 5 % of the solar cells and
+    cost 3.8 points. The next step says how many of the images it set aside were right, and names --no-reject."""
+    import copy
+    import dataclasses
+
+    from frugalvision.artifact import RejectInfo
+    from frugalvision.decision import decide
+    from frugalvision.reporting.verdict import verdict_section
+
+    model, _ = trained
+    model = copy.copy(model)
+    model.info = dataclasses.replace(model.info, reject=RejectInfo(params={}, threshold=1.0), operating_point=None)
+    c0, c1 = model.classes[0], model.classes[1]
+    y = np.array([c0] * 10 + [c1] * 10)
+    proba = np.full((20, len(model.classes)), 0.1 / max(1, len(model.classes) - 1))
+    proba[:10, 0], proba[10:, 1] = 0.9, 0.9
+    proba[3] = proba[13]  # one image of c0 most probably c1
+    scores = np.zeros(20)
+    scores[[0, 1, 2, 3]] = 2.0  # four set aside: three of them were right
+    dec = decide(proba, model.classes, ood_scores=scores, reject_threshold=1.0)
+    table = pd.DataFrame({"path": [f"/nowhere/{i}.png" for i in range(20)], "label": y})
+    ev = evaluate_predictions(table, proba, model.classes, n_boot=200, decisions=dec)
+    steps = verdict_section(model, ev, [], None)["next_steps"]
+    (step,) = [st for st in steps if "rejection is on" in st]
+    assert "3 of those 4 would have been right, 15.0 points of accuracy on 20 images" in step, step
+    assert "--no-reject" in step

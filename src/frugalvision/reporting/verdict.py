@@ -66,6 +66,20 @@ def _value_and_ci(goal, y, pred, seed=0):
     return (k / n if n else None), wilson_ci(k, n), n, "Wilson"
 
 
+def _rejection_cost(ev, model) -> str:
+    """What "none of these" cost on the test images: how many it set aside that its most probable class had right
+    (only without an operating point, where the most probable class is what would have been answered)."""
+    p = ev.predictions
+    if model.operating_point is not None or p is None or not len(p) or "most_probable" not in p:
+        return ""
+    out = (p["pred"].astype(str) == "unknown").to_numpy()
+    right = int((p["most_probable"].astype(str).to_numpy()[out] == p["true"].astype(str).to_numpy()[out]).sum())
+    if not out.any():
+        return ""
+    return (f"; {right} of those {int(out.sum())} would have been right, {100 * right / len(p):.1f} points of "
+            f"accuracy on {len(p)} images")
+
+
 def _n_to_decide(value, goal_value, n_now: int = 0) -> int | None:
     """Test images (of what the metric counts, in all) at which the same observed share would decide: its Wilson
     interval would clear the goal (met) or fall below it (not met), as :func:`judge_goals` judges. None when the value
@@ -374,8 +388,10 @@ def next_steps(ev, rows, lc, lc_ext, model, groups_gaps) -> list[str]:
                      "Retrain with rejection on, and test with report --unknown FOLDER.")
     elif not (ev.open_world or {}).get("unknown"):
         share = ((ev.open_world or {}).get("rejection") or {}).get("rejected_share")
-        steps.append(f"Unknown-image rejection is on ({_pct(share)} of these test images were set aside as unknown); "
-                     f"check it on real out-of-scope photos with report --unknown FOLDER.")
+        steps.append(f"Unknown-image rejection is on ({_pct(share)} of these test images were set aside as unknown"
+                     f"{_rejection_cost(ev, model)}); check it on real out-of-scope photos with report --unknown "
+                     f"FOLDER. If every image the model will see shows one of the classes (an inspection line, say), "
+                     f"retrain with --no-reject.")
     if finetune_step and not capped:  # measured, but the curve does not call for it: after the other advice
         steps.append(finetune_step)
     seen: set = set()
