@@ -242,6 +242,13 @@ def test_a_per_class_threshold_is_read_at_the_most_probable_class():
     p = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
     d = decide(p, classes, ood_scores=np.array([1.5, 1.5, 0.5]), reject_threshold=np.array([1.0, 2.0]))
     assert d.names() == ["unknown", "b", "a"]
+    # An operating point that answers b for the third row (a most probable): its threshold is still a's.
+    from frugalvision.decision import OperatingPoint
+
+    op = OperatingPoint.from_json({"targets": ["b:recall>=0.9"], "recall_thresholds": {"b": 0.35}}, classes)
+    d = decide(p, classes, operating_point=op, ood_scores=np.array([0.5, 1.5, 1.5]),
+               reject_threshold=np.array([1.0, 2.0]))
+    assert d.names() == ["a", "b", "unknown"]  # with the decided class (b, 2.0) the third would be kept
 
 
 def test_class_thresholds_load_and_every_path_decides_with_them(shapes_run, tmp_path):
@@ -270,13 +277,25 @@ def test_class_thresholds_load_and_every_path_decides_with_them(shapes_run, tmp_
     s = np.sort(before.loc[mine, "ood_score"].to_numpy())
     i = int(np.argmax(np.diff(s[:-1]))) if len(s) > 2 else 0
     low = float((s[i] + s[i + 1]) / 2)
-    model.info = dataclasses.replace(model.info, reject=dataclasses.replace(model.info.reject,
-                                                                            class_thresholds={c0: low}))
+    # and an operating point that answers c1 for some images most probably c0: they still meet c0's threshold
+    from frugalvision.decision import OperatingPoint
+
+    from frugalvision.inference import probabilities
+
+    c1 = model.classes[1]
+    p1 = probabilities(model, model.embed(files, progress=False).X)[1][:, 1]
+    t1 = float(np.median(p1[mine.to_numpy()]))
+    op = OperatingPoint.from_json({"targets": [f"{c1}:recall>=0.99"], "recall_thresholds": {c1: t1}},
+                                  model.classes)
+    model.info = dataclasses.replace(model.info, operating_point=op, reject=dataclasses.replace(
+        model.info.reject, class_thresholds={c0: low}))
     model.save(tmp_path / "own.safetensors")
     model = fv.load_model(tmp_path / "own.safetensors")
     local = fv.predict(model, files, progress=False).set_index("path")
-    rejected = local["label"] == "unknown"
-    assert rejected[list(before.loc[mine, "path"])].any() and not rejected[list(before.loc[~mine, "path"])].any()
+    rejected = (local.loc[files, "label"] == "unknown").to_numpy()
+    over = mine.to_numpy() & (before["ood_score"].to_numpy() > low)
+    assert over.any() and (over & (p1 >= t1)).any()  # some the operating point would answer c1 are over c0's
+    assert list(rejected) == list(over)  # exactly the images most probably c0 over c0's own threshold
 
     pre = model.preprocessing
     x = np.stack([decode_for_input(f, pre["input_size"], pre["crop_pct"], pre["interpolation"]).array for f in files])

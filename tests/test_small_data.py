@@ -127,8 +127,12 @@ def test_none_of_these_keeps_its_rate_on_new_images_when_the_folds_are_smaller_t
     y = np.array(["good"] * 104 + ["defect"] * 16)
     fit, _ = fit_small_data_stage(X, y, Recipe(), n_clean=len(y))
     assert fit.reject is not None and fit.reject.threshold is not None
+    # 'good' is predicted for 100+ out-of-fold images: a threshold of its own; 'defect' shares the pooled one
+    assert set(fit.reject.class_thresholds) == {"good"}
     new = np.vstack([draw(400, 0), draw(100, 1)])
-    rejected = ood_score(fit.ood_state, new, fit.head.logits(new).astype(np.float32)) > fit.reject.threshold
+    logits = fit.head.logits(new).astype(np.float32)
+    rejected = ood_score(fit.ood_state, new, logits) > fit.reject.thresholds(list(fit.head.classes_))[
+        logits.argmax(axis=1)]
     assert rejected.mean() <= 0.15, f"{rejected.mean():.0%} of new normal images rejected (promised 5 %)"
 
 
@@ -149,6 +153,11 @@ def test_a_class_the_none_of_these_threshold_swallows_is_named():
     # a class's own threshold is what its images meet: 2.5 keeps them all
     own = RejectInfo(params={}, threshold=1.0, class_thresholds={"defect": 2.5})
     assert swallowed_classes(scores, y, own, top, ["defect", "good"], "validation") == []
+    # ... read at each image's most probable class, not its label: defects taken for 'good' meet good's 1.0
+    taken = top.copy()
+    taken[-4:] = 1
+    (note,) = swallowed_classes(scores, y, own, taken, ["defect", "good"], "validation")
+    assert "4 of 10 validation images of 'defect'" in note
     # one image is not a pattern
     assert swallowed_classes(np.r_[np.zeros(39), 2.0], y, one, top, ["defect", "good"], "validation") == []
     # 2 of 10 images of one of 10 balanced classes: what chance does, no note

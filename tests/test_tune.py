@@ -277,15 +277,19 @@ def test_budget_weighs_fine_tuning_against_the_frozen_winner(shapes_dir, tmp_pat
         assert step is None  # a fine-tuned model: the report says so elsewhere
 
 
-def test_budget_decides_each_validation_half_with_thresholds_fitted_on_the_other(tmp_path):
+def test_budget_decides_each_validation_half_with_thresholds_fitted_on_the_other(tmp_path, monkeypatch):
     """On the validation path a candidate's "none of these" threshold and operating point, fitted on the validation
     images themselves, would pin what they control (every model rejects the same share there). The judge refits
     them on one half and decides the other, with the same halves for every candidate."""
     from frugalvision import _budget
     from frugalvision.decision import choose_operating_point, decide
     from frugalvision.inference import _ood_scores, probabilities
-    from frugalvision.ood import threshold_for_accept_rate
+    from frugalvision import fitting
+    from frugalvision.artifact import RejectInfo
+    from frugalvision.ood import class_thresholds, threshold_for_accept_rate
 
+    # classes get thresholds of their own from 5 images (20 in the product): the halves here have ~9 a class
+    monkeypatch.setattr(fitting, "MIN_REJECT_VALIDATION", 5)
     data = make_shapes_dataset(tmp_path / "shapes", n_per_class=36, seed=3)
     model = fv.train(data, val_size=0.5, test_size=0.1, targets=["circle:recall>=0.9"], progress=False,
                      cache_dir=tmp_path / "c")
@@ -304,13 +308,18 @@ def test_budget_decides_each_validation_half_with_thresholds_fitted_on_the_other
     logits, proba = probabilities(model, emb.X)
     scores = _ood_scores(model, emb.X, logits)
     assert (halves == 0).sum() >= 20 and model.info.reject.threshold is not None
+    assert model.info.reject.class_thresholds  # the model's own, placed on all the validation images
     thresholds = []
     for h in (0, 1):
         mine, other = halves == h, halves != h
-        thresholds.append(threshold_for_accept_rate(scores[other], model.info.reject.accept_rate))
+        a = model.info.reject.accept_rate
+        own = class_thresholds(scores[other], proba[other].argmax(axis=1), model.classes, a, min_images=5)
+        assert own  # each half's classes get their own, placed on the other half
+        thresholds.append(threshold_for_accept_rate(scores[other], a))
+        refit = RejectInfo(params={}, threshold=thresholds[-1], accept_rate=a, class_thresholds=own)
         op = choose_operating_point(proba[other], y[other], model.classes, ["circle:recall>=0.9"])
         expect = decide(proba[mine], model.classes, operating_point=op, ood_scores=scores[mine],
-                        reject_threshold=thresholds[-1]).names()
+                        reject_threshold=refit.thresholds(model.classes)).names()
         assert list(out[mine]) == expect
     # Each half's threshold comes from the other half, not from all the validation images as the model's did.
     assert thresholds[0] != thresholds[1]

@@ -190,7 +190,7 @@ def export_onnx_model(model, out, *, fixed_input: tuple[int, int] | None = None,
             "reject": _reject_meta(model),
             "outputs": {"probabilities": "N x K softmax(logits / temperature)",
                         "decision": "N class indices into 'classes' under the operating point; -1 = unknown "
-                                    "('none of these': ood_score above reject.class_thresholds of the most probable class)",
+                                    "('none of these': ood_score above reject.thresholds_by_class of the most probable class)",
                         "runner_up": "N class indices: the most probable class other than the decided one (for "
                                      "unknown: the most probable class)",
                         "ood_score": "N unusualness scores (higher = more unusual)" if score else None,
@@ -395,7 +395,8 @@ def _reject_meta(model):
         return None
     t = model.reject_thresholds
     return {"method": model.ood_state.method, "threshold": r.threshold, "accept_rate": r.accept_rate,
-            "class_thresholds": None if t is None else dict(zip(model.classes, map(float, t)))}
+            # every class's effective threshold (its own, or the pooled one): what the graph compares with
+            "thresholds_by_class": None if t is None else dict(zip(model.classes, map(float, t)))}
 
 
 def _ood_nodes(model, const, helper, nodes: list):

@@ -291,8 +291,7 @@ def swallowed_classes(scores, labels, reject: RejectInfo, most_probable, classes
         # the time; 4 of 14 defects does not)
         if r >= 2 and r / m.sum() > limit and binom.sf(r - 1, int(m.sum()), 1 - accept_rate) < 0.05 / len(classes):
             notes.append(f"'none of these' answers unknown for {r} of {int(m.sum())} {where} images of '{c}' "
-                         f"({100 * r / m.sum():.0f} %, against {100 * (1 - accept_rate):g} % promised over all "
-                         f"classes): that class looks unusual to the score and many of its images would be answered "
+                         f"({100 * r / m.sum():.0f} %, against {100 * (1 - accept_rate):g} % promised): that class looks unusual to the score and many of its images would be answered "
                          f"unknown. Label more images of '{c}', or train with --no-reject")
     return notes
 

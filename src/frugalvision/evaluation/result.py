@@ -172,7 +172,7 @@ class EvaluationResult:
                   else "too few images for an interval")
             lines.append(f"Unknown images ({u['n_unknown']}): AUROC {u['auroc']:.3f} ({ci}), "
                          f"{_pc(u['fpr_at_95_tpr'])} still accepted when 95 % of known images are"
-                         + (f"; at the model's threshold {_pc(u['unknown_rejected'])} rejected" if "unknown_rejected" in u
+                         + (f"; at the model's thresholds {_pc(u['unknown_rejected'])} rejected" if "unknown_rejected" in u
                             else ""))
         if self.skipped:
             lines.append(f"Skipped {len(self.skipped)} unreadable files.")
