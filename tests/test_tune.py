@@ -317,7 +317,8 @@ def test_budget_decides_each_validation_half_with_thresholds_fitted_on_the_other
         assert own  # each half's classes get their own, placed on the other half
         thresholds.append(threshold_for_accept_rate(scores[other], a))
         refit = RejectInfo(params={}, threshold=thresholds[-1], accept_rate=a, class_thresholds=own)
-        op = choose_operating_point(proba[other], y[other], model.classes, ["circle:recall>=0.9"])
+        aside = scores[other] > refit.thresholds(model.classes).astype(np.float32)[proba[other].argmax(axis=1)]
+        op = choose_operating_point(proba[other], y[other], model.classes, ["circle:recall>=0.9"], rejected=aside)
         expect = decide(proba[mine], model.classes, operating_point=op, ood_scores=scores[mine],
                         reject_threshold=refit.thresholds(model.classes)).names()
         assert list(out[mine]) == expect

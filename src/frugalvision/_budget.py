@@ -321,8 +321,14 @@ def _decided(model, paths, run, *, y=None, halves=None, notes=None) -> tuple[np.
             elif notes is not None:
                 notes.append(f"'none of these' threshold not cross-fitted on half {h + 1}: {int(fit.sum())} images")
         if targets:
+            used = refit.get("reject", reject)  # the operating point counts what "none of these" rejects, as training
+            set_aside = None
+            if scores is not None and used is not None and used.threshold is not None:
+                set_aside = (scores[fit] > used.thresholds(model.classes).astype(np.float32)[
+                    proba[fit].argmax(axis=1)])
             try:
-                refit["operating_point"] = choose_operating_point(proba[fit], y_ok[fit], model.classes, targets)
+                refit["operating_point"] = choose_operating_point(proba[fit], y_ok[fit], model.classes, targets,
+                                                                  rejected=set_aside)
             except DataError as exc:
                 if notes is not None:
                     notes.append(f"operating point not cross-fitted on half {h + 1}: {exc}")

@@ -210,13 +210,6 @@ def fit_small_data_stage(X_tr, y_tr, recipe: Recipe, *, n_clean: int) -> tuple[H
         from .reporting.verdict import parse_goal
 
         goals = [parse_goal(g, classes)["name"] for g in recipe.goals]
-    if recipe.targets:
-        if sd.oof_logits is None:
-            raise DataError("Targets (--target) need at least 2 images of every class to choose a threshold on "
-                            "out-of-fold predictions; label more images.")
-        proba = softmax(sd.oof_logits / (temperature or 1.0))
-        op = _with_intervals(choose_operating_point(proba, yc, classes, list(recipe.targets)),
-                             "out-of-fold (cross-validation)")
     if recipe.reject:
         from .ood import fit_ood, knn_settings
 
@@ -233,6 +226,15 @@ def fit_small_data_stage(X_tr, y_tr, recipe: Recipe, *, n_clean: int) -> tuple[H
         if reject.threshold is not None:  # oof() ran for it: the cached scores
             notes += swallowed_classes(oof(), yc, reject, sd.oof_logits.argmax(axis=1), classes,
                                        "out-of-fold training")
+    if recipe.targets:
+        if sd.oof_logits is None:
+            raise DataError("Targets (--target) need at least 2 images of every class to choose a threshold on "
+                            "out-of-fold predictions; label more images.")
+        proba = softmax(sd.oof_logits / (temperature or 1.0))
+        out = _rejected(reject, oof() if reject is not None and reject.threshold is not None else None,
+                        sd.oof_logits.argmax(axis=1), classes)
+        op = _with_intervals(choose_operating_point(proba, yc, classes, list(recipe.targets), rejected=out),
+                             "out-of-fold (cross-validation)")
     fit = HeadFit(head=head, temperature=temperature, operating_point=op, reject=reject, ood_state=state,
                   goals=goals, C=sd.C, C_search=[], notes=notes)
     return fit, sd.summary()
@@ -252,11 +254,6 @@ def _decision_fit(est, temperature, X_tr, y_tr, X_va, y_va, recipe: Recipe):
     classes = [str(c) for c in est.classes_]
     op = reject = state = None
     scored = []
-    if recipe.targets:
-        from .decision import choose_operating_point
-
-        proba_va = softmax(est.logits(X_va) / (temperature or 1.0))
-        op = _with_intervals(choose_operating_point(proba_va, y_va, classes, list(recipe.targets)), "validation")
     if recipe.reject:
         from .ood import fit_ood, ood_score
 
@@ -268,7 +265,23 @@ def _decision_fit(est, temperature, X_tr, y_tr, X_va, y_va, recipe: Recipe):
             return scored[0], logits_va.argmax(axis=1)
 
         reject = _reject_info(state, len(y_va), recipe, "validation", scores, classes)
+    if recipe.targets:
+        from .decision import choose_operating_point
+
+        logits_va = est.logits(X_va)
+        proba_va = softmax(logits_va / (temperature or 1.0))
+        out = _rejected(reject, scored[0] if scored else None, logits_va.argmax(axis=1), classes)
+        op = _with_intervals(choose_operating_point(proba_va, y_va, classes, list(recipe.targets), rejected=out),
+                             "validation")
     return op, reject, state, (scored[0] if scored else None)
+
+
+def _rejected(reject: RejectInfo | None, scores, most_probable, classes):
+    """Which of the scored images the "none of these" thresholds answer unknown (None when nothing is)."""
+    if reject is None or reject.threshold is None or scores is None:
+        return None
+    thr = reject.thresholds(classes).astype(np.float32)
+    return np.asarray(scores, np.float32) > thr[np.asarray(most_probable)]
 
 
 def swallowed_classes(scores, labels, reject: RejectInfo, most_probable, classes, where: str) -> list[str]:
