@@ -288,7 +288,7 @@ def _decided(model, paths, run, *, y=None, halves=None, notes=None) -> tuple[np.
     """
     from .decision import choose_operating_point
     from .exceptions import DataError
-    from .fitting import MIN_REJECT_VALIDATION
+    from .fitting import MIN_REJECT_VALIDATION, rejected_by
     from .inference import decisions, probabilities, unusualness
     from .ood import class_thresholds, threshold_for_accept_rate
 
@@ -322,10 +322,8 @@ def _decided(model, paths, run, *, y=None, halves=None, notes=None) -> tuple[np.
                 notes.append(f"'none of these' threshold not cross-fitted on half {h + 1}: {int(fit.sum())} images")
         if targets:
             used = refit.get("reject", reject)  # the operating point counts what "none of these" rejects, as training
-            set_aside = None
-            if scores is not None and used is not None and used.threshold is not None:
-                set_aside = (scores[fit] > used.thresholds(model.classes).astype(np.float32)[
-                    proba[fit].argmax(axis=1)])
+            set_aside = rejected_by(used, None if scores is None else scores[fit], proba[fit].argmax(axis=1),
+                                    model.classes)
             try:
                 refit["operating_point"] = choose_operating_point(proba[fit], y_ok[fit], model.classes, targets,
                                                                   rejected=set_aside)

@@ -190,7 +190,8 @@ def export_onnx_model(model, out, *, fixed_input: tuple[int, int] | None = None,
             "reject": _reject_meta(model),
             "outputs": {"probabilities": "N x K softmax(logits / temperature)",
                         "decision": "N class indices into 'classes' under the operating point; -1 = unknown "
-                                    "('none of these': ood_score above reject.thresholds_by_class of the most probable class)",
+                                    "('none of these': ood_score above reject.thresholds_by_class at the most "
+                                    "probable class)",
                         "runner_up": "N class indices: the most probable class other than the decided one (for "
                                      "unknown: the most probable class)",
                         "ood_score": "N unusualness scores (higher = more unusual)" if score else None,

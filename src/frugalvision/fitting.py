@@ -231,7 +231,7 @@ def fit_small_data_stage(X_tr, y_tr, recipe: Recipe, *, n_clean: int) -> tuple[H
             raise DataError("Targets (--target) need at least 2 images of every class to choose a threshold on "
                             "out-of-fold predictions; label more images.")
         proba = softmax(sd.oof_logits / (temperature or 1.0))
-        out = _rejected(reject, oof() if reject is not None and reject.threshold is not None else None,
+        out = rejected_by(reject, oof() if reject is not None and reject.threshold is not None else None,
                         sd.oof_logits.argmax(axis=1), classes)
         op = _with_intervals(choose_operating_point(proba, yc, classes, list(recipe.targets), rejected=out),
                              "out-of-fold (cross-validation)")
@@ -270,13 +270,13 @@ def _decision_fit(est, temperature, X_tr, y_tr, X_va, y_va, recipe: Recipe):
 
         logits_va = est.logits(X_va)
         proba_va = softmax(logits_va / (temperature or 1.0))
-        out = _rejected(reject, scored[0] if scored else None, logits_va.argmax(axis=1), classes)
+        out = rejected_by(reject, scored[0] if scored else None, logits_va.argmax(axis=1), classes)
         op = _with_intervals(choose_operating_point(proba_va, y_va, classes, list(recipe.targets), rejected=out),
                              "validation")
     return op, reject, state, (scored[0] if scored else None)
 
 
-def _rejected(reject: RejectInfo | None, scores, most_probable, classes):
+def rejected_by(reject: RejectInfo | None, scores, most_probable, classes):
     """Which of the scored images the "none of these" thresholds answer unknown (None when nothing is)."""
     if reject is None or reject.threshold is None or scores is None:
         return None
@@ -304,8 +304,9 @@ def swallowed_classes(scores, labels, reject: RejectInfo, most_probable, classes
         # the time; 4 of 14 defects does not)
         if r >= 2 and r / m.sum() > limit and binom.sf(r - 1, int(m.sum()), 1 - accept_rate) < 0.05 / len(classes):
             notes.append(f"'none of these' answers unknown for {r} of {int(m.sum())} {where} images of '{c}' "
-                         f"({100 * r / m.sum():.0f} %, against {100 * (1 - accept_rate):g} % promised): that class looks unusual to the score and many of its images would be answered "
-                         f"unknown. Label more images of '{c}', or train with --no-reject")
+                         f"({100 * r / m.sum():.0f} %, against {100 * (1 - accept_rate):g} % promised): that class "
+                         f"looks unusual to the score and many of its images would be answered unknown. Label more "
+                         f"images of '{c}', or train with --no-reject")
     return notes
 
 
