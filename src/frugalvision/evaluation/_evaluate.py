@@ -103,7 +103,8 @@ def _open_world(result, op, scores, score_name, threshold, n_boot, seed) -> dict
            "selective": selective_curve(p["correct"].to_numpy(), -scores, idx)}
     if threshold is not None and len(p):
         kept = (p["pred"] != "unknown").to_numpy()  # the decision's own rejection, not a second reading of it
-        out["rejection"] = {"threshold": dict(zip(result.classes, map(float, threshold))), "rejected_share": float(1 - kept.mean()),
+        out["rejection"] = {"threshold": dict(zip(result.classes, map(float, threshold))),
+                            "rejected_share": float(1 - kept.mean()),
                             "accuracy_on_kept": float(p["correct"].to_numpy()[kept].mean()) if kept.any() else None,
                             "n": int(len(p))}
     return out

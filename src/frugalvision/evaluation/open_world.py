@@ -135,8 +135,8 @@ def unknown_detection(scores_known, scores_unknown, threshold=None, *, n_boot: i
         out.update(unknown_rejected=rejected / len(b), known_kept=kept / len(a))
         ci.update(unknown_rejected_ci=wilson_ci(rejected, len(b)), known_kept_ci=wilson_ci(kept, len(a)))
         methods.update(unknown_rejected="Wilson", known_kept="Wilson")
-    return {**out, "n_known": int(len(a)), "n_unknown": int(len(b)), "threshold": None if isinstance(threshold, tuple) else threshold, **ci,
-            "ci_method": methods}
+    shown = None if isinstance(threshold, tuple) else threshold  # per-image arrays are not a threshold to show
+    return {**out, "n_known": int(len(a)), "n_unknown": int(len(b)), "threshold": shown, **ci, "ci_method": methods}
 
 
 def operating_point_report(op, y, pred, classes, idx=None) -> list[dict]:

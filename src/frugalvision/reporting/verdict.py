@@ -73,9 +73,9 @@ def _rejection_cost(ev, model) -> str:
     if model.operating_point is not None or p is None or not len(p) or "most_probable" not in p:
         return ""
     out = (p["pred"].astype(str) == "unknown").to_numpy()
-    right = int((p["most_probable"].astype(str).to_numpy()[out] == p["true"].astype(str).to_numpy()[out]).sum())
     if not out.any():
         return ""
+    right = int((p["most_probable"].astype(str).to_numpy()[out] == p["true"].astype(str).to_numpy()[out]).sum())
     return (f"; {right} of those {int(out.sum())} would have been right, {100 * right / len(p):.1f} points of "
             f"accuracy on {len(p)} images")
 
